@@ -1,0 +1,51 @@
+# Runyard: `make run` and `make test` are the whole setup on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+export PORT
+
+.PHONY: run test lint bench chaos migrate seed clean browser-deps
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	@touch $@
+
+migrate: $(VENV)/.installed
+	$(PY) manage.py migrate --noinput
+
+seed: migrate
+	$(PY) manage.py seed_demo
+
+run: seed
+	$(VENV)/bin/honcho -f platform/Procfile start
+
+# Debian's chromium for the browser tests; skipped quietly where apt is not ours to use.
+browser-deps:
+	@test -x /usr/bin/chromium || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| echo "chromium not installed: browser tests will be skipped"; }
+
+test: $(VENV)/.installed browser-deps
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
+
+bench: $(VENV)/.bench-installed
+	$(PY) bench/run.py
+
+chaos: $(VENV)/.installed
+	CHAOS_TRIALS=$${CHAOS_TRIALS:-200} $(PY) -m pytest -q tests/e2e/test_chaos.py
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,195 @@
+"""Runyard settings: one file, everything that differs between machines comes from the environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("RUNYARD_VAR_DIR", BASE_DIR / "var"))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-insecure-secret-key-change-me-in-production-0123")
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "*").split(",") if h.strip()]
+CSRF_TRUSTED_ORIGINS = [
+    o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
+]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_q",
+    "tenants",
+    "runs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+# Embedded default: a SQLite file in WAL mode. IMMEDIATE transactions take the write lock at
+# BEGIN, which avoids the read-then-write upgrade deadlock that SQLite reports as "database is
+# locked"; the busy timeout makes writers queue instead of failing.
+DATABASE_URL = os.environ.get("DATABASE_URL", "")
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=None)}
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        DATABASES["default"].setdefault("OPTIONS", {})
+        DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TEST_DATABASE_NAME", "test_runyard")}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ.get("SQLITE_PATH", str(VAR_DIR / "runyard.sqlite3")),
+            "CONN_MAX_AGE": None,
+            "OPTIONS": {
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 30,
+                "init_command": (
+                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;"
+                ),
+            },
+            # A file, not :memory:, so end-to-end tests can share it with real worker processes.
+            "TEST": {"NAME": os.environ.get("SQLITE_TEST_PATH", str(VAR_DIR / "test_runyard.sqlite3"))},
+        }
+    }
+IS_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
+MEDIA_URL = "media/"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/login/"
+
+# --- Redis, channel layer, queue ------------------------------------------------------------
+REDIS_URL = os.environ.get("REDIS_URL", "")
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 60},
+        }
+    }
+else:
+    # In-process only: events written by a worker process reach daphne through the event
+    # poller (runs/events.py), which tails the Event table and fans out locally.
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# A segment of a run holds one queue task; the broker may hand a task out again after `retry`
+# seconds without an ack, so `retry` must exceed `timeout` (checked by runs.checks). Runs are
+# safe under redelivery anyway: the claim is a guarded UPDATE.
+Q_TIMEOUT = int(os.environ.get("Q_TIMEOUT", 900))
+Q_CLUSTER: dict = {
+    "name": os.environ.get("Q_CLUSTER_NAME", "runyard"),
+    "workers": int(os.environ.get("Q_WORKERS", 4)),
+    "recycle": 500,
+    "timeout": Q_TIMEOUT,
+    "retry": Q_TIMEOUT + 60,
+    "max_attempts": 1,
+    "ack_failures": True,
+    "catch_up": False,
+    "poll": env_float("Q_POLL", 0.05),
+    "save_limit": 1000,
+    "label": "Django Q2",
+    "sync": env_bool("Q_SYNC", False),
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# --- Runyard --------------------------------------------------------------------------------
+RUNYARD = {
+    "LEASE_SECONDS": env_float("RUNYARD_LEASE_SECONDS", 30),
+    "HEARTBEAT_SECONDS": env_float("RUNYARD_HEARTBEAT_SECONDS", 5),
+    # A dispatched run not claimed within this many seconds is dispatched again.
+    "DISPATCH_GRACE_SECONDS": env_float("RUNYARD_DISPATCH_GRACE_SECONDS", 60),
+    # One queue task runs at most this long before handing the run back to the dispatcher,
+    # so long runs cannot hold workers against other tenants.
+    "SEGMENT_SECONDS": env_float("RUNYARD_SEGMENT_SECONDS", 300),
+    "MAX_RECOVERIES": int(os.environ.get("RUNYARD_MAX_RECOVERIES", 3)),
+    "EVENT_POLL_SECONDS": env_float("RUNYARD_EVENT_POLL_SECONDS", 0.05),
+    "MAX_INPUT_BYTES": int(os.environ.get("RUNYARD_MAX_INPUT_BYTES", 256 * 1024)),
+    "MAX_SPEC_BYTES": int(os.environ.get("RUNYARD_MAX_SPEC_BYTES", 1024 * 1024)),
+    "FUNCTION_MODULES": [
+        m for m in os.environ.get("RUNYARD_FUNCTION_MODULES", "").split(",") if m.strip()
+    ],
+    "HOOK_MODULES": [m for m in os.environ.get("RUNYARD_HOOK_MODULES", "").split(",") if m.strip()],
+    "OPENAI_BASE_URL": os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1"),
+    "OPENAI_API_KEY": os.environ.get("OPENAI_API_KEY", ""),
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "daphne": {"level": "WARNING"}},
+}

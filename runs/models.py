@@ -1,0 +1,254 @@
+"""Graphs, threads, runs and everything a run leaves behind. Services own every status write."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from django.db import models
+
+from runs.querysets import RunQuerySet, TenantScopedQuerySet
+from runs.status import TERMINAL, RunStatus
+from tenants.models import Tenant
+
+
+class Graph(models.Model):
+    """One immutable version of a named graph."""
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="graphs")
+    name = models.CharField(max_length=100)
+    version = models.PositiveIntegerField()
+    spec = models.JSONField()
+    hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=200, blank=True)
+
+    objects = TenantScopedQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "name", "version"], name="uniq_graph_version")
+        ]
+        ordering = ["name", "-version"]
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+class Thread(models.Model):
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="threads")
+    state = models.JSONField(default=dict, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TenantScopedQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return str(self.public_id)
+
+
+class Run(models.Model):
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="runs")
+    graph = models.ForeignKey(Graph, on_delete=models.PROTECT, related_name="runs")
+    graph_hash = models.CharField(max_length=64)
+    thread = models.ForeignKey(
+        Thread, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+    )
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+    )
+    depth = models.PositiveSmallIntegerField(default=0)
+
+    status = models.CharField(
+        max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True
+    )
+    input = models.JSONField(default=dict, blank=True)
+    state = models.JSONField(default=dict, blank=True)
+    # Engine cursor to resume from: {"node", "step", "visits"}.
+    position = models.JSONField(null=True, blank=True)
+    # The thread's state before this run, for cancel with action=rollback.
+    thread_state_before = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    waiting_for = models.JSONField(null=True, blank=True)
+    wait_deadline = models.DateTimeField(null=True, blank=True, db_index=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    multitask_strategy = models.CharField(max_length=16, default="reject")
+    cancel_action = models.CharField(max_length=16, blank=True)
+    # Set by services for a running run; the worker acts on them at the next step boundary.
+    pause_requested = models.BooleanField(default=False)
+    guidance_pending = models.BooleanField(default=False)
+
+    # Usage counters, updated in each step's transaction.
+    steps = models.PositiveIntegerField(default=0)
+    tokens_in = models.PositiveBigIntegerField(default=0)
+    tokens_out = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0))
+    warned_limits = models.JSONField(default=list, blank=True)
+
+    # Ownership: a worker claims by bumping epoch; every later write is fenced by it.
+    epoch = models.PositiveIntegerField(default=0)
+    lease_owner = models.CharField(max_length=200, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    claims = models.PositiveIntegerField(default=0)
+    recoveries = models.PositiveIntegerField(default=0)
+    resurrections = models.PositiveIntegerField(default=0)
+    holds_slot = models.BooleanField(default=False)
+    last_seq = models.PositiveIntegerField(default=0)
+
+    idempotency_key = models.CharField(max_length=200, blank=True)
+    idempotency_hash = models.CharField(max_length=64, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = RunQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["tenant", "-created_at", "-id"], name="run_tenant_created"),
+            models.Index(fields=["tenant", "status", "-created_at"], name="run_tenant_status"),
+            models.Index(fields=["status", "dispatched_at"], name="run_status_dispatched"),
+            models.Index(fields=["thread", "status"], name="run_thread_status"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="uniq_run_idempotency_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.public_id} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def usage(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+            "cost_usd": float(self.cost_usd),
+        }
+
+    @property
+    def channel_group(self) -> str:
+        return f"run.{self.public_id.hex}"
+
+
+class Step(models.Model):
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="step_rows")
+    index = models.PositiveIntegerField()
+    node = models.CharField(max_length=100)
+    status = models.CharField(max_length=16)
+    attempt = models.PositiveIntegerField(default=1)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField(default=0)
+    usage = models.JSONField(default=dict, blank=True)
+    update = models.JSONField(default=dict, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    epoch = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "index"], name="uniq_step_index")]
+        ordering = ["run", "index"]
+
+    def __str__(self) -> str:
+        return f"step {self.index} {self.node} ({self.status})"
+
+
+class Checkpoint(models.Model):
+    """The state after a step (step_index 0 is the initial state): resume and fork from here."""
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="checkpoints")
+    thread = models.ForeignKey(
+        Thread, null=True, blank=True, on_delete=models.CASCADE, related_name="checkpoints"
+    )
+    step_index = models.PositiveIntegerField()
+    state = models.JSONField()
+    position = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "step_index"], name="uniq_checkpoint_step")
+        ]
+        ordering = ["run", "step_index"]
+
+
+def artifact_path(instance: Artifact, filename: str) -> str:
+    return f"artifacts/{instance.tenant.public_id.hex}/{instance.run.public_id.hex}/{filename}"
+
+
+class Artifact(models.Model):
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="artifacts")
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="artifacts")
+    step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="artifacts")
+    name = models.CharField(max_length=200)
+    content_type = models.CharField(max_length=100)
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    file = models.FileField(upload_to=artifact_path, max_length=300)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = TenantScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["run", "id"]
+
+
+class Event(models.Model):
+    """The event log. `seq` is gap-free per run; `id` orders all events for pollers."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveIntegerField()
+    type = models.CharField(max_length=40)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "seq"], name="uniq_event_seq")]
+        indexes = [models.Index(fields=["tenant", "id"], name="event_tenant_id")]
+        ordering = ["run", "seq"]
+
+
+class ControlKind(models.TextChoices):
+    APPROVAL = "approval"
+    INPUT = "input"
+    GUIDANCE = "guidance"
+    WAKE = "wake"
+
+
+class Control(models.Model):
+    """A decision, input or guidance for a run, possibly sent before the run needs it.
+
+    `key` names what it answers: an approval/input id (`node@occurrence`), or `node@*` for every
+    occurrence of that node.
+    """
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="controls")
+    kind = models.CharField(max_length=16, choices=ControlKind.choices)
+    key = models.CharField(max_length=150, blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+    by = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    consumed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["run", "kind", "key"], name="control_lookup")]
+        ordering = ["id"]

@@ -1,0 +1,167 @@
+"""Tenants, their members, API keys, limits, usage and the operators' audit log."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+
+
+class Role(models.TextChoices):
+    OWNER = "owner"
+    ADMIN = "admin"
+    MEMBER = "member"
+    VIEWER = "viewer"
+
+
+ROLE_RANK = {Role.VIEWER: 0, Role.MEMBER: 1, Role.ADMIN: 2, Role.OWNER: 3}
+
+
+class Tenant(models.Model):
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+    is_active = models.BooleanField(default=True)
+
+    # Limits (None = unlimited). Set by operators, enforced in tenants/limits.py.
+    max_concurrent_runs = models.PositiveIntegerField(default=10)
+    max_queued_runs = models.PositiveIntegerField(default=1000)
+    runs_per_minute = models.PositiveIntegerField(null=True, blank=True, default=600)
+    max_steps = models.PositiveIntegerField(null=True, blank=True, default=1000)
+    max_tokens = models.PositiveBigIntegerField(null=True, blank=True)
+    max_cost_usd = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    max_wall_seconds = models.PositiveIntegerField(null=True, blank=True, default=3600)
+    daily_token_budget = models.PositiveBigIntegerField(null=True, blank=True)
+    monthly_token_budget = models.PositiveBigIntegerField(null=True, blank=True)
+    daily_cost_budget_usd = models.DecimalField(
+        max_digits=12, decimal_places=6, null=True, blank=True
+    )
+    monthly_cost_budget_usd = models.DecimalField(
+        max_digits=12, decimal_places=6, null=True, blank=True
+    )
+    warn_ratio = models.DecimalField(max_digits=4, decimal_places=3, default=Decimal("0.8"))
+    http_allowed_hosts = models.JSONField(default=list, blank=True)
+    http_allow_private = models.BooleanField(default=False)
+
+    # Admission counters, changed only by guarded UPDATEs in tenants/limits.py.
+    running_count = models.IntegerField(default=0)
+    queued_count = models.IntegerField(default=0)
+    rate_window_start = models.DateTimeField(null=True, blank=True)
+    rate_window_count = models.IntegerField(default=0)
+    # Round-robin cursor of the dispatcher: the tenant served longest ago goes first.
+    last_dispatched_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Membership(models.Model):
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "user"], name="uniq_membership"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.tenant} ({self.role})"
+
+
+def hash_key(raw: str) -> str:
+    # API keys are 32 random bytes, so a fast hash is enough: there is nothing to brute-force.
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class ApiKey(models.Model):
+    PREFIX_LEN = 12
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100, default="default")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    prefix = models.CharField(max_length=16, db_index=True)
+    hashed = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.tenant})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class UsageDay(models.Model):
+    """The usage ledger: one row per tenant and UTC day, updated in each step's transaction."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="usage_days")
+    day = models.DateField()
+    runs = models.IntegerField(default=0)
+    steps = models.IntegerField(default=0)
+    tokens_in = models.BigIntegerField(default=0)
+    tokens_out = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0))
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "day"], name="uniq_usage_day")]
+        ordering = ["-day"]
+
+    @property
+    def tokens(self) -> int:
+        return self.tokens_in + self.tokens_out
+
+
+class UsageModelDay(models.Model):
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="usage_models")
+    day = models.DateField()
+    model = models.CharField(max_length=100)
+    calls = models.IntegerField(default=0)
+    tokens_in = models.BigIntegerField(default=0)
+    tokens_out = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0))
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "day", "model"], name="uniq_usage_model_day")
+        ]
+
+
+class AuditLog(models.Model):
+    """Every operator action and every refusal by a hook. Written once, never edited."""
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    actor_label = models.CharField(max_length=200, blank=True)
+    tenant = models.ForeignKey(Tenant, null=True, blank=True, on_delete=models.SET_NULL)
+    action = models.CharField(max_length=64)
+    target_type = models.CharField(max_length=64, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    reason = models.TextField(blank=True)
+    status_before = models.CharField(max_length=32, blank=True)
+    status_after = models.CharField(max_length=32, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.target_type}:{self.target_id} by {self.actor_label}"
