@@ -7,6 +7,9 @@ from ninja import NinjaAPI
 api = NinjaAPI(
     title="Runyard API",
     version="1.0.0",
-    description="Run workflow and agent graphs durably. Authenticate with `Authorization: Bearer <key>`.",
+    description=(
+        "Run workflow and agent graphs durably. "
+        "Authenticate with `Authorization: Bearer <key>` or the dashboard session."
+    ),
     urls_namespace="api",
 )

@@ -54,7 +54,11 @@ def _check_channel_layer() -> str | None:
     return None
 
 
-CHECKS = {"database": _check_database, "broker": _check_broker, "channel_layer": _check_channel_layer}
+CHECKS = {
+    "database": _check_database,
+    "broker": _check_broker,
+    "channel_layer": _check_channel_layer,
+}
 
 
 @require_GET
@@ -68,6 +72,9 @@ def readyz(request: HttpRequest) -> JsonResponse:
             problem = f"{type(exc).__name__}: {exc}"
         results[name] = problem or "ok"
         ok = ok and problem is None
-    body = {"status": "ok" if ok else "unavailable", "checks": results,
-            "database_engine": settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]}
+    body = {
+        "status": "ok" if ok else "unavailable",
+        "checks": results,
+        "database_engine": settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1],
+    }
     return JsonResponse(body, status=200 if ok else 503)

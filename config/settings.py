@@ -1,4 +1,4 @@
-"""Runyard settings: one file, everything that differs between machines comes from the environment."""
+"""Runyard settings: one file; everything that differs between machines comes from the env."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ def env_float(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
 
 
-SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-insecure-secret-key-change-me-in-production-0123")
+SECRET_KEY = os.environ.get(
+    "SECRET_KEY", "dev-only-insecure-secret-key-change-me-in-production-0123"
+)
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "*").split(",") if h.strip()]
 CSRF_TRUSTED_ORIGINS = [
@@ -82,7 +84,9 @@ if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=None)}
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         DATABASES["default"].setdefault("OPTIONS", {})
-        DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TEST_DATABASE_NAME", "test_runyard")}
+        DATABASES["default"]["TEST"] = {
+            "NAME": os.environ.get("TEST_DATABASE_NAME", "test_runyard")
+        }
 else:
     DATABASES = {
         "default": {
@@ -96,8 +100,13 @@ else:
                     "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;"
                 ),
             },
-            # A file, not :memory:, so end-to-end tests can share it with real worker processes.
-            "TEST": {"NAME": os.environ.get("SQLITE_TEST_PATH", str(VAR_DIR / "test_runyard.sqlite3"))},
+            # A file, not :memory:, so end-to-end tests can share it with real worker processes;
+            # one per test process, so concurrent test runs never share a file.
+            "TEST": {
+                "NAME": os.environ.get(
+                    "SQLITE_TEST_PATH", str(VAR_DIR / f"test_runyard_{os.getpid()}.sqlite3")
+                )
+            },
         }
     }
 IS_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"

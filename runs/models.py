@@ -99,7 +99,9 @@ class Run(models.Model):
     claims = models.PositiveIntegerField(default=0)
     recoveries = models.PositiveIntegerField(default=0)
     resurrections = models.PositiveIntegerField(default=0)
+    # Admission counters on the tenant are released exactly once by flipping these guarded flags.
     holds_slot = models.BooleanField(default=False)
+    holds_queue_slot = models.BooleanField(default=False)
     last_seq = models.PositiveIntegerField(default=0)
 
     idempotency_key = models.CharField(max_length=200, blank=True)
@@ -188,6 +190,9 @@ class Checkpoint(models.Model):
         ]
         ordering = ["run", "step_index"]
 
+    def __str__(self) -> str:
+        return f"checkpoint {self.step_index} of run {self.run_id}"
+
 
 def artifact_path(instance: Artifact, filename: str) -> str:
     return f"artifacts/{instance.tenant.public_id.hex}/{instance.run.public_id.hex}/{filename}"
@@ -210,6 +215,9 @@ class Artifact(models.Model):
     class Meta:
         ordering = ["run", "id"]
 
+    def __str__(self) -> str:
+        return self.name
+
 
 class Event(models.Model):
     """The event log. `seq` is gap-free per run; `id` orders all events for pollers."""
@@ -225,6 +233,9 @@ class Event(models.Model):
         constraints = [models.UniqueConstraint(fields=["run", "seq"], name="uniq_event_seq")]
         indexes = [models.Index(fields=["tenant", "id"], name="event_tenant_id")]
         ordering = ["run", "seq"]
+
+    def __str__(self) -> str:
+        return f"{self.seq} {self.type}"
 
 
 class ControlKind(models.TextChoices):
@@ -252,3 +263,6 @@ class Control(models.Model):
     class Meta:
         indexes = [models.Index(fields=["run", "kind", "key"], name="control_lookup")]
         ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.key}"

@@ -32,25 +32,52 @@ ACTIVE = frozenset(s for s in RunStatus if s not in TERMINAL)
 # status -> statuses it may move to. Services check this before every guarded UPDATE.
 TRANSITIONS: dict[str, frozenset[str]] = {
     RunStatus.QUEUED: frozenset(
-        {RunStatus.RUNNING, RunStatus.CANCELLED, RunStatus.PAUSED, RunStatus.FAILED,
-         RunStatus.INTERRUPTED, RunStatus.TIMED_OUT}
+        {
+            RunStatus.QUEUED,
+            RunStatus.RUNNING,
+            RunStatus.CANCELLED,
+            RunStatus.PAUSED,
+            RunStatus.FAILED,
+            RunStatus.INTERRUPTED,
+            RunStatus.TIMED_OUT,
+        }
     ),
     RunStatus.RUNNING: frozenset(
-        {RunStatus.QUEUED, RunStatus.WAITING, RunStatus.PAUSED, RunStatus.CANCELLING,
-         RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.INTERRUPTED,
-         RunStatus.TIMED_OUT}
+        {
+            RunStatus.QUEUED,
+            RunStatus.WAITING,
+            RunStatus.PAUSED,
+            RunStatus.CANCELLING,
+            RunStatus.SUCCEEDED,
+            RunStatus.FAILED,
+            RunStatus.CANCELLED,
+            RunStatus.INTERRUPTED,
+            RunStatus.TIMED_OUT,
+        }
     ),
     RunStatus.WAITING: frozenset(
-        {RunStatus.QUEUED, RunStatus.CANCELLED, RunStatus.PAUSED, RunStatus.FAILED,
-         RunStatus.INTERRUPTED, RunStatus.TIMED_OUT}
+        {
+            RunStatus.QUEUED,
+            RunStatus.CANCELLED,
+            RunStatus.PAUSED,
+            RunStatus.FAILED,
+            RunStatus.INTERRUPTED,
+            RunStatus.TIMED_OUT,
+        }
     ),
     RunStatus.PAUSED: frozenset(
-        {RunStatus.QUEUED, RunStatus.CANCELLED, RunStatus.FAILED, RunStatus.INTERRUPTED,
-         RunStatus.TIMED_OUT}
+        {
+            RunStatus.QUEUED,
+            RunStatus.WAITING,
+            RunStatus.CANCELLED,
+            RunStatus.FAILED,
+            RunStatus.INTERRUPTED,
+            RunStatus.TIMED_OUT,
+        }
     ),
-    RunStatus.CANCELLING: frozenset(
-        {RunStatus.CANCELLED, RunStatus.INTERRUPTED, RunStatus.FAILED}
-    ),
+    RunStatus.CANCELLING: frozenset({RunStatus.CANCELLED, RunStatus.INTERRUPTED, RunStatus.FAILED}),
+    # An operator may requeue an interrupted run to continue from its last checkpoint.
+    RunStatus.INTERRUPTED: frozenset({RunStatus.QUEUED}),
 }
 
 

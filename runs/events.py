@@ -1,0 +1,150 @@
+"""The event log: gap-free `seq` per run, written in the change's transaction, pushed on commit.
+
+The database is the source of truth; the channel layer only wakes clients up (it is
+at-most-once). With Redis, events are pushed to the run's and tenant's groups on commit. In
+the embedded default the in-memory layer cannot cross processes, so each daphne process runs
+one poller (runs/live.py) that tails this table by id and fans out locally.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Literal, TypedDict
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+
+from runs.models import Event, Run
+
+log = logging.getLogger(__name__)
+
+EventType = Literal[
+    "run.queued",
+    "run.started",
+    "run.waiting",
+    "run.paused",
+    "run.resumed",
+    "run.cancelling",
+    "run.cancelled",
+    "run.succeeded",
+    "run.failed",
+    "run.interrupted",
+    "run.resurrected",
+    "run.timed_out",
+    "step.started",
+    "step.completed",
+    "step.failed",
+    "step.retrying",
+    "branch.started",
+    "branch.completed",
+    "branch.failed",
+    "state.updated",
+    "artifact.created",
+    "approval.requested",
+    "approval.resolved",
+    "input.requested",
+    "input.received",
+    "guidance.received",
+    "limit.warning",
+    "limit.exceeded",
+    "llm.delta",
+]
+
+# Lifecycle events also go to the tenant's stream (dashboard lists).
+TENANT_EVENT_PREFIX = "run."
+
+
+class WireEvent(TypedDict):
+    """What websocket clients receive for one event."""
+
+    type: Literal["event"]
+    run: str
+    seq: int
+    event: str
+    data: dict[str, Any]
+    ts: str
+
+
+class Fenced(Exception):
+    """The run moved on (another epoch or status): this worker must write nothing more."""
+
+
+def run_group(run_public_hex: str) -> str:
+    return f"run.{run_public_hex}"
+
+
+def tenant_group(tenant_public_hex: str) -> str:
+    return f"tenant.{tenant_public_hex}"
+
+
+def to_wire(event: Event, run_public_hex: str) -> WireEvent:
+    return {
+        "type": "event",
+        "run": run_public_hex,
+        "seq": event.seq,
+        "event": event.type,
+        "data": event.data,
+        "ts": event.created_at.isoformat(),
+    }
+
+
+def append_events(
+    run: Run,
+    events: Sequence[tuple[str, dict[str, Any]]],
+    *,
+    fence: dict[str, Any] | None = None,
+    **run_updates: Any,
+) -> list[Event]:
+    """Write `events` for `run` and apply `run_updates` to it in one guarded UPDATE.
+
+    Must run inside a transaction. `fence` adds conditions to the UPDATE (e.g. epoch and
+    status): if the run no longer matches, nothing is written and Fenced is raised. The UPDATE
+    also takes the run's row lock, which serialises concurrent writers so `seq` stays gap-free.
+    """
+    assert transaction.get_connection().in_atomic_block, "append_events needs a transaction"
+    n = len(events)
+    updated = Run.objects.filter(pk=run.pk, **(fence or {})).update(
+        last_seq=F("last_seq") + n, **run_updates
+    )
+    if not updated:
+        raise Fenced(f"run {run.public_id} no longer matches {fence}")
+    if not n:
+        return []
+    last = Run.objects.values_list("last_seq", flat=True).get(pk=run.pk)
+    first = last - n + 1
+    rows = Event.objects.bulk_create(
+        [
+            Event(run_id=run.pk, tenant_id=run.tenant_id, seq=first + i, type=etype, data=data)
+            for i, (etype, data) in enumerate(events)
+        ]
+    )
+    run.last_seq = last
+    if settings.REDIS_URL:
+        hex_id, tenant_hex = run.public_id.hex, run.tenant.public_id.hex
+        transaction.on_commit(lambda: publish(rows, hex_id, tenant_hex))
+    return rows
+
+
+def publish(rows: list[Event], run_hex: str, tenant_hex: str) -> None:
+    """Wake subscribers. Losing a message is fine: clients catch up from the database."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(_publish)(layer, rows, run_hex, tenant_hex)
+    except Exception:  # noqa: BLE001 - the event is committed; the layer is best-effort
+        log.warning("channel layer publish failed for run %s", run_hex, exc_info=True)
+
+
+async def _publish(layer: Any, rows: list[Event], run_hex: str, tenant_hex: str) -> None:
+    for row in rows:
+        wire = to_wire(row, run_hex)
+        await layer.group_send(run_group(run_hex), {"type": "run.event", "event": wire})
+        if row.type.startswith(TENANT_EVENT_PREFIX):
+            await layer.group_send(
+                tenant_group(tenant_hex), {"type": "tenant.event", "event": wire, "id": row.pk}
+            )

@@ -1,0 +1,282 @@
+"""Controls on a run: cancel, pause, resume, approvals, input, guidance, operator fixes.
+
+The API, dashboard, admin and websocket clients all call these. Each locks the run row, checks
+its status, and changes it with a guarded transition, so a control racing a worker either
+wins cleanly or is answered with the run as it now is.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+
+from runs.events import append_events
+from runs.models import Control, ControlKind, Run
+from runs.services.errors import Conflict, NotFound, ValidationFailed
+from runs.services.graphs import spec_for
+from runs.services.lifecycle import error, finish, requeue, transition
+from runs.status import RunStatus
+from tenants.models import Tenant
+
+CANCEL_ACTIONS = ("interrupt", "rollback")
+
+
+def get_run(tenant: Tenant, run_id: Any) -> Run:
+    try:
+        public_id = uuid.UUID(str(run_id))
+    except ValueError as exc:
+        raise NotFound(f"Run {run_id} does not exist.") from exc
+    run = (
+        Run.objects.for_tenant(tenant)
+        .select_related("tenant", "graph", "thread")
+        .filter(public_id=public_id)
+        .first()
+    )
+    if run is None:
+        raise NotFound(f"Run {run_id} does not exist.")
+    return run
+
+
+def _locked(run: Run) -> Run:
+    return (
+        Run.objects.select_for_update().select_related("tenant", "graph", "thread").get(pk=run.pk)
+    )
+
+
+def _finished_conflict(run: Run, what: str) -> Conflict:
+    return Conflict(
+        f"Run {run.public_id} already ended {run.status}; it cannot be {what}.",
+        code="run_finished",
+        details={"status": run.status},
+    )
+
+
+@transaction.atomic
+def cancel_run(
+    run: Run, *, action: str = "interrupt", by: str = "", force: bool = False, reason: str = ""
+) -> Run:
+    """Cancel a run. Queued, waiting and paused runs end at once; a running run becomes
+    `cancelling` and its worker stops at the next safe point (in-flight calls are aborted).
+
+    `force` ends any active run immediately and bumps the epoch, fencing its worker out.
+    Idempotent on cancelling/cancelled runs; other finished runs raise Conflict.
+    """
+    if action not in CANCEL_ACTIONS:
+        raise ValidationFailed(
+            f"action must be one of {', '.join(CANCEL_ACTIONS)}.", details={"field": "action"}
+        )
+    run = _locked(run)
+    if run.status == RunStatus.CANCELLED or (run.status == RunStatus.CANCELLING and not force):
+        return run
+    if run.is_terminal:
+        raise _finished_conflict(run, "cancelled")
+    message = f"Cancelled by {by or 'request'} ({action})" + (f": {reason}" if reason else "")
+    if force or run.status in (RunStatus.QUEUED, RunStatus.WAITING, RunStatus.PAUSED):
+        finish(
+            run,
+            RunStatus.CANCELLED,
+            err=error("cancelled", message, forced=force),
+            cancel_action=action,
+            epoch=F("epoch") + 1,
+            pause_requested=False,
+        )
+    else:
+        transition(
+            run,
+            RunStatus.CANCELLING,
+            events=[("run.cancelling", {"action": action, "by": by})],
+            cancel_action=action,
+        )
+    for child in run.children.active():
+        cancel_run(child, action=action, by=by, force=force, reason="parent cancelled")
+    return run
+
+
+@transaction.atomic
+def pause_run(run: Run, *, by: str = "") -> Run:
+    """Pause: at once unless running; a running run pauses at its next step boundary."""
+    run = _locked(run)
+    if run.status == RunStatus.PAUSED:
+        return run
+    if run.is_terminal or run.status == RunStatus.CANCELLING:
+        raise _finished_conflict(run, "paused")
+    if run.status == RunStatus.RUNNING:
+        append_events(run, [], fence={"status": RunStatus.RUNNING}, pause_requested=True)
+        run.pause_requested = True
+        return run
+    transition(run, RunStatus.PAUSED, events=[("run.paused", {"by": by})], epoch=F("epoch") + 1)
+    return run
+
+
+@transaction.atomic
+def resume_run(run: Run, *, by: str = "") -> Run:
+    """Resume a paused run: back to waiting if it was waiting, else to the queue."""
+    run = _locked(run)
+    if run.status == RunStatus.RUNNING and run.pause_requested:
+        append_events(run, [], fence={"status": RunStatus.RUNNING}, pause_requested=False)
+        run.pause_requested = False
+        return run
+    if run.status != RunStatus.PAUSED:
+        raise Conflict(
+            f"Run {run.public_id} is {run.status}, not paused.",
+            code="not_paused",
+            details={"status": run.status},
+        )
+    if run.waiting_for and not _answer_exists(run, run.waiting_for):
+        transition(run, RunStatus.WAITING, events=[("run.resumed", {"by": by})])
+    else:
+        requeue(run, reason="resumed", event="run.resumed")
+    return run
+
+
+def _answer_exists(run: Run, waiting_for: dict[str, Any]) -> bool:
+    kind = {
+        "approval": ControlKind.APPROVAL,
+        "input": ControlKind.INPUT,
+        "sleep": ControlKind.WAKE,
+    }[waiting_for["kind"]]
+    keys = [waiting_for["id"], f"{waiting_for['node']}@*"]
+    return (
+        Control.objects.filter(run=run, kind=kind, key__in=keys)
+        .exclude(key=waiting_for["id"], consumed_at__isnull=False)
+        .exists()
+    )
+
+
+def _wake_if_answered(run: Run) -> None:
+    if run.status == RunStatus.WAITING and run.waiting_for and _answer_exists(run, run.waiting_for):
+        requeue(run, reason=f"{run.waiting_for['kind']}_answered", event="run.resumed")
+
+
+@transaction.atomic
+def decide_approval(
+    run: Run,
+    approval_id: str,
+    *,
+    decision: str,
+    patch: dict | None = None,
+    route: str | None = None,
+    by: str = "",
+) -> Run:
+    """Approve or reject `node@occurrence` (or `node@*` for every occurrence).
+
+    The decision may come before the run reaches the approval; it is kept and used then.
+    """
+    if decision not in ("approve", "reject"):
+        raise ValidationFailed("decision must be approve or reject.", details={"field": "decision"})
+    if patch is not None and not isinstance(patch, dict):
+        raise ValidationFailed("patch must be a JSON object.", details={"field": "patch"})
+    run = _locked(run)
+    node, _, occurrence = approval_id.partition("@")
+    spec = spec_for(run.graph)
+    if spec.nodes.get(node, {}).get("kind") != "approval":
+        raise NotFound(f"Graph {spec.name} has no approval node {node!r}.")
+    if occurrence != "*" and not occurrence.isdigit():
+        raise ValidationFailed(
+            f"Approval id {approval_id!r} must be node@N or node@*.",
+            details={"field": "approval_id"},
+        )
+    if route is not None:
+        targets = [e["to"] for e in spec.edges if e.get("from") == node]
+        if route not in targets:
+            raise ValidationFailed(
+                f"route {route!r} is not an edge target of {node}: {targets}.",
+                details={"field": "route"},
+            )
+    if run.is_terminal:
+        raise _finished_conflict(run, "approved or rejected")
+    if Control.objects.filter(run=run, kind=ControlKind.APPROVAL, key=approval_id).exists():
+        raise Conflict(f"Approval {approval_id} was already decided.", code="already_decided")
+    Control.objects.create(
+        run=run,
+        kind=ControlKind.APPROVAL,
+        key=approval_id,
+        by=by,
+        payload={"decision": decision, "patch": patch, "route": route},
+    )
+    _wake_if_answered(run)
+    return run
+
+
+@transaction.atomic
+def submit_input(run: Run, value: Any, *, input_id: str | None = None, by: str = "") -> Run:
+    """Answer the run's input request (the current one unless `input_id` names another)."""
+    run = _locked(run)
+    if run.is_terminal:
+        raise _finished_conflict(run, "given input")
+    if input_id is None:
+        if not (run.waiting_for and run.waiting_for.get("kind") == "input"):
+            raise Conflict(
+                f"Run {run.public_id} is not waiting for input.",
+                code="not_waiting_for_input",
+                details={"status": run.status},
+            )
+        input_id = run.waiting_for["id"]
+    if Control.objects.filter(run=run, kind=ControlKind.INPUT, key=input_id).exists():
+        raise Conflict(f"Input {input_id} was already given.", code="already_answered")
+    Control.objects.create(
+        run=run, kind=ControlKind.INPUT, key=input_id, by=by, payload={"value": value}
+    )
+    _wake_if_answered(run)
+    return run
+
+
+@transaction.atomic
+def add_guidance(run: Run, message: str, *, by: str = "") -> Run:
+    """Append a message to the run's state (`guidance`) before its next node."""
+    if not isinstance(message, str) or not message.strip():
+        raise ValidationFailed("message must be a non-empty string.", details={"field": "message"})
+    run = _locked(run)
+    if run.is_terminal or run.status == RunStatus.CANCELLING:
+        raise _finished_conflict(run, "given guidance")
+    Control.objects.create(run=run, kind=ControlKind.GUIDANCE, by=by, payload={"message": message})
+    append_events(run, [], guidance_pending=True)
+    run.guidance_pending = True
+    return run
+
+
+@transaction.atomic
+def requeue_run(run: Run, *, by: str = "", reason: str = "") -> Run:
+    """Operator: continue an interrupted (or stuck) run from its last checkpoint."""
+    run = _locked(run)
+    if run.status not in (RunStatus.INTERRUPTED, RunStatus.RUNNING, RunStatus.QUEUED):
+        raise Conflict(
+            f"Run {run.public_id} is {run.status}; only interrupted, running or "
+            "queued runs can be requeued.",
+            code="not_requeueable",
+            details={"status": run.status},
+        )
+    requeue(
+        run,
+        reason=f"requeued by {by or 'operator'}" + (f": {reason}" if reason else ""),
+        epoch=F("epoch") + 1,
+        error=None,
+        finished_at=None,
+    )
+    return run
+
+
+@transaction.atomic
+def mark_interrupted(
+    run: Run,
+    *,
+    by: str = "",
+    reason: str = "",
+    evidence: dict[str, Any] | None = None,
+    code: str = "orphaned",
+) -> Run:
+    """End an active run as `interrupted`, fencing out any worker that still has it."""
+    run = _locked(run)
+    if run.is_terminal:
+        raise _finished_conflict(run, "marked interrupted")
+    message = reason or f"Marked interrupted by {by or 'operator'}."
+    finish(
+        run,
+        RunStatus.INTERRUPTED,
+        err=error(code, message, evidence=evidence or {}),
+        epoch=F("epoch") + 1,
+    )
+    return run

@@ -1,0 +1,231 @@
+"""Starting runs: validation, hooks, admission and the thread's multitask strategy."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from runs import hooks
+from runs.engine import validate_input
+from runs.events import append_events
+from runs.models import Checkpoint, Graph, Run, Thread
+from runs.services.errors import BlockedByHook, Conflict, NotFound, ValidationFailed
+from runs.services.graphs import get_graph, problems_to_details, spec_for
+from tenants import limits
+from tenants.models import AuditLog, Tenant
+
+STRATEGIES = ("reject", "interrupt", "rollback", "enqueue")
+
+
+def _body_hash(request: dict[str, Any]) -> str:
+    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _parse_uuid(value: Any, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError as exc:
+        raise NotFound(f"{what} {value} does not exist.") from exc
+
+
+def create_thread(
+    tenant: Tenant, *, metadata: dict[str, Any] | None = None, state: dict[str, Any] | None = None
+) -> Thread:
+    return Thread.objects.create(tenant=tenant, metadata=metadata or {}, state=state or {})
+
+
+def get_thread(tenant: Tenant, thread_id: Any) -> Thread:
+    thread = (
+        Thread.objects.for_tenant(tenant).filter(public_id=_parse_uuid(thread_id, "Thread")).first()
+    )
+    if thread is None:
+        raise NotFound(f"Thread {thread_id} does not exist.")
+    return thread
+
+
+def create_run(
+    tenant: Tenant,
+    *,
+    graph: str,
+    version: int | None = None,
+    input: dict[str, Any] | None = None,
+    thread_id: Any = None,
+    multitask_strategy: str = "reject",
+    from_checkpoint: Any = None,
+    metadata: dict[str, Any] | None = None,
+    idempotency_key: str = "",
+    by: str = "",
+    parent: Run | None = None,
+) -> Run:
+    """Validate and admit a new run, write it `queued` with its event, dispatch on commit.
+
+    Raises ValidationFailed (bad input), NotFound (graph, thread, checkpoint), Conflict (busy
+    thread with `reject`, idempotency key reused with another body, fork across versions),
+    BlockedByHook, or LimitExceeded. Nothing is written unless the run is created whole.
+    """
+    input = input if input is not None else {}
+    if not isinstance(input, dict):
+        raise ValidationFailed("Run input must be a JSON object.", details={"field": "input"})
+    if multitask_strategy not in STRATEGIES:
+        raise ValidationFailed(
+            f"multitask_strategy must be one of {', '.join(STRATEGIES)}.",
+            details={"field": "multitask_strategy"},
+        )
+    request = {
+        "graph": graph,
+        "version": version,
+        "input": input,
+        "thread_id": thread_id,
+        "multitask_strategy": multitask_strategy,
+        "from_checkpoint": from_checkpoint,
+        "metadata": metadata or {},
+    }
+    body_hash = _body_hash(request)
+    if idempotency_key:
+        existing = _idempotent_match(tenant, idempotency_key, body_hash)
+        if existing is not None:
+            return existing
+
+    checkpoint = None
+    if from_checkpoint:
+        checkpoint = (
+            Checkpoint.objects.select_related("run__graph")
+            .filter(public_id=_parse_uuid(from_checkpoint, "Checkpoint"), run__tenant=tenant)
+            .first()
+        )
+        if checkpoint is None:
+            raise NotFound(f"Checkpoint {from_checkpoint} does not exist.")
+        graph_row = _graph_for_fork(tenant, checkpoint, graph, version)
+    else:
+        graph_row = get_graph(tenant, graph, version)
+    spec = spec_for(graph_row)
+    problems = validate_input(spec, input)
+    if problems:
+        raise ValidationFailed(
+            "Run input does not match the graph's input_schema: "
+            + "; ".join(f"{p.where}: {p.message}" for p in problems[:5]),
+            code="invalid_input",
+            details=problems_to_details(problems),
+        )
+    refusal = hooks.refusal_for(tenant, request)
+    if refusal:
+        AuditLog.objects.create(
+            tenant=tenant,
+            actor_label=by or "api",
+            action="run.blocked_by_hook",
+            target_type="graph",
+            target_id=f"{graph_row.name}@{graph_row.version}",
+            reason=refusal,
+            data={"request": request},
+        )
+        raise BlockedByHook(refusal)
+
+    try:
+        with transaction.atomic():
+            return _admit_and_write(
+                tenant, graph_row, request, body_hash, idempotency_key, checkpoint, by, parent
+            )
+    except IntegrityError:
+        if idempotency_key:  # a concurrent request with the same key won the race
+            existing = _idempotent_match(tenant, idempotency_key, body_hash)
+            if existing is not None:
+                return existing
+        raise
+
+
+def _idempotent_match(tenant: Tenant, key: str, body_hash: str) -> Run | None:
+    existing = Run.objects.for_tenant(tenant).filter(idempotency_key=key).first()
+    if existing is None:
+        return None
+    if existing.idempotency_hash != body_hash:
+        raise Conflict(
+            "This Idempotency-Key was already used with a different request body.",
+            code="idempotency_key_reused",
+            details={"run_id": str(existing.public_id)},
+        )
+    return existing
+
+
+def _graph_for_fork(
+    tenant: Tenant, checkpoint: Checkpoint, name: str, version: int | None
+) -> Graph:
+    pinned = checkpoint.run.graph
+    if name != pinned.name:
+        raise Conflict(
+            f"Checkpoint {checkpoint.public_id} belongs to graph {pinned.name}, not {name}.",
+            code="checkpoint_graph_mismatch",
+        )
+    if version is not None and version != pinned.version:
+        raise Conflict(
+            f"Checkpoint {checkpoint.public_id} was made by {pinned.name}@{pinned.version}; "
+            f"a fork must run on the same version, not @{version}.",
+            code="checkpoint_version_mismatch",
+            details={"checkpoint_version": pinned.version, "requested_version": version},
+        )
+    return pinned
+
+
+def _admit_and_write(
+    tenant: Tenant,
+    graph_row: Graph,
+    request: dict[str, Any],
+    body_hash: str,
+    idempotency_key: str,
+    checkpoint: Checkpoint | None,
+    by: str,
+    parent: Run | None,
+) -> Run:
+    from runs.dispatch import dispatch_on_commit
+    from runs.services.controls import cancel_run
+
+    limits.admit_run(tenant)
+    thread = None
+    thread_id = request["thread_id"] or (
+        checkpoint.thread.public_id if checkpoint and checkpoint.thread_id else None
+    )
+    if thread_id:
+        thread = get_thread(tenant, thread_id)
+        # The thread row lock serialises concurrent starts on one thread.
+        thread = Thread.objects.select_for_update().get(pk=thread.pk)
+        active = list(Run.objects.filter(thread=thread).active().select_related("tenant"))
+        strategy = request["multitask_strategy"]
+        if active and strategy == "reject":
+            raise Conflict(
+                f"Thread {thread.public_id} already has an active run "
+                f"({active[0].public_id}, {active[0].status}).",
+                code="thread_busy",
+                details={"run_id": str(active[0].public_id)},
+            )
+        if strategy in ("interrupt", "rollback"):
+            for other in active:
+                cancel_run(other, action=strategy, by=by or "multitask")
+    run = Run(
+        tenant=tenant,
+        graph=graph_row,
+        graph_hash=graph_row.hash,
+        thread=thread,
+        parent=parent,
+        depth=(parent.depth + 1) if parent else 0,
+        input=request["input"],
+        metadata=request["metadata"],
+        multitask_strategy=request["multitask_strategy"],
+        holds_queue_slot=True,
+        idempotency_key=idempotency_key,
+        idempotency_hash=body_hash if idempotency_key else "",
+    )
+    if checkpoint is not None:
+        # A fork starts at the checkpoint's position with its state; input merges on top.
+        run.state = checkpoint.state
+        run.position = {**checkpoint.position, "step": 0}
+        run.metadata = {**run.metadata, "forked_from": str(checkpoint.public_id)}
+    run.save()
+    run.tenant = tenant
+    append_events(run, [("run.queued", {"graph": graph_row.name, "version": graph_row.version})])
+    limits.record_usage(tenant.pk, runs=1)
+    dispatch_on_commit()
+    return run

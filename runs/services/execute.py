@@ -1,0 +1,667 @@
+"""Executing one segment of a run inside a django-q2 task.
+
+A segment claims the run (guarded UPDATE that bumps `epoch`), drives the engine, and commits
+each step in one transaction fenced by that epoch. It ends when the run ends, waits, pauses,
+is cancelled, loses its lease, or has used its time slice (then it goes back to the
+dispatcher, so long runs take turns with other tenants' runs).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import close_old_connections, connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from runs.engine import (
+    CancelToken,
+    Executor,
+    HttpPolicy,
+    NodeError,
+    Resolution,
+    RunCancelled,
+    RunContext,
+    StepResult,
+    Suspension,
+    apply_update,
+    initial_state,
+)
+from runs.events import Fenced, append_events
+from runs.models import Artifact, Checkpoint, Control, ControlKind, Run, Step
+from runs.services.dbretry import retry_transient
+from runs.services.graphs import spec_for
+from runs.services.lifecycle import as_decimal, error, finish, requeue, transition
+from runs.status import RunStatus
+from tenants import limits
+
+log = logging.getLogger(__name__)
+
+SUSPENSION_CONTROL = {
+    "approval": ControlKind.APPROVAL,
+    "input": ControlKind.INPUT,
+    "sleep": ControlKind.WAKE,
+}
+
+
+def conf(name: str) -> float:
+    return float(settings.RUNYARD[name])
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+def ts(value: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(value, dt.UTC)
+
+
+def claim_run(run_pk: int, *, worker: str | None = None) -> Run | None:
+    """Take a dispatched run: one guarded UPDATE; None when someone else has it."""
+    worker = worker or worker_id()
+
+    def claim() -> Run | None:
+        with transaction.atomic():
+            now = timezone.now()
+            taken = Run.objects.filter(
+                pk=run_pk, status=RunStatus.QUEUED, dispatched_at__isnull=False
+            ).update(
+                status=RunStatus.RUNNING,
+                epoch=F("epoch") + 1,
+                lease_owner=worker,
+                lease_expires_at=now + dt.timedelta(seconds=conf("LEASE_SECONDS")),
+                heartbeat_at=now,
+                claims=F("claims") + 1,
+            )
+            if not taken:
+                return None
+            run = Run.objects.select_related("tenant", "graph", "thread").get(pk=run_pk)
+            updates: dict[str, Any] = {}
+            if run.started_at is None:
+                updates = _first_claim(run, now)
+            append_events(
+                run,
+                [("run.started", {"claim": run.claims, "worker": worker})],
+                fence={"epoch": run.epoch},
+                **updates,
+            )
+            for key, value in updates.items():
+                setattr(run, key, value)
+            if Run.objects.filter(pk=run.pk, holds_queue_slot=True).update(holds_queue_slot=False):
+                limits.release_queue_slot(run.tenant_id)
+            return run
+
+    return retry_transient(claim)
+
+
+def _first_claim(run: Run, now: dt.datetime) -> dict[str, Any]:
+    """Initial state is built when the run starts, so an enqueued run on a thread sees the
+    state its predecessor left."""
+    spec = spec_for(run.graph)
+    thread_state = dict(run.thread.state) if run.thread else {}
+    if run.position:  # a fork: the checkpoint's state, with this run's input merged in
+        state = apply_update(spec, run.state, run.input)
+        position = run.position
+    else:
+        state = apply_update(spec, {**initial_state(spec, {}), **thread_state}, run.input)
+        position = {"node": spec.start, "step": 0, "visits": {}}
+    Checkpoint.objects.create(
+        run=run, thread=run.thread, step_index=0, state=state, position=position
+    )
+    return {
+        "state": state,
+        "position": position,
+        "started_at": now,
+        "thread_state_before": thread_state if run.thread else None,
+    }
+
+
+class Segment:
+    """One claimed stretch of a run's execution in this worker."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.epoch = run.epoch
+        self.spec = spec_for(run.graph)
+        self.token = CancelToken()
+        self.fenced = False
+        self.pause_requested = False
+        self.guidance_pending = run.guidance_pending
+        self.consumed: list[int] = []
+        self.current: tuple[int, str, int, float] | None = None
+        self.started_emitted: set[int] = set()
+        self.deltas: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.started_mono = time.monotonic()
+        self.wall_started = run.started_at or timezone.now()
+
+    # --- the watcher: lease renewal, control polling, live events -----------------------------
+
+    def watch(self) -> None:
+        interval = 0.2
+        next_beat = time.monotonic() + conf("HEARTBEAT_SECONDS")
+        try:
+            while not self.stop.wait(interval):
+                try:
+                    self._watch_tick(next_beat_due=time.monotonic() >= next_beat)
+                except Exception:  # noqa: BLE001 - keep watching; the lease says the rest
+                    log.warning("watcher tick failed for run %s", self.run.public_id, exc_info=True)
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + conf("HEARTBEAT_SECONDS")
+        finally:
+            connection.close()
+
+    def _watch_tick(self, *, next_beat_due: bool) -> None:
+        row = (
+            Run.objects.filter(pk=self.run.pk)
+            .values("status", "epoch", "pause_requested", "guidance_pending")
+            .first()
+        )
+        if row is None or row["epoch"] != self.epoch:
+            self.fenced = True
+            self.token.cancel("fenced")
+            return
+        if row["status"] == RunStatus.CANCELLING:
+            self.token.cancel("cancelled")
+        self.pause_requested = row["pause_requested"]
+        self.guidance_pending = row["guidance_pending"]
+        max_wall = self.run.tenant.max_wall_seconds
+        if max_wall and (timezone.now() - self.wall_started).total_seconds() >= max_wall:
+            self.token.cancel("max_wall_seconds")
+        self._flush_live()
+        if next_beat_due:
+            now = timezone.now()
+            renewed = Run.objects.filter(pk=self.run.pk, epoch=self.epoch).update(
+                lease_expires_at=now + dt.timedelta(seconds=conf("LEASE_SECONDS")),
+                heartbeat_at=now,
+            )
+            if not renewed:
+                self.fenced = True
+                self.token.cancel("fenced")
+
+    def _flush_live(self) -> None:
+        """Events a slow step shows before it commits: step.started and llm deltas."""
+        events: list[tuple[str, dict[str, Any]]] = []
+        with self.lock:
+            current = self.current
+            if (
+                current
+                and current[0] not in self.started_emitted
+                and time.monotonic() - current[3] > 0.3
+            ):
+                index, node, attempt, _ = current
+                events.append(("step.started", {"index": index, "node": node, "attempt": attempt}))
+                self.started_emitted.add(index)
+            if self.deltas:
+                merged: dict[str, str] = {}
+                for node, text in self.deltas:
+                    merged[node] = merged.get(node, "") + text
+                events += [("llm.delta", {"node": n, "text": t}) for n, t in merged.items()]
+                self.deltas = []
+        if events:
+            with transaction.atomic():
+                append_events(
+                    self.run, events, fence={"epoch": self.epoch, "status": RunStatus.RUNNING}
+                )
+
+    # --- engine callbacks ---------------------------------------------------------------------
+
+    def on_step_start(self, index: int, node: str, attempt: int) -> None:
+        with self.lock:
+            self.current = (index, node, attempt, time.monotonic())
+
+    def on_delta(self, node: str, text: str) -> None:
+        with self.lock:
+            self.deltas.append((node, text))
+
+    def resolve(self, suspension: Suspension) -> Resolution | None:
+        kind = SUSPENSION_CONTROL[suspension.kind]
+        controls = (
+            Control.objects.filter(run=self.run, kind=kind)
+            .filter(Q(key=suspension.id, consumed_at__isnull=True) | Q(key=f"{suspension.node}@*"))
+            .order_by("id")
+        )
+        # An answer for this occurrence wins over one that covers every occurrence.
+        chosen = sorted(controls, key=lambda c: c.key.endswith("@*"))
+        if not chosen:
+            return None
+        control = chosen[0]
+        if not control.key.endswith("@*"):
+            self.consumed.append(control.pk)
+        p = control.payload
+        return Resolution(
+            decision=p.get("decision"),
+            value=p.get("value"),
+            patch=p.get("patch"),
+            route=p.get("route"),
+            by=control.by,
+        )
+
+    def run_subgraph(self, graph_name: str, data: dict[str, Any], depth: int) -> dict[str, Any]:
+        from runs.services.subgraphs import run_child
+
+        return run_child(self, graph_name, data, depth)
+
+    def context(self) -> RunContext:
+        tenant = self.run.tenant
+        return RunContext(
+            cancel=self.token,
+            resolve=self.resolve,
+            on_step_start=self.on_step_start,
+            on_delta=self.on_delta,
+            run_subgraph=self.run_subgraph,
+            depth=self.run.depth,
+            http_policy=HttpPolicy(
+                allowed_hosts=list(tenant.http_allowed_hosts or []),
+                allow_private=tenant.http_allow_private,
+            ),
+            llm_config={
+                "openai": {
+                    "base_url": settings.RUNYARD["OPENAI_BASE_URL"],
+                    "api_key": settings.RUNYARD["OPENAI_API_KEY"],
+                }
+            },
+            metadata=dict(self.run.metadata),
+        )
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def execute(self) -> str:
+        watcher = threading.Thread(target=self.watch, name=f"watch-{self.run.pk}", daemon=True)
+        watcher.start()
+        try:
+            return self._loop()
+        except Fenced:
+            log.info("run %s: fenced out at epoch %s", self.run.public_id, self.epoch)
+            return "fenced"
+        except RunCancelled as exc:
+            return self._on_cancelled(exc.reason)
+        finally:
+            self.stop.set()
+            watcher.join(timeout=5)
+
+    def _loop(self) -> str:
+        while True:
+            if self.guidance_pending:
+                self._apply_guidance()
+            restart = False
+            prev_state, prev_position = self.run.state, self.run.position
+            executor = Executor(self.spec, self.context())
+            for result in executor.run(self.run.state, self.run.position):
+                if self.fenced:
+                    raise Fenced("lease lost")
+                if result.status == "suspended":
+                    return self._suspend(result)
+                outcome = self._commit_step(result, prev_state, prev_position)
+                if outcome:
+                    return outcome
+                prev_state, prev_position = result.state, result.position
+                if self.pause_requested:
+                    return self._pause()
+                if time.monotonic() - self.started_mono > conf("SEGMENT_SECONDS"):
+                    return self._yield_turn()
+                if self.guidance_pending:
+                    restart = True
+                    break
+            if not restart:
+                return "stopped"
+
+    def _fence(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "status": RunStatus.RUNNING}
+
+    def _commit_step(
+        self, result: StepResult, prev_state: dict[str, Any], prev_position: dict[str, Any] | None
+    ) -> str | None:
+        def commit() -> str | None:
+            with transaction.atomic():
+                return self._write_step(result, prev_state, prev_position)
+
+        return retry_transient(commit)
+
+    def _write_step(
+        self, result: StepResult, prev_state: dict[str, Any], prev_position: dict[str, Any] | None
+    ) -> str | None:
+        run, usage, now = self.run, result.usage, timezone.now()
+        steps = run.steps + 1
+        tokens_in, tokens_out = run.tokens_in + usage.tokens_in, run.tokens_out + usage.tokens_out
+        cost = run.cost_usd + as_decimal(usage.cost_usd)
+        duration_ms = max(0, int((result.finished_at - result.started_at) * 1000))
+        step_data = {"index": result.index, "node": result.node, "attempt": result.attempt}
+        events: list[tuple[str, dict[str, Any]]] = []
+        with self.lock:
+            self.current = None
+            if result.index not in self.started_emitted:
+                events.append(("step.started", step_data))
+        events += result.events
+        done_type = "step.completed" if result.status == "completed" else "step.failed"
+        events.append(
+            (
+                done_type,
+                {
+                    **step_data,
+                    "status": result.status,
+                    "duration_ms": duration_ms,
+                    "usage": usage.to_dict(),
+                    "error": result.error,
+                    "next": (result.position or {}).get("node"),
+                },
+            )
+        )
+        if result.update:
+            events.append(
+                (
+                    "state.updated",
+                    {"index": result.index, "node": result.node, "update": result.update},
+                )
+            )
+        check = limits.check_run_limits(
+            run.tenant,
+            steps=steps,
+            tokens=tokens_in + tokens_out,
+            cost_usd=cost,
+            wall_seconds=(now - self.wall_started).total_seconds(),
+            already_warned=list(run.warned_limits),
+        )
+        warned = list(run.warned_limits)
+        for name, used, cap in check.warnings:
+            warned.append(name)
+            events.append(("limit.warning", {"limit": name, "used": used, "cap": cap}))
+        # The fenced UPDATE goes first: a worker that lost the run writes nothing at all.
+        append_events(
+            run,
+            events,
+            fence=self._fence(),
+            state=result.state,
+            position=result.position,
+            steps=steps,
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            cost_usd=cost,
+            warned_limits=warned,
+            heartbeat_at=now,
+            lease_expires_at=now + dt.timedelta(seconds=conf("LEASE_SECONDS")),
+        )
+        run.state, run.position, run.steps = result.state, result.position, steps
+        run.tokens_in, run.tokens_out, run.cost_usd, run.warned_limits = (
+            tokens_in,
+            tokens_out,
+            cost,
+            warned,
+        )
+        step = Step.objects.create(
+            run=run,
+            index=result.index,
+            node=result.node,
+            status=result.status,
+            attempt=result.attempt,
+            started_at=ts(result.started_at),
+            finished_at=ts(result.finished_at),
+            duration_ms=duration_ms,
+            usage=usage.to_dict(),
+            update=result.update,
+            error=result.error,
+            epoch=self.epoch,
+        )
+        Checkpoint.objects.create(
+            run=run,
+            thread=run.thread,
+            step_index=result.index,
+            state=result.state,
+            position=result.position,
+        )
+        self._store_artifacts(step, result)
+        if self.consumed:
+            Control.objects.filter(pk__in=self.consumed).update(consumed_at=now)
+            self.consumed = []
+        limits.record_usage(
+            run.tenant_id,
+            steps=1,
+            tokens_in=usage.tokens_in,
+            tokens_out=usage.tokens_out,
+            cost_usd=usage.cost_usd,
+            by_model=usage.by_model,
+        )
+        if result.done:
+            finish(run, RunStatus.SUCCEEDED, fence={"epoch": self.epoch})
+            return "succeeded"
+        if result.run_error:
+            return self._fail_or_resurrect(result, prev_state, prev_position)
+        if check.exceeded is not None:
+            exc = check.exceeded
+            finish(
+                run,
+                RunStatus.FAILED,
+                fence={"epoch": self.epoch},
+                err=error(exc.code, exc.message, **exc.details),
+                extra_events=[
+                    ("limit.exceeded", {"limit": exc.limit, "message": exc.message, **exc.details})
+                ],
+            )
+            return "failed"
+        return None
+
+    def _store_artifacts(self, step: Step, result: StepResult) -> None:
+        if not result.artifacts:
+            return
+        events = []
+        for art in result.artifacts:
+            row = Artifact(
+                tenant_id=self.run.tenant_id,
+                run=self.run,
+                step=step,
+                name=art.name,
+                content_type=art.content_type,
+                size=len(art.data),
+                sha256=hashlib.sha256(art.data).hexdigest(),
+            )
+            row.file.save(art.name, ContentFile(art.data), save=False)
+            row.save()
+            events.append(
+                (
+                    "artifact.created",
+                    {
+                        "id": str(row.public_id),
+                        "name": art.name,
+                        "content_type": art.content_type,
+                        "size": row.size,
+                        "sha256": row.sha256,
+                        "step": step.index,
+                    },
+                )
+            )
+        append_events(self.run, events, fence=self._fence())
+
+    def _fail_or_resurrect(
+        self, result: StepResult, prev_state: dict[str, Any], prev_position: dict[str, Any] | None
+    ) -> str:
+        run, err = self.run, dict(result.run_error or {})
+        fatal = bool(err.get("fatal"))
+        if not fatal and run.resurrections < self.spec.max_resurrections:
+            # Resume at the failed node with the state from before it; step numbers go on.
+            position = {**(prev_position or {}), "step": result.index}
+            requeue(
+                run,
+                reason="resurrected",
+                fence={"epoch": self.epoch},
+                event="run.resurrected",
+                state=prev_state,
+                position=position,
+                resurrections=run.resurrections + 1,
+                data={"error": err, "attempt": run.resurrections + 1},
+            )
+            return "resurrected"
+        finish(run, RunStatus.FAILED, fence={"epoch": self.epoch}, err=err)
+        return "failed"
+
+    def _suspend(self, result: StepResult) -> str:
+        susp = result.suspension
+        assert susp is not None
+
+        def commit() -> str:
+            with transaction.atomic():
+                run, now = self.run, timezone.now()
+                same = bool(run.waiting_for and run.waiting_for.get("id") == susp.id)
+                deadline = (
+                    run.wait_deadline
+                    if same
+                    else (now + dt.timedelta(seconds=susp.timeout) if susp.timeout else None)
+                )
+                waiting_for = {
+                    "kind": susp.kind,
+                    "id": susp.id,
+                    "node": susp.node,
+                    "message": susp.message,
+                    "default": susp.default,
+                    "deadline": deadline.isoformat() if deadline else None,
+                    "data": susp.data,
+                }
+                events: list[tuple[str, dict[str, Any]]] = []
+                if not same and susp.kind in ("approval", "input"):
+                    events.append((f"{susp.kind}.requested", waiting_for))
+                events.append(("run.waiting", {"waiting_for": waiting_for}))
+                transition(
+                    run,
+                    RunStatus.WAITING,
+                    events=events,
+                    fence={"epoch": self.epoch},
+                    waiting_for=waiting_for,
+                    wait_deadline=deadline,
+                    lease_owner="",
+                    lease_expires_at=None,
+                    position=result.position,
+                )
+                # A decision that landed while we were suspending must not be left unseen.
+                if self.resolve(susp) is not None:
+                    self.consumed = []
+                    requeue(run, reason="answered")
+                    return "requeued"
+                return "waiting"
+
+        return retry_transient(commit)
+
+    def _pause(self) -> str:
+        with transaction.atomic():
+            transition(
+                self.run,
+                RunStatus.PAUSED,
+                events=[("run.paused", {})],
+                fence={"epoch": self.epoch},
+                pause_requested=False,
+                lease_owner="",
+                lease_expires_at=None,
+            )
+        return "paused"
+
+    def _yield_turn(self) -> str:
+        with transaction.atomic():
+            requeue(self.run, reason="time_slice", fence={"epoch": self.epoch})
+        return "yielded"
+
+    def _apply_guidance(self) -> None:
+        with transaction.atomic():
+            controls = list(
+                Control.objects.filter(
+                    run=self.run, kind=ControlKind.GUIDANCE, consumed_at__isnull=True
+                ).order_by("id")
+            )
+            state = dict(self.run.state)
+            messages = [c.payload.get("message") for c in controls]
+            if messages:
+                state["guidance"] = list(state.get("guidance") or []) + messages
+            append_events(
+                self.run,
+                [("guidance.received", {"messages": messages})] if messages else [],
+                fence=self._fence(),
+                state=state,
+                guidance_pending=False,
+            )
+            Control.objects.filter(pk__in=[c.pk for c in controls]).update(
+                consumed_at=timezone.now()
+            )
+            self.run.state = state
+            self.guidance_pending = False
+
+    def _on_cancelled(self, reason: str) -> str:
+        if self.fenced or reason == "fenced":
+            return "fenced"
+
+        def commit() -> str:
+            with transaction.atomic():
+                run = self.run
+                row = Run.objects.filter(pk=run.pk).values("status", "epoch", "cancel_action").get()
+                if row["epoch"] != self.epoch:
+                    return "fenced"
+                run.status, run.cancel_action = row["status"], row["cancel_action"]
+                if reason == "max_wall_seconds" and run.status == RunStatus.RUNNING:
+                    cap = run.tenant.max_wall_seconds
+                    msg = f"The run crossed max_wall_seconds={cap}."
+                    finish(
+                        run,
+                        RunStatus.TIMED_OUT,
+                        fence={"epoch": self.epoch},
+                        err=error("limit_exceeded.max_wall_seconds", msg),
+                        extra_events=[
+                            ("limit.exceeded", {"limit": "max_wall_seconds", "message": msg})
+                        ],
+                    )
+                    return "timed_out"
+                finish(
+                    run,
+                    RunStatus.CANCELLED,
+                    fence={"epoch": self.epoch},
+                    err=error("cancelled", f"Cancelled ({run.cancel_action or 'interrupt'})."),
+                )
+                return "cancelled"
+
+        return retry_transient(commit)
+
+
+def run_segment(run_pk: int) -> str:
+    """Claim and execute the run until it ends, waits, pauses, or hands its turn back."""
+    close_old_connections()
+    run = claim_run(run_pk)
+    if run is None:
+        return "not_claimed"
+    try:
+        outcome = Segment(run).execute()
+    except NodeError as exc:  # a node error escaping the engine is a bug in a node kind
+        outcome = _fail_unexpected(run, exc)
+    except Exception as exc:
+        log.exception("run %s crashed in its segment", run.public_id)
+        outcome = _fail_unexpected(run, exc)
+    from runs.dispatch import dispatch_once
+
+    try:
+        dispatch_once()
+    except Exception:  # noqa: BLE001 - the scheduler dispatches on its next tick anyway
+        log.warning("dispatch after segment failed", exc_info=True)
+    return outcome
+
+
+def _fail_unexpected(run: Run, exc: BaseException) -> str:
+    try:
+        with transaction.atomic():
+            current = Run.objects.filter(pk=run.pk, epoch=run.epoch).values("status").first()
+            if current is None:
+                return "fenced"
+            run.status = current["status"]
+            finish(
+                run,
+                RunStatus.FAILED,
+                fence={"epoch": run.epoch},
+                err=error("internal_error", f"{type(exc).__name__}: {exc}"),
+            )
+    except Exception:  # noqa: BLE001 - the reconciler resolves it from the lease evidence
+        log.exception("could not record the failure of run %s", run.public_id)
+        return "crashed"
+    return "failed"

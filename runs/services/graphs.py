@@ -1,0 +1,88 @@
+"""Graph versions: validated before they exist, immutable once they do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+
+from runs.engine import GraphSpec, SpecError, parse_spec
+from runs.models import Graph
+from runs.services.errors import NotFound, ValidationFailed
+from tenants.models import Tenant
+
+# Parsed specs by hash. Versions are immutable and content-addressed, so a process-local cache
+# cannot go stale.
+_SPECS: dict[str, GraphSpec] = {}
+
+
+def problems_to_details(problems: list[Any]) -> dict[str, Any]:
+    return {"problems": [{"where": p.where, "message": p.message} for p in problems]}
+
+
+def parse_or_fail(data: Any) -> GraphSpec:
+    try:
+        return parse_spec(data)
+    except SpecError as exc:
+        names = "; ".join(f"{p.where}: {p.message}" for p in exc.problems[:5])
+        raise ValidationFailed(
+            f"The graph spec is invalid: {names}",
+            code="invalid_graph",
+            details=problems_to_details(exc.problems),
+        ) from exc
+
+
+def spec_for(graph: Graph) -> GraphSpec:
+    spec = _SPECS.get(graph.hash)
+    if spec is None:
+        spec = _SPECS[graph.hash] = parse_spec(graph.spec)
+    return spec
+
+
+def create_graph_version(tenant: Tenant, data: Any, *, by: str = "") -> Graph:
+    """Validate `data` and store it as the next version of the graph it names.
+
+    Storing the same spec as the latest version again returns that version unchanged.
+    """
+    spec = parse_or_fail(data)
+    for _ in range(5):
+        latest = (
+            Graph.objects.for_tenant(tenant).filter(name=spec.name).order_by("-version").first()
+        )
+        if latest is not None and latest.hash == spec.hash:
+            return latest
+        version = (latest.version if latest else 0) + 1
+        try:
+            with transaction.atomic():
+                graph = Graph.objects.create(
+                    tenant=tenant,
+                    name=spec.name,
+                    version=version,
+                    spec=spec.raw,
+                    hash=spec.hash,
+                    created_by=by,
+                )
+        except IntegrityError:
+            continue  # another request took this version number; take the next one
+        _SPECS[spec.hash] = spec
+        return graph
+    raise ValidationFailed("Could not allocate a graph version; try again.", code="conflict")
+
+
+def get_graph(tenant: Tenant, name: str, version: int | None = None) -> Graph:
+    graphs = Graph.objects.for_tenant(tenant).filter(name=name)
+    graph = (
+        graphs.filter(version=version).first() if version else graphs.order_by("-version").first()
+    )
+    if graph is None:
+        what = f"{name}@{version}" if version else name
+        raise NotFound(f"Graph {what} does not exist.")
+    return graph
+
+
+def latest_versions(tenant: Tenant) -> list[Graph]:
+    latest = Graph.objects.for_tenant(tenant).values("name").annotate(v=Max("version"))
+    wanted = {(row["name"], row["v"]) for row in latest}
+    rows = Graph.objects.for_tenant(tenant).filter(name__in=[n for n, _ in wanted])
+    return [g for g in rows.order_by("name") if (g.name, g.version) in wanted]

@@ -1,0 +1,153 @@
+"""Shared steps of every status change: guarded transition, slot release, finish, requeue."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from functools import partial
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from runs import hooks
+from runs.events import append_events
+from runs.models import Run, Thread
+from runs.services.errors import InvalidTransition
+from runs.status import TERMINAL, RunStatus, can_transition
+from tenants import limits
+
+
+def release_slots(run: Run) -> None:
+    """Give back the run's tenant slots, each exactly once (guarded flag flips)."""
+    if Run.objects.filter(pk=run.pk, holds_slot=True).update(holds_slot=False):
+        limits.release_run_slot(run.tenant_id)
+    if Run.objects.filter(pk=run.pk, holds_queue_slot=True).update(holds_queue_slot=False):
+        limits.release_queue_slot(run.tenant_id)
+    run.holds_slot = run.holds_queue_slot = False
+
+
+def transition(
+    run: Run,
+    to: str,
+    *,
+    events: list[tuple[str, dict[str, Any]]],
+    fence: dict[str, Any] | None = None,
+    **updates: Any,
+) -> Run:
+    """Move `run` from its current status to `to` with a guarded UPDATE, plus its events.
+
+    Must run in a transaction. The guard is the status read (and any extra `fence`), so a
+    concurrent change makes this raise Fenced instead of overwriting it.
+    """
+    src = run.status
+    if not can_transition(src, to):
+        raise InvalidTransition(
+            f"Run {run.public_id} is {src}; it cannot become {to}.",
+            details={"status": src, "wanted": to},
+        )
+    guard = {"status": src, **(fence or {})}
+    append_events(run, events, fence=guard, status=to, **updates)
+    run.status = to
+    for key, value in updates.items():
+        if not hasattr(value, "resolve_expression"):
+            setattr(run, key, value)
+    if to in TERMINAL or to in (RunStatus.WAITING, RunStatus.PAUSED):
+        release_slots(run)
+    return run
+
+
+def error(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"code": code, "message": message, **extra}
+
+
+def finish(
+    run: Run,
+    to: str,
+    *,
+    err: dict[str, Any] | None = None,
+    fence: dict[str, Any] | None = None,
+    extra_events: list | None = None,
+    **updates: Any,
+) -> Run:
+    """End a run in `to` (a terminal status). Updates its thread; post_run hooks on commit."""
+    now = timezone.now()
+    data: dict[str, Any] = {"status": to}
+    if err:
+        data["error"] = err
+    events = list(extra_events or []) + [(f"run.{to}", data)]
+    transition(
+        run,
+        to,
+        events=events,
+        fence=fence,
+        error=err,
+        finished_at=now,
+        lease_expires_at=None,
+        lease_owner="",
+        waiting_for=None,
+        wait_deadline=None,
+        **updates,
+    )
+    if run.thread_id:
+        sync_thread_state(run)
+    transaction.on_commit(partial(_notify_finished, run.pk))
+    return run
+
+
+def sync_thread_state(run: Run) -> None:
+    """A thread's state follows its runs; a rollback restores what it was before the run."""
+    if run.cancel_action == "rollback" and run.thread_state_before is not None:
+        state = run.thread_state_before
+    else:
+        state = run.state
+    Thread.objects.filter(pk=run.thread_id).update(state=state, updated_at=timezone.now())
+
+
+def _notify_finished(run_pk: int) -> None:
+    run = Run.objects.select_related("tenant", "graph").get(pk=run_pk)
+    hooks.notify_finished(run)
+
+
+def requeue(
+    run: Run,
+    *,
+    reason: str,
+    fence: dict[str, Any] | None = None,
+    event: str = "run.queued",
+    **updates: Any,
+) -> Run:
+    """Put an active run back in the queue to continue from its last checkpoint."""
+    transition(
+        run,
+        RunStatus.QUEUED,
+        events=[(event, {"reason": reason, **updates.pop("data", {})})],
+        fence=fence,
+        dispatched_at=None,
+        lease_owner="",
+        lease_expires_at=None,
+        waiting_for=None,
+        wait_deadline=None,
+        **updates,
+    )
+    release_slots_running_only(run)
+    from runs.dispatch import dispatch_on_commit
+
+    dispatch_on_commit()
+    return run
+
+
+def release_slots_running_only(run: Run) -> None:
+    if Run.objects.filter(pk=run.pk, holds_slot=True).update(holds_slot=False):
+        limits.release_run_slot(run.tenant_id)
+    run.holds_slot = False
+
+
+def wall_seconds(run: Run, now: dt.datetime | None = None) -> float:
+    if run.started_at is None:
+        return 0.0
+    return ((now or timezone.now()) - run.started_at).total_seconds()
+
+
+def as_decimal(value: float | Decimal) -> Decimal:
+    return value if isinstance(value, Decimal) else Decimal(str(round(value, 6)))

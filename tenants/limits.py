@@ -1,0 +1,326 @@
+"""The single gate for every tenant limit. Race-free: guarded UPDATEs on the tenant's own row.
+
+Admission counters (`queued_count`, `running_count`) change only through the functions here,
+and only by conditional UPDATEs, so two workers can never both take the last slot. The runs app
+pairs each acquire with a flag on the run that it clears with a guarded UPDATE before calling
+the matching release, so every slot is given back exactly once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import F, Q, Sum
+from django.utils import timezone
+
+from tenants.models import Tenant, UsageDay, UsageModelDay
+
+RATE_WINDOW = dt.timedelta(seconds=60)
+
+
+class LimitExceeded(Exception):
+    """A limit refused an action. `limit` is the limit's name; `retry_after` in seconds."""
+
+    def __init__(
+        self,
+        limit: str,
+        message: str,
+        *,
+        retry_after: int | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.message = message
+        self.retry_after = retry_after
+        self.details = details or {}
+
+    @property
+    def code(self) -> str:
+        return f"limit_exceeded.{self.limit}"
+
+
+# --- admission -------------------------------------------------------------------------------
+
+
+def admit_run(tenant: Tenant, *, now: dt.datetime | None = None) -> None:
+    """Take a queue slot and a rate token for a new run, or raise LimitExceeded.
+
+    Call inside the transaction that creates the run, so a refused or failed creation leaves the
+    counters as they were.
+    """
+    now = now or timezone.now()
+    check_budgets(tenant, now=now, refusing="new runs")
+    _take_rate_token(tenant, now)
+    taken = Tenant.objects.filter(pk=tenant.pk, queued_count__lt=F("max_queued_runs")).update(
+        queued_count=F("queued_count") + 1
+    )
+    if not taken:
+        raise LimitExceeded(
+            "max_queued_runs",
+            f"Tenant {tenant.slug} already has {tenant.max_queued_runs} queued runs "
+            "(max_queued_runs); retry when some have started.",
+            retry_after=5,
+            details={"cap": tenant.max_queued_runs},
+        )
+
+
+def _take_rate_token(tenant: Tenant, now: dt.datetime) -> None:
+    if tenant.runs_per_minute is None:
+        return
+    window_start = now - RATE_WINDOW
+    # A new window starts for whoever first finds the old one expired; the guard makes the
+    # reset happen once even when several requests race.
+    reset = Tenant.objects.filter(
+        Q(rate_window_start__isnull=True) | Q(rate_window_start__lte=window_start), pk=tenant.pk
+    ).update(rate_window_start=now, rate_window_count=1)
+    if reset:
+        return
+    taken = Tenant.objects.filter(pk=tenant.pk, rate_window_count__lt=F("runs_per_minute")).update(
+        rate_window_count=F("rate_window_count") + 1
+    )
+    if not taken:
+        started = Tenant.objects.values_list("rate_window_start", flat=True).get(pk=tenant.pk)
+        wait = (started + RATE_WINDOW - now).total_seconds() if started else 60
+        raise LimitExceeded(
+            "runs_per_minute",
+            f"Tenant {tenant.slug} may start {tenant.runs_per_minute} runs per minute.",
+            retry_after=max(1, math.ceil(wait)),
+            details={"cap": tenant.runs_per_minute},
+        )
+
+
+def release_queue_slot(tenant_id: int) -> None:
+    Tenant.objects.filter(pk=tenant_id, queued_count__gt=0).update(
+        queued_count=F("queued_count") - 1
+    )
+
+
+def acquire_run_slot(tenant_id: int) -> bool:
+    """Take one of the tenant's `max_concurrent_runs` slots; False when none is free."""
+    return bool(
+        Tenant.objects.filter(pk=tenant_id, running_count__lt=F("max_concurrent_runs")).update(
+            running_count=F("running_count") + 1
+        )
+    )
+
+
+def release_run_slot(tenant_id: int) -> None:
+    Tenant.objects.filter(pk=tenant_id, running_count__gt=0).update(
+        running_count=F("running_count") - 1
+    )
+
+
+# --- usage ledger ----------------------------------------------------------------------------
+
+
+def record_usage(
+    tenant_id: int,
+    *,
+    runs: int = 0,
+    steps: int = 0,
+    tokens_in: int = 0,
+    tokens_out: int = 0,
+    cost_usd: float | Decimal = 0,
+    by_model: dict[str, dict[str, Any]] | None = None,
+    day: dt.date | None = None,
+) -> None:
+    """Add to today's ledger row (and per model). Call in the transaction of the change."""
+    day = day or timezone.now().date()
+    cost = Decimal(str(cost_usd))
+    increments = {
+        "runs": F("runs") + runs,
+        "steps": F("steps") + steps,
+        "tokens_in": F("tokens_in") + tokens_in,
+        "tokens_out": F("tokens_out") + tokens_out,
+        "cost_usd": F("cost_usd") + cost,
+    }
+    if not UsageDay.objects.filter(tenant_id=tenant_id, day=day).update(**increments):
+        _, created = UsageDay.objects.get_or_create(
+            tenant_id=tenant_id,
+            day=day,
+            defaults={
+                "runs": runs,
+                "steps": steps,
+                "tokens_in": tokens_in,
+                "tokens_out": tokens_out,
+                "cost_usd": cost,
+            },
+        )
+        if not created:  # another transaction created it between our UPDATE and INSERT
+            UsageDay.objects.filter(tenant_id=tenant_id, day=day).update(**increments)
+    for model, u in (by_model or {}).items():
+        m_inc = {
+            "calls": F("calls") + int(u.get("calls", 0)),
+            "tokens_in": F("tokens_in") + int(u.get("tokens_in", 0)),
+            "tokens_out": F("tokens_out") + int(u.get("tokens_out", 0)),
+            "cost_usd": F("cost_usd") + Decimal(str(u.get("cost_usd", 0))),
+        }
+        row = UsageModelDay.objects.filter(tenant_id=tenant_id, day=day, model=model)
+        if not row.update(**m_inc):
+            _, created = UsageModelDay.objects.get_or_create(
+                tenant_id=tenant_id,
+                day=day,
+                model=model,
+                defaults={
+                    "calls": int(u.get("calls", 0)),
+                    "tokens_in": int(u.get("tokens_in", 0)),
+                    "tokens_out": int(u.get("tokens_out", 0)),
+                    "cost_usd": Decimal(str(u.get("cost_usd", 0))),
+                },
+            )
+            if not created:
+                row.update(**m_inc)
+
+
+@dataclass
+class Period:
+    tokens: int
+    cost_usd: Decimal
+    runs: int
+    steps: int
+
+
+def usage_between(tenant_id: int, first: dt.date, last: dt.date) -> Period:
+    agg = UsageDay.objects.filter(tenant_id=tenant_id, day__gte=first, day__lte=last).aggregate(
+        tin=Sum("tokens_in"),
+        tout=Sum("tokens_out"),
+        cost=Sum("cost_usd"),
+        runs=Sum("runs"),
+        steps=Sum("steps"),
+    )
+    return Period(
+        tokens=(agg["tin"] or 0) + (agg["tout"] or 0),
+        cost_usd=agg["cost"] or Decimal(0),
+        runs=agg["runs"] or 0,
+        steps=agg["steps"] or 0,
+    )
+
+
+def _next_month(day: dt.date) -> dt.date:
+    return (day.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+
+
+def budget_usage(tenant: Tenant, *, now: dt.datetime | None = None) -> dict[str, Any]:
+    """Usage today and this month against the tenant's budgets, with reset times."""
+    now = now or timezone.now()
+    today = now.date()
+    day = usage_between(tenant.pk, today, today)
+    month = usage_between(tenant.pk, today.replace(day=1), today)
+    tomorrow = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(), dt.UTC)
+    month_reset = dt.datetime.combine(_next_month(today), dt.time(), dt.UTC)
+    return {
+        "day": {
+            "usage": day,
+            "resets_at": tomorrow,
+            "token_budget": tenant.daily_token_budget,
+            "cost_budget_usd": tenant.daily_cost_budget_usd,
+        },
+        "month": {
+            "usage": month,
+            "resets_at": month_reset,
+            "token_budget": tenant.monthly_token_budget,
+            "cost_budget_usd": tenant.monthly_cost_budget_usd,
+        },
+    }
+
+
+def check_budgets(
+    tenant: Tenant, *, now: dt.datetime | None = None, refusing: str = "the run"
+) -> None:
+    """Raise LimitExceeded when a day or month token/cost budget is used up."""
+    if not any(
+        [
+            tenant.daily_token_budget,
+            tenant.monthly_token_budget,
+            tenant.daily_cost_budget_usd,
+            tenant.monthly_cost_budget_usd,
+        ]
+    ):
+        return
+    now = now or timezone.now()
+    usage = budget_usage(tenant, now=now)
+    for period, name in (("day", "daily"), ("month", "monthly")):
+        p = usage[period]
+        resets = p["resets_at"]
+        retry = max(1, math.ceil((resets - now).total_seconds()))
+        if p["token_budget"] is not None and p["usage"].tokens >= p["token_budget"]:
+            raise LimitExceeded(
+                f"{name}_token_budget",
+                f"The {name} token budget of {p['token_budget']} is used up "
+                f"({p['usage'].tokens} used); {refusing} refused until it resets at "
+                f"{resets.isoformat()}.",
+                retry_after=retry,
+                details={"resets_at": resets.isoformat()},
+            )
+        if p["cost_budget_usd"] is not None and p["usage"].cost_usd >= p["cost_budget_usd"]:
+            raise LimitExceeded(
+                f"{name}_cost_budget_usd",
+                f"The {name} cost budget of ${p['cost_budget_usd']} is used up "
+                f"(${p['usage'].cost_usd:.4f} used); {refusing} refused until it resets at "
+                f"{resets.isoformat()}.",
+                retry_after=retry,
+                details={"resets_at": resets.isoformat()},
+            )
+
+
+# --- per-run limits at step boundaries ------------------------------------------------------
+
+
+@dataclass
+class RunLimitCheck:
+    exceeded: LimitExceeded | None = None
+    warnings: list[tuple[str, float, float]] = field(default_factory=list)  # (limit, used, cap)
+
+
+def check_run_limits(
+    tenant: Tenant,
+    *,
+    steps: int,
+    tokens: int,
+    cost_usd: Decimal | float,
+    wall_seconds: float,
+    already_warned: list[str],
+    now: dt.datetime | None = None,
+) -> RunLimitCheck:
+    """Compare a run's counters with the tenant's per-run limits and budgets.
+
+    Returns the first limit crossed (the run stops at this step boundary) and the limits past
+    `warn_ratio` not warned about yet.
+    """
+    result = RunLimitCheck()
+    caps: list[tuple[str, float, float | None]] = [
+        ("max_steps", steps, tenant.max_steps),
+        ("max_tokens", tokens, tenant.max_tokens),
+        (
+            "max_cost_usd",
+            float(cost_usd),
+            float(tenant.max_cost_usd) if tenant.max_cost_usd is not None else None,
+        ),
+        ("max_wall_seconds", wall_seconds, tenant.max_wall_seconds),
+    ]
+    ratio = float(tenant.warn_ratio)
+    for name, used, cap in caps:
+        if cap is None:
+            continue
+        # Tokens and cost may reach their cap but not pass it. A run that has used its steps
+        # or its time cannot take another step (a run whose last step ended it succeeded).
+        crossed = used > cap if name in ("max_tokens", "max_cost_usd") else used >= cap
+        if crossed and result.exceeded is None:
+            result.exceeded = LimitExceeded(
+                name,
+                f"The run crossed {name}={cap:g} ({used:g} used).",
+                details={"cap": cap, "used": used},
+            )
+        elif used >= ratio * cap and name not in already_warned:
+            result.warnings.append((name, used, cap))
+    if result.exceeded is None:
+        try:
+            check_budgets(tenant, now=now, refusing="the run")
+        except LimitExceeded as exc:
+            result.exceeded = exc
+    return result
