@@ -127,7 +127,7 @@ def reconcile_once(
 @transaction.atomic
 def _resolve(finding: Finding) -> str:
     run = (
-        Run.objects.select_for_update()
+        Run.objects.select_for_update(of=("self",))
         .select_related("tenant", "graph", "thread")
         .get(public_id=finding.run_id)
     )

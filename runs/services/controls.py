@@ -42,7 +42,9 @@ def get_run(tenant: Tenant, run_id: Any) -> Run:
 
 def _locked(run: Run) -> Run:
     return (
-        Run.objects.select_for_update().select_related("tenant", "graph", "thread").get(pk=run.pk)
+        Run.objects.select_for_update(of=("self",))
+        .select_related("tenant", "graph", "thread")
+        .get(pk=run.pk)
     )
 
 
