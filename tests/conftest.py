@@ -43,3 +43,9 @@ def outsider(other_tenant: Tenant) -> Any:
 @pytest.fixture
 def staff(db: Any) -> Any:
     return make_user("operator@example.com", staff=True)
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: Any) -> None:
+    # The default hasher costs ~0.3 s per user; tests make many users and prove nothing by it.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
