@@ -6,4 +6,8 @@ class RunsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from runs import checks  # noqa: F401
+        from runs import checks, hooks  # noqa: F401
+
+        # Operator functions and hooks must be registered in every process (web validates
+        # specs, workers run them) before the first spec is parsed.
+        hooks.load_hook_modules()

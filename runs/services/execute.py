@@ -629,7 +629,11 @@ class Segment:
 def run_segment(run_pk: int) -> str:
     """Claim and execute the run until it ends, waits, pauses, or hands its turn back."""
     close_old_connections()
-    run = claim_run(run_pk)
+    try:
+        run = claim_run(run_pk)
+    except Exception as exc:
+        log.exception("run %s could not be claimed", run_pk)
+        return _fail_unclaimable(run_pk, exc)
     if run is None:
         return "not_claimed"
     try:
@@ -646,6 +650,22 @@ def run_segment(run_pk: int) -> str:
     except Exception:  # noqa: BLE001 - the scheduler dispatches on its next tick anyway
         log.warning("dispatch after segment failed", exc_info=True)
     return outcome
+
+
+def _fail_unclaimable(run_pk: int, exc: BaseException) -> str:
+    """A run whose start itself fails (e.g. its graph no longer parses here) ends failed
+    instead of being dispatched again forever."""
+    with transaction.atomic():
+        run = Run.objects.select_related("tenant").filter(pk=run_pk).first()
+        if run is None or run.status != RunStatus.QUEUED:
+            return "not_claimed"
+        finish(
+            run,
+            RunStatus.FAILED,
+            fence={"epoch": run.epoch},
+            err=error("start_failed", f"{type(exc).__name__}: {exc}", fatal=True),
+        )
+    return "failed"
 
 
 def _fail_unexpected(run: Run, exc: BaseException) -> str:

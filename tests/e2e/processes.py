@@ -36,7 +36,9 @@ def process_env(**extra: str) -> dict[str, str]:
         env.pop("DATABASE_URL", None)
     else:
         auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
-        env["DATABASE_URL"] = f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+        env["DATABASE_URL"] = (
+            f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+        )
     env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     env["PYTHONUNBUFFERED"] = "1"
     env["MEDIA_ROOT"] = str(settings.MEDIA_ROOT)
@@ -65,18 +67,37 @@ class Platform:
 
     def command(self, name: str) -> list[str]:
         return {
-            "web": [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
-                    "config.asgi:application"],
+            "web": [
+                PY,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "config.asgi:application",
+            ],
             "worker": [PY, "manage.py", "qcluster"],
-            "scheduler": [PY, "manage.py", "runyard_scheduler", "--dispatch-every", "0.2",
-                          "--reconcile-every", "0.5"],
+            "scheduler": [
+                PY,
+                "manage.py",
+                "runyard_scheduler",
+                "--dispatch-every",
+                "0.2",
+                "--reconcile-every",
+                "0.5",
+            ],
         }[name]
 
     def start(self, *names: str) -> Platform:
         for name in names:
             log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
             self.procs[name] = subprocess.Popen(
-                self.command(name), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                self.command(name),
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         if "web" in names:
