@@ -1,7 +1,8 @@
 """The dispatcher: moves queued runs to the django-q2 queue fairly across tenants.
 
-Round robin: each pass serves the tenant served longest ago first, one run per tenant per
-round, each tenant capped by `max_concurrent_runs` (a guarded UPDATE in tenants/limits.py).
+Fair share: each free slot goes to the tenant with the fewest runs in flight, then to the one
+served longest ago (round robin among equals), each tenant capped by `max_concurrent_runs` (a
+guarded UPDATE in tenants/limits.py).
 The whole cluster is capped too (`DISPATCH_CAPACITY`, default the worker count): runs wait
 here, in the database, rather than in the broker's FIFO queue, where one tenant's backlog
 would sit in front of everyone else's runs.
@@ -45,32 +46,39 @@ def dispatchable() -> QuerySet[Run]:
 
 
 def dispatch_once(*, max_runs: int | None = None) -> int:
-    """One dispatcher pass. Returns how many runs it handed to the queue."""
+    """One dispatcher pass. Returns how many runs it handed to the queue.
+
+    Each free slot goes to the tenant with the fewest runs in flight, ties to the one served
+    longest ago: a tenant with nothing running is served before one with a backlog.
+    """
     free = capacity() - in_flight()
     if max_runs is not None:
         free = min(free, max_runs)
-    if free <= 0:
-        return 0
-    tenant_ids = list(
+    dispatched = 0
+    exhausted: set[int] = set()
+    while free > 0:
+        tenant_id = next_tenant(exclude=exhausted)
+        if tenant_id is None:
+            break
+        if _dispatch_one(tenant_id):
+            dispatched += 1
+            free -= 1
+        else:
+            exhausted.add(tenant_id)
+    return dispatched
+
+
+def next_tenant(*, exclude: set[int]) -> int | None:
+    return (
         Tenant.objects.filter(
             Exists(dispatchable().filter(tenant_id=OuterRef("pk"))),
             running_count__lt=F("max_concurrent_runs"),
         )
-        .order_by("last_dispatched_at", "id")
+        .exclude(pk__in=exclude)
+        .order_by("running_count", F("last_dispatched_at").asc(nulls_first=True), "id")
         .values_list("id", flat=True)
+        .first()
     )
-    dispatched = 0
-    while free > 0 and tenant_ids:
-        next_round = []
-        for tenant_id in tenant_ids:
-            if free <= 0:
-                break
-            if _dispatch_one(tenant_id):
-                dispatched += 1
-                free -= 1
-                next_round.append(tenant_id)
-        tenant_ids = next_round
-    return dispatched
 
 
 def _dispatch_one(tenant_id: int) -> bool:

@@ -13,6 +13,7 @@ from runs import hooks
 from runs.engine import validate_input
 from runs.events import append_events
 from runs.models import Checkpoint, Graph, Run, Thread
+from runs.services.dbretry import retry_transient
 from runs.services.errors import BlockedByHook, Conflict, NotFound, ValidationFailed
 from runs.services.graphs import get_graph, problems_to_details, spec_for
 from tenants import limits
@@ -125,11 +126,14 @@ def create_run(
         )
         raise BlockedByHook(refusal)
 
-    try:
+    def write() -> Run:
         with transaction.atomic():
             return _admit_and_write(
                 tenant, graph_row, request, body_hash, idempotency_key, checkpoint, by, parent
             )
+
+    try:
+        return retry_transient(write)
     except IntegrityError:
         if idempotency_key:  # a concurrent request with the same key won the race
             existing = _idempotent_match(tenant, idempotency_key, body_hash)

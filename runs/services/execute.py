@@ -423,6 +423,9 @@ class Segment:
         if self.consumed:
             Control.objects.filter(pk__in=self.consumed).update(consumed_at=now)
             self.consumed = []
+        outcome = self._after_step(result, check, prev_state, prev_position)
+        # The ledger is written last: every transaction locks the tenant row before the
+        # ledger row (run creation does too), so the two can never deadlock.
         limits.record_usage(
             run.tenant_id,
             steps=1,
@@ -431,6 +434,16 @@ class Segment:
             cost_usd=usage.cost_usd,
             by_model=usage.by_model,
         )
+        return outcome
+
+    def _after_step(
+        self,
+        result: StepResult,
+        check: limits.RunLimitCheck,
+        prev_state: dict[str, Any],
+        prev_position: dict[str, Any] | None,
+    ) -> str | None:
+        run = self.run
         if result.done:
             finish(run, RunStatus.SUCCEEDED, fence={"epoch": self.epoch})
             return "succeeded"

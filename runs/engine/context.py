@@ -1,0 +1,159 @@
+"""What the caller hands the engine (RunContext) and what a node sees (NodeContext)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .cancel import CancelToken
+from .errors import NodeError
+from .results import ArtifactData, Resolution, Suspension, Usage
+
+if TYPE_CHECKING:
+    from .spec import GraphSpec
+
+
+@dataclass
+class HttpPolicy:
+    """Limits for `http` nodes, usually per tenant.
+
+    `allowed_hosts` entries are exact host names, `*.example.com` (any subdomain, not the
+    apex) or `*` (any host). An empty list allows no host at all: deny by default.
+    """
+
+    allowed_hosts: list[str] = field(default_factory=list)
+    allow_private: bool = False
+    max_bytes: int = 1_000_000
+    timeout: float = 30.0
+
+
+def _no_resolution(suspension: Suspension) -> Resolution | None:
+    return None
+
+
+@dataclass
+class RunContext:
+    """Everything the engine needs from its caller (the durable runtime or the CLI)."""
+
+    cancel: CancelToken = field(default_factory=CancelToken)
+    resolve: Callable[[Suspension], Resolution | None] = _no_resolution
+    on_step_start: Callable[[int, str, int], None] | None = None
+    on_delta: Callable[[str, str], None] | None = None
+    run_subgraph: Callable[[str, dict, int], dict] | None = None
+    depth: int = 0
+    http_policy: HttpPolicy = field(default_factory=HttpPolicy)
+    llm_config: dict[str, dict] = field(default_factory=dict)
+    sleep_inline_max: float = 5.0
+    now: Callable[[], float] = time.time
+    metadata: dict = field(default_factory=dict)
+
+
+_CONTENT_TYPES = {
+    ".json": "application/json",
+    ".txt": "text/plain; charset=utf-8",
+    ".md": "text/markdown; charset=utf-8",
+    ".html": "text/html; charset=utf-8",
+    ".csv": "text/csv; charset=utf-8",
+}
+
+
+def guess_content_type(name: str, data: Any) -> str:
+    for suffix, content_type in _CONTENT_TYPES.items():
+        if name.endswith(suffix):
+            return content_type
+    if isinstance(data, (bytes, bytearray)):
+        return "application/octet-stream"
+    if isinstance(data, str):
+        return "text/plain; charset=utf-8"
+    return "application/json"
+
+
+def artifact_bytes(data: Any) -> bytes:
+    """Text is UTF-8 encoded, bytes kept, anything else stored as pretty JSON."""
+    if isinstance(data, (bytes, bytearray)):
+        return bytes(data)
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    return json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8")
+
+
+class NodeContext:
+    """A node's view of the run while it executes one attempt.
+
+    Function nodes receive it as their second argument: `args`, `cancel`, `metadata`,
+    `add_artifact()` and `emit()` are the public part.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        node: dict,
+        state: dict,
+        spec: GraphSpec,
+        run: RunContext,
+        cancel: CancelToken,
+        attempt: int,
+        visit: int,
+        occurrence_id: str,
+        in_branch: bool = False,
+        runner: Any = None,
+    ) -> None:
+        self.name = name
+        self.node = node
+        self.state = state
+        self.spec = spec
+        self.run = run
+        self.cancel = cancel
+        self.attempt = attempt
+        self.visit = visit
+        self.occurrence_id = occurrence_id
+        self.in_branch = in_branch
+        self.runner = runner
+        self.usage = Usage()
+        self.events: list[tuple[str, dict]] = []
+        self.artifacts: list[ArtifactData] = []
+
+    @property
+    def args(self) -> dict:
+        return self.node.get("args") or {}
+
+    @property
+    def metadata(self) -> dict:
+        return self.run.metadata
+
+    def add_artifact(self, name: str, data: Any, content_type: str | None = None) -> None:
+        """Attach an artifact to this step (bytes, text, or any JSON value)."""
+        if not isinstance(name, str) or not name:
+            raise NodeError(
+                "artifact_error", "artifact name must be a non-empty string", fatal=True
+            )
+        self.artifacts.append(
+            ArtifactData(name, content_type or guess_content_type(name, data), artifact_bytes(data))
+        )
+
+    def emit(self, event_type: str, data: dict | None = None) -> None:
+        """Record a node-level event; the runtime stores it with the step."""
+        self.events.append((event_type, dict(data or {})))
+
+    def delta(self, text: str) -> None:
+        """Stream a piece of LLM output to the caller."""
+        if self.run.on_delta is not None and text and not self.cancel.cancelled:
+            self.run.on_delta(self.name, text)
+
+    def variables(self, **extra: Any) -> dict[str, Any]:
+        """Names visible to this node's expressions and templates."""
+        return {"state": self.state, "run": self.run.metadata, "node": self.name, **extra}
+
+    def render(self, source: str, **extra: Any) -> str:
+        from .expressions import render_template
+
+        return render_template(source, self.variables(**extra))
+
+    def evaluate(self, source: str, **extra: Any) -> Any:
+        from .expressions import evaluate
+
+        return evaluate(source, self.variables(**extra))

@@ -1,0 +1,52 @@
+"""The provider interface and registry for `llm` nodes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from ..context import NodeContext
+    from ..validation import SpecCheck
+
+
+@dataclass
+class LLMReply:
+    """One completed call. `value` carries a non-text scripted response as-is."""
+
+    text: str
+    tokens_in: int
+    tokens_out: int
+    model: str
+    value: Any = None
+
+
+class Provider:
+    """Turns chat messages into a reply, streaming deltas through `nc.delta`."""
+
+    name: ClassVar[str] = ""
+    #: Node fields only this provider accepts.
+    fields: ClassVar[frozenset[str]] = frozenset()
+    default_model: ClassVar[str] = ""
+
+    def validate(self, name: str, node: dict, check: SpecCheck) -> None:
+        """Report provider-specific problems."""
+
+    def complete(self, nc: NodeContext, messages: list[dict], model: str) -> LLMReply:
+        raise NotImplementedError
+
+
+_providers: dict[str, Provider] = {}
+
+
+def register_provider(cls: type[Provider]) -> type[Provider]:
+    _providers[cls.name] = cls()
+    return cls
+
+
+def get_provider(name: Any) -> Provider | None:
+    return _providers.get(name) if isinstance(name, str) else None
+
+
+def providers() -> dict[str, Provider]:
+    return dict(_providers)

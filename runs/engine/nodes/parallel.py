@@ -1,0 +1,209 @@
+"""`parallel`: run branch nodes concurrently on the same state snapshot, merged in branch order.
+
+Each branch runs in its own helper thread with its own retry/timeout and a child cancel
+token. `on_error: "fail_fast"` (default) cancels the other branches at the first failure and
+fails the node; `"collect"` waits for every branch and reports every failure. With `errors`
+set to a state key, `collect` instead succeeds with the successful branches merged and
+{branch: error} written to that key.
+
+The step's `update` lists the touched keys with their merged values (as if `replace`); each
+branch's own update is in its `branch.completed` event. Use the step's `state`: re-applying
+a parallel's `update` through `append`-like reducers would double it.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import threading
+from typing import TYPE_CHECKING, Any
+
+from ..errors import NodeError, RunCancelled
+from ..state import apply_update
+from ..threads import spawn
+from .base import NodeKind, Outcome, register_kind
+
+if TYPE_CHECKING:
+    from ..context import NodeContext
+    from ..validation import SpecCheck
+
+MODES = ("fail_fast", "collect")
+MAX_BRANCHES = 64
+
+
+@register_kind
+class ParallelNode(NodeKind):
+    kind = "parallel"
+    fields = frozenset({"branches", "on_error", "errors"})
+
+    def validate(self, name: str, node: dict, check: SpecCheck) -> None:
+        where = f"nodes.{name}"
+        branches = node.get("branches")
+        if not isinstance(branches, list) or not branches:
+            check.add(where, "`branches` must be a non-empty list of node names")
+        elif len(branches) > MAX_BRANCHES:
+            check.add(where, f"at most {MAX_BRANCHES} branches")
+        else:
+            for i, branch in enumerate(branches):
+                if branch == name:
+                    check.add(where, "a parallel cannot be its own branch")
+                elif check.node_ref(where, branch, f"branches[{i}]") and branches.index(branch) < i:
+                    check.add(where, f"branch {branch!r} is listed twice")
+        if node.get("on_error", "fail_fast") not in MODES:
+            check.add(where, f"`on_error` must be one of {MODES}, got {node.get('on_error')!r}")
+        check.key(where, node, "errors", required=False)
+        if "errors" in node and node.get("on_error") != "collect":
+            check.add(where, "`errors` only applies with on_error: 'collect'")
+
+    def children(self, node: dict) -> list[str]:
+        branches = node.get("branches")
+        return [b for b in branches if isinstance(b, str)] if isinstance(branches, list) else []
+
+    def run(self, nc: NodeContext) -> Outcome:
+        branches: list[str] = nc.node["branches"]
+        fail_fast = nc.node.get("on_error", "fail_fast") == "fail_fast"
+        tokens = [nc.cancel.child() for _ in branches]
+        finished: queue.SimpleQueue[tuple[int, Any, BaseException | None]] = queue.SimpleQueue()
+        # A parent cancel wakes the waiting loop below even while every branch is blocked.
+        unregister = nc.cancel.on_cancel(lambda: finished.put((-1, None, None)))
+        pending = collections.deque(range(len(branches)))
+        lock = threading.Lock()
+        stopped = threading.Event()
+
+        def take() -> int | None:
+            with lock:
+                return pending.popleft() if pending and not stopped.is_set() else None
+
+        def run_branch(i: int) -> None:
+            try:
+                result = nc.runner.execute(
+                    branches[i], nc.state, nc.visit, tokens[i], in_branch=True
+                )
+                failed = result.error is not None or result.suspension is not None
+                finished.put((i, result, None))
+            except BaseException as exc:  # reported to the waiting thread
+                failed = not isinstance(exc, RunCancelled)
+                finished.put((i, None, exc))
+            if failed and fail_fast:
+                # Cancel the siblings from here: the caller may itself be busy in a branch.
+                stopped.set()
+                for j, token in enumerate(tokens):
+                    if j != i:
+                        token.cancel("fail_fast")
+
+        def work() -> None:
+            helper_started = False
+            while (i := take()) is not None:
+                if not helper_started and pending:
+                    # Each worker starts at most one more, on its first branch: blocking
+                    # branches still all run at once (the chain reaches one worker per
+                    # branch), while cheap ones finish on a few threads without a thread
+                    # wake-up per branch.
+                    helper_started = True
+                    spawn(work)
+                run_branch(i)
+
+        for i, branch in enumerate(branches):
+            nc.emit("branch.started", {"branch": branch, "index": i})
+        try:
+            # The calling thread is a worker too, which spares thread hand-offs when the
+            # branches are cheap.
+            work()
+            results: dict[int, Any] = {}
+            failures: dict[int, NodeError] = {}
+            while len(results) + len(failures) < len(branches):
+                i, result, exc = finished.get()
+                if i < 0:
+                    raise RunCancelled(nc.cancel.reason or "cancelled")
+                error = self._branch_error(result, exc)
+                if result is not None:
+                    nc.usage.add(result.usage)
+                    nc.events.extend(result.events)
+                if error is None:
+                    results[i] = result
+                    nc.artifacts.extend(result.artifacts)
+                    nc.emit(
+                        "branch.completed",
+                        {
+                            "branch": branches[i],
+                            "index": i,
+                            "attempt": result.attempt,
+                            "update": result.update,
+                        },
+                    )
+                    continue
+                failures[i] = error
+                nc.emit(
+                    "branch.failed", {"branch": branches[i], "index": i, "error": error.to_dict()}
+                )
+                if fail_fast:
+                    for j in range(len(branches)):
+                        if j not in results and j not in failures:
+                            nc.emit(
+                                "branch.failed",
+                                {
+                                    "branch": branches[j],
+                                    "index": j,
+                                    "error": {
+                                        "code": "cancelled",
+                                        "message": "cancelled by fail_fast",
+                                    },
+                                },
+                            )
+                    raise NodeError(
+                        "branch_failed",
+                        f"branch {branches[i]!r} failed: {error.code}: {error.message}",
+                        retryable=error.retryable,
+                        fatal=error.fatal,
+                        details={"branch": branches[i], "error": error.to_dict()},
+                    )
+        finally:
+            unregister()
+            for token in tokens:
+                token.detach()
+        return self._merge(nc, branches, results, failures)
+
+    def _branch_error(self, result: Any, exc: BaseException | None) -> NodeError | None:
+        if exc is not None:
+            if isinstance(exc, RunCancelled):
+                return NodeError("cancelled", f"branch cancelled: {exc.reason}", retryable=False)
+            if isinstance(exc, NodeError):
+                return exc
+            return NodeError("node_error", f"{type(exc).__name__}: {exc}")
+        if result.suspension is not None:
+            return NodeError("branch_suspended", "a branch cannot wait for input", fatal=True)
+        return result.error
+
+    def _merge(
+        self,
+        nc: NodeContext,
+        branches: list[str],
+        results: dict[int, Any],
+        failures: dict[int, NodeError],
+    ) -> Outcome:
+        errors_key = nc.node.get("errors")
+        if failures and not errors_key:
+            described = "; ".join(
+                f"{branches[i]}: {failures[i].code}: {failures[i].message}"
+                for i in sorted(failures)
+            )
+            raise NodeError(
+                "branches_failed",
+                f"{len(failures)} of {len(branches)} branches failed: {described}",
+                retryable=any(e.retryable for e in failures.values()),
+                fatal=all(e.fatal for e in failures.values()),
+                details={
+                    "failures": {branches[i]: failures[i].to_dict() for i in sorted(failures)}
+                },
+            )
+        updates: list[dict] = [u for i in sorted(results) for u in results[i].updates]
+        if errors_key:
+            updates.append(
+                {errors_key: {branches[i]: failures[i].to_dict() for i in sorted(failures)}}
+            )
+        state = nc.state
+        touched: dict[str, None] = {}
+        for update in updates:
+            state = apply_update(nc.spec, state, update)
+            touched.update(dict.fromkeys(update))
+        return Outcome({key: state[key] for key in touched}, state=state, updates=updates)

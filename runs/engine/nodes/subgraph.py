@@ -1,0 +1,60 @@
+"""`subgraph`: run another graph as a child run through the runtime's hook.
+
+`input` maps the child's input keys to expressions over this run's state. The child's final
+state goes to `output`, or, without `output`, is merged into this state through the reducers.
+Nesting is bounded by the spec's `max_depth` (default 5).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..errors import NodeError
+from .base import NodeKind, Outcome, register_kind
+
+if TYPE_CHECKING:
+    from ..context import NodeContext
+    from ..validation import SpecCheck
+
+
+@register_kind
+class SubgraphNode(NodeKind):
+    kind = "subgraph"
+    fields = frozenset({"graph", "input", "output"})
+
+    def validate(self, name: str, node: dict, check: SpecCheck) -> None:
+        where = f"nodes.{name}"
+        graph = node.get("graph")
+        if not isinstance(graph, str) or not graph.strip():
+            check.add(where, "`graph` must name the graph to run")
+        mapping = node.get("input", {})
+        if not isinstance(mapping, dict):
+            check.add(where, "`input` must map child input keys to expressions")
+        else:
+            for key, source in mapping.items():
+                check.expression(where, source, f"input.{key}")
+        check.key(where, node, "output", required=False)
+
+    def run(self, nc: NodeContext) -> Outcome:
+        node = nc.node
+        hook = nc.run.run_subgraph
+        if hook is None:
+            raise NodeError(
+                "subgraph_unavailable", "this runner cannot start subgraphs", fatal=True
+            )
+        depth = nc.run.depth + 1
+        if depth > nc.spec.max_depth:
+            raise NodeError(
+                "depth_exceeded",
+                f"subgraph {node['graph']!r} at node {nc.name!r} would nest {depth} deep; "
+                f"max_depth is {nc.spec.max_depth}",
+                fatal=True,
+            )
+        child_input = {key: nc.evaluate(src) for key, src in (node.get("input") or {}).items()}
+        nc.cancel.raise_if_cancelled()
+        result = hook(node["graph"], child_input, depth)
+        if not isinstance(result, dict):
+            raise NodeError("subgraph_failed", "subgraph hook did not return a state object")
+        if node.get("output"):
+            return Outcome({node["output"]: result})
+        return Outcome(dict(result))

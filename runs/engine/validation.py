@@ -1,0 +1,332 @@
+"""Spec validation: collect every problem, each naming the node, edge or field at fault."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from .errors import ExpressionError, Problem
+from .expressions import compile_expression, compile_template
+from .nodes import KINDS, NodeKind, get_kind
+from .state import REDUCERS
+from .values import is_int, is_number
+
+NODE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,99}$")
+COMMON_FIELDS = frozenset({"kind", "retry", "timeout", "artifacts", "description", "label", "meta"})
+TOP_FIELDS = frozenset(
+    {
+        "name",
+        "description",
+        "version",
+        "input_schema",
+        "state",
+        "start",
+        "nodes",
+        "edges",
+        "max_steps",
+        "max_resurrections",
+        "max_depth",
+        "metadata",
+    }
+)
+EDGE_FIELDS = frozenset({"from", "to", "when", "on_error", "description", "label"})
+_LIST_REDUCERS = {"append", "extend", "union"}
+_NUMBER_REDUCERS = {"add", "max", "min"}
+
+
+class SpecCheck:
+    """Collects problems while a spec is checked; node kinds report through it."""
+
+    def __init__(self, raw: dict) -> None:
+        self.raw = raw
+        self.problems: list[Problem] = []
+        nodes = raw.get("nodes")
+        self.nodes: dict[str, Any] = nodes if isinstance(nodes, dict) else {}
+
+    def add(self, where: str, message: str) -> None:
+        self.problems.append(Problem(where, message))
+
+    def expression(self, where: str, source: Any, label: str) -> None:
+        if not isinstance(source, str) or not source.strip():
+            self.add(where, f"{label} must be a non-empty expression string")
+            return
+        try:
+            compile_expression(source)
+        except ExpressionError as exc:
+            self.add(where, f"{label}: {exc.message}")
+
+    def template(self, where: str, source: Any, label: str, required: bool = True) -> None:
+        if source is None and not required:
+            return
+        if not isinstance(source, str):
+            self.add(where, f"{label} must be a template string")
+            return
+        try:
+            compile_template(source)
+        except ExpressionError as exc:
+            self.add(where, f"{label}: {exc.message}")
+
+    def node_ref(self, where: str, target: Any, label: str) -> bool:
+        if not isinstance(target, str) or not target:
+            self.add(where, f"{label} must name a node")
+            return False
+        if target not in self.nodes:
+            self.add(where, f"{label} names unknown node {target!r}")
+            return False
+        return True
+
+    def key(self, where: str, node: dict, field: str, required: bool = True) -> None:
+        """A state key the node writes to."""
+        value = node.get(field)
+        if value is None and not required:
+            return
+        if not isinstance(value, str) or not value:
+            self.add(where, f"`{field}` must name a state key")
+
+    def number(
+        self,
+        where: str,
+        node: dict,
+        field: str,
+        *,
+        minimum: float = 0,
+        exclusive: bool = False,
+        required: bool = False,
+        integer: bool = False,
+    ) -> None:
+        if field not in node:
+            if required:
+                self.add(where, f"`{field}` is required")
+            return
+        value = node[field]
+        ok = is_int(value) if integer else is_number(value)
+        if ok:
+            ok = value > minimum if exclusive else value >= minimum
+        if not ok:
+            kind = "an integer" if integer else "a number"
+            bound = f"> {minimum}" if exclusive else f">= {minimum}"
+            self.add(where, f"`{field}` must be {kind} {bound}, got {value!r}")
+
+
+def check_raw(raw: Any) -> list[Problem]:
+    """Every problem in a parsed (but not yet trusted) spec."""
+    if not isinstance(raw, dict):
+        return [Problem("spec", f"must be a JSON object, got {type(raw).__name__}")]
+    check = SpecCheck(raw)
+    _check_top(raw, check)
+    _check_state(raw.get("state"), check)
+    _check_nodes(raw.get("nodes"), check)
+    edges = _check_edges(raw.get("edges"), check)
+    start = raw.get("start")
+    if start is None:
+        check.add("start", "missing: name the node the run starts at")
+    elif not isinstance(start, str) or start not in check.nodes:
+        check.add("start", f"names unknown node {start!r}")
+    # Graph checks run even when nodes or edges had problems, so one pass reports everything.
+    _check_graph(check, edges)
+    return check.problems
+
+
+def _check_top(raw: dict, check: SpecCheck) -> None:
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        check.add("name", "must be a non-empty string")
+    for key in sorted(set(raw) - TOP_FIELDS):
+        check.add(key, "unknown top-level field")
+    check.number("max_steps", raw, "max_steps", minimum=1, integer=True)
+    check.number("max_resurrections", raw, "max_resurrections", minimum=0, integer=True)
+    check.number("max_depth", raw, "max_depth", minimum=1, integer=True)
+    schema = raw.get("input_schema")
+    if schema is not None:
+        if not isinstance(schema, dict):
+            check.add("input_schema", "must be a JSON Schema object")
+        else:
+            try:
+                Draft202012Validator.check_schema(schema)
+            except SchemaError as exc:
+                check.add("input_schema", f"not a valid JSON Schema: {exc.message}")
+
+
+def _check_state(state: Any, check: SpecCheck) -> None:
+    if state is None:
+        return
+    if not isinstance(state, dict):
+        check.add("state", "must be an object mapping keys to {reducer, default}")
+        return
+    for key, entry in state.items():
+        where = f"state.{key}"
+        if not isinstance(entry, dict):
+            check.add(where, 'must be an object like {"reducer": "append", "default": []}')
+            continue
+        for extra in sorted(set(entry) - {"reducer", "default", "description"}):
+            check.add(where, f"unknown field {extra!r}")
+        reducer = entry.get("reducer", "replace")
+        if reducer not in REDUCERS:
+            check.add(where, f"unknown reducer {reducer!r} (known: {', '.join(REDUCERS)})")
+            continue
+        default = entry.get("default")
+        if default is None:
+            continue
+        if reducer in _LIST_REDUCERS and not isinstance(default, list):
+            check.add(where, f"reducer {reducer!r} needs a list default, got {default!r}")
+        elif reducer == "merge" and not isinstance(default, dict):
+            check.add(where, f"reducer 'merge' needs an object default, got {default!r}")
+        elif reducer in _NUMBER_REDUCERS and not is_number(default):
+            check.add(where, f"reducer {reducer!r} needs a number default, got {default!r}")
+
+
+def _kind_of(node: Any) -> Any:
+    return get_kind(node.get("kind")) if isinstance(node, dict) else None
+
+
+def _check_nodes(nodes: Any, check: SpecCheck) -> None:
+    if not isinstance(nodes, dict) or not nodes:
+        check.add("nodes", "must be a non-empty object mapping node names to nodes")
+        return
+    for name, node in nodes.items():
+        where = f"nodes.{name}"
+        if not NODE_NAME.match(name):
+            check.add(where, "node names use letters, digits, '_' and '-' and start with a letter")
+        if not isinstance(node, dict):
+            check.add(where, "must be an object with a `kind`")
+            continue
+        kind = _kind_of(node)
+        if kind is None:
+            check.add(
+                where, f"unknown kind {node.get('kind')!r} (known: {', '.join(sorted(KINDS))})"
+            )
+            continue
+        for extra in sorted(set(node) - COMMON_FIELDS - kind.fields):
+            check.add(where, f"unknown field {extra!r} for a {kind.kind} node")
+        _check_retry(where, node, check)
+        check.number(where, node, "timeout", minimum=0, exclusive=True)
+        _check_artifacts(where, node.get("artifacts"), check)
+        kind.validate(name, node, check)
+
+
+def _check_retry(where: str, node: dict, check: SpecCheck) -> None:
+    retry = node.get("retry")
+    if retry is None:
+        return
+    if not isinstance(retry, dict):
+        check.add(where, "`retry` must be an object {max_attempts, backoff, max_backoff?}")
+        return
+    for extra in sorted(set(retry) - {"max_attempts", "backoff", "max_backoff"}):
+        check.add(where, f"unknown retry field {extra!r}")
+    value = retry.get("max_attempts", 1)
+    if not is_int(value) or not 1 <= value <= 100:
+        check.add(where, f"`retry.max_attempts` must be an integer from 1 to 100, got {value!r}")
+    for field in ("backoff", "max_backoff"):
+        if field in retry and (not is_number(retry[field]) or retry[field] < 0):
+            check.add(where, f"`retry.{field}` must be a number >= 0, got {retry[field]!r}")
+
+
+def _check_artifacts(where: str, artifacts: Any, check: SpecCheck) -> None:
+    if artifacts is None:
+        return
+    if not isinstance(artifacts, list):
+        check.add(where, "`artifacts` must be a list")
+        return
+    for i, item in enumerate(artifacts):
+        label = f"artifacts[{i}]"
+        if not isinstance(item, dict):
+            check.add(where, f"{label} must be an object")
+            continue
+        if not isinstance(item.get("name"), str) or not item["name"]:
+            check.add(where, f"{label}.name must be a non-empty string")
+        for extra in sorted(set(item) - {"name", "json", "text", "content_type"}):
+            check.add(where, f"{label} has unknown field {extra!r}")
+        if ("json" in item) == ("text" in item):
+            check.add(
+                where, f"{label} needs exactly one of `json` (expression) or `text` (template)"
+            )
+        elif "json" in item:
+            check.expression(where, item["json"], f"{label}.json")
+        else:
+            check.template(where, item["text"], f"{label}.text")
+
+
+def _check_edges(edges: Any, check: SpecCheck) -> list[dict]:
+    if edges is None:
+        return []
+    if not isinstance(edges, list):
+        check.add("edges", "must be a list")
+        return []
+    good = []
+    for i, edge in enumerate(edges):
+        where = f"edges[{i}]"
+        if not isinstance(edge, dict):
+            check.add(where, "must be an object {from, to, when?, on_error?}")
+            continue
+        for extra in sorted(set(edge) - EDGE_FIELDS):
+            check.add(where, f"unknown field {extra!r}")
+        ok = check.node_ref(where, edge.get("from"), "`from`")
+        ok = check.node_ref(where, edge.get("to"), "`to`") and ok
+        if "when" in edge:
+            check.expression(where, edge["when"], "`when`")
+        if not isinstance(edge.get("on_error", False), bool):
+            check.add(where, "`on_error` must be true or false")
+        if ok:
+            source = _kind_of(check.nodes[edge["from"]])
+            if source is not None and source.terminal:
+                check.add(where, f"edge leaves end node {edge['from']!r}")
+            good.append(edge)
+    return good
+
+
+def _check_graph(check: SpecCheck, edges: list[dict]) -> None:
+    """Reachability, paths to an end, and the rules for parallel branches."""
+    nodes = {name: node if isinstance(node, dict) else {} for name, node in check.nodes.items()}
+    # A node of unknown kind (already reported) is treated as a plain pass-through node here.
+    kinds = {name: _kind_of(node) or NodeKind() for name, node in nodes.items()}
+    succ: dict[str, list[str]] = {name: [] for name in nodes}
+    incoming: dict[str, list[int]] = {name: [] for name in nodes}
+    for i, edge in enumerate(edges):
+        succ[edge["from"]].append(edge["to"])
+        incoming[edge["to"]].append(i)
+    for name, kind in kinds.items():
+        succ[name].extend(t for t in kind.extra_targets(nodes[name]) if t in nodes)
+    branch_of: dict[str, str] = {}
+    for name, kind in kinds.items():
+        for child in kind.children(nodes[name]):
+            if child in nodes:
+                branch_of.setdefault(child, name)
+    for child, parent in branch_of.items():
+        where = f"nodes.{child}"
+        if not kinds[child].branchable:
+            check.add(
+                where, f"a {kinds[child].kind} node cannot be a branch of parallel {parent!r}"
+            )
+        if succ[child] or incoming[child]:
+            check.add(where, f"is a branch of parallel {parent!r} and so takes no edges")
+        if check.raw.get("start") == child:
+            check.add("start", f"cannot be {child!r}, a branch of parallel {parent!r}")
+    start = check.raw.get("start")
+    if start not in nodes:
+        return
+    reached = {start}
+    todo = [start]
+    while todo:
+        current = todo.pop()
+        for nxt in [*succ[current], *kinds[current].children(nodes[current])]:
+            if nxt in nodes and nxt not in reached:
+                reached.add(nxt)
+                todo.append(nxt)
+    reaches_end = {name for name, kind in kinds.items() if kind.terminal}
+    changed = True
+    while changed:
+        changed = False
+        for name in nodes:
+            if name not in reaches_end and any(t in reaches_end for t in succ[name]):
+                reaches_end.add(name)
+                changed = True
+    if not any(kind.terminal for kind in kinds.values()):
+        check.add("nodes", "no `end` node: a run could never succeed")
+    for name in nodes:
+        if name not in reached:
+            check.add(f"nodes.{name}", f"unreachable from start node {start!r}")
+        elif name not in branch_of and name not in reaches_end:
+            check.add(f"nodes.{name}", "has no path to an `end` node")
