@@ -183,6 +183,9 @@ RUNYARD = {
     # so long runs cannot hold workers against other tenants.
     "SEGMENT_SECONDS": env_float("RUNYARD_SEGMENT_SECONDS", 300),
     "MAX_RECOVERIES": int(os.environ.get("RUNYARD_MAX_RECOVERIES", 3)),
+    # Runs handed to the broker at once, cluster-wide; default: Q_CLUSTER["workers"]. Set it to
+    # the total worker count when several worker machines share the queue.
+    "DISPATCH_CAPACITY": int(os.environ.get("RUNYARD_DISPATCH_CAPACITY", 0)) or None,
     "EVENT_POLL_SECONDS": env_float("RUNYARD_EVENT_POLL_SECONDS", 0.05),
     "MAX_INPUT_BYTES": int(os.environ.get("RUNYARD_MAX_INPUT_BYTES", 256 * 1024)),
     "MAX_SPEC_BYTES": int(os.environ.get("RUNYARD_MAX_SPEC_BYTES", 1024 * 1024)),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from django.db import connection
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
@@ -118,6 +119,21 @@ def release_run_slot(tenant_id: int) -> None:
 # --- usage ledger ----------------------------------------------------------------------------
 
 
+def _increment_day(tenant_id: int, day: dt.date, **amounts: int | Decimal) -> bool:
+    """One plain UPDATE of the ledger row: this runs in every step's transaction."""
+    q = connection.ops.quote_name
+    columns = [q(UsageDay._meta.get_field(name).column) for name in amounts]
+    sets = ", ".join(f"{c} = {c} + %s" for c in columns)
+    day_value = UsageDay._meta.get_field("day").get_db_prep_save(day, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {q(UsageDay._meta.db_table)} SET {sets} WHERE {q('tenant_id')} = %s "  # noqa: S608 - names from model meta
+            f"AND {q('day')} = %s",
+            [*amounts.values(), tenant_id, day_value],
+        )
+        return cursor.rowcount == 1
+
+
 def record_usage(
     tenant_id: int,
     *,
@@ -139,7 +155,15 @@ def record_usage(
         "tokens_out": F("tokens_out") + tokens_out,
         "cost_usd": F("cost_usd") + cost,
     }
-    if not UsageDay.objects.filter(tenant_id=tenant_id, day=day).update(**increments):
+    if not _increment_day(
+        tenant_id,
+        day,
+        runs=runs,
+        steps=steps,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        cost_usd=cost,
+    ):
         _, created = UsageDay.objects.get_or_create(
             tenant_id=tenant_id,
             day=day,

@@ -15,6 +15,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from typing import Any
 
 from django.conf import settings
@@ -41,6 +42,7 @@ from runs.models import Artifact, Checkpoint, Control, ControlKind, Run, Step
 from runs.services.dbretry import retry_transient
 from runs.services.graphs import spec_for
 from runs.services.lifecycle import as_decimal, error, finish, requeue, transition
+from runs.sql import insert_rows
 from runs.status import RunStatus
 from tenants import limits
 
@@ -398,27 +400,40 @@ class Segment:
             cost,
             warned,
         )
-        step = Step.objects.create(
-            run=run,
-            index=result.index,
-            node=result.node,
-            status=result.status,
-            attempt=result.attempt,
-            started_at=ts(result.started_at),
-            finished_at=ts(result.finished_at),
-            duration_ms=duration_ms,
-            usage=usage.to_dict(),
-            update=result.update,
-            error=result.error,
-            epoch=self.epoch,
+        (step_pk,) = insert_rows(
+            Step,
+            [
+                {
+                    "run": run.pk,
+                    "index": result.index,
+                    "node": result.node,
+                    "status": result.status,
+                    "attempt": result.attempt,
+                    "started_at": ts(result.started_at),
+                    "finished_at": ts(result.finished_at),
+                    "duration_ms": duration_ms,
+                    "usage": usage.to_dict(),
+                    "update": result.update,
+                    "error": result.error,
+                    "epoch": self.epoch,
+                }
+            ],
         )
-        Checkpoint.objects.create(
-            run=run,
-            thread=run.thread,
-            step_index=result.index,
-            state=result.state,
-            position=result.position,
+        insert_rows(
+            Checkpoint,
+            [
+                {
+                    "public_id": uuid.uuid4(),
+                    "run": run.pk,
+                    "thread": run.thread_id,
+                    "step_index": result.index,
+                    "state": result.state,
+                    "position": result.position,
+                    "created_at": now,
+                }
+            ],
         )
+        step = Step(pk=step_pk, run=run, index=result.index)
         self._store_artifacts(step, result)
         if self.consumed:
             Control.objects.filter(pk__in=self.consumed).update(consumed_at=now)
