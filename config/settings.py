@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 
@@ -154,7 +155,7 @@ else:
 # seconds without an ack, so `retry` must exceed `timeout` (checked by runs.checks). Runs are
 # safe under redelivery anyway: the claim is a guarded UPDATE.
 Q_TIMEOUT = int(os.environ.get("Q_TIMEOUT", 900))
-Q_CLUSTER: dict = {
+Q_CLUSTER: dict[str, Any] = {
     "name": os.environ.get("Q_CLUSTER_NAME", "runyard"),
     "workers": int(os.environ.get("Q_WORKERS", 4)),
     "recycle": 500,
@@ -174,7 +175,7 @@ else:
     Q_CLUSTER["orm"] = "default"
 
 # --- Runyard --------------------------------------------------------------------------------
-RUNYARD = {
+RUNYARD: dict[str, Any] = {
     "LEASE_SECONDS": env_float("RUNYARD_LEASE_SECONDS", 30),
     "HEARTBEAT_SECONDS": env_float("RUNYARD_HEARTBEAT_SECONDS", 5),
     # A dispatched run not claimed within this many seconds is dispatched again.

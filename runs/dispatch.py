@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -28,7 +29,8 @@ log = logging.getLogger(__name__)
 
 
 def capacity() -> int:
-    return int(settings.RUNYARD.get("DISPATCH_CAPACITY") or settings.Q_CLUSTER["workers"])
+    conf: dict[str, Any] = settings.RUNYARD
+    return int(conf.get("DISPATCH_CAPACITY") or settings.Q_CLUSTER["workers"])
 
 
 def in_flight() -> int:

@@ -39,7 +39,9 @@ def load_hook_modules() -> None:
     if _loaded:
         return
     _loaded = True
-    for module in settings.RUNYARD["HOOK_MODULES"] + settings.RUNYARD["FUNCTION_MODULES"]:
+    conf: dict[str, Any] = settings.RUNYARD
+    modules: list[str] = [*conf["HOOK_MODULES"], *conf["FUNCTION_MODULES"]]
+    for module in modules:
         importlib.import_module(module.strip())
 
 

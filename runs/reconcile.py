@@ -64,8 +64,9 @@ def evidence_of(run: Run) -> dict[str, Any]:
 def candidates(now: dt.datetime | None = None) -> list[Finding]:
     """Every run the reconciler would act on, with the action it would take."""
     now = now or timezone.now()
-    grace = dt.timedelta(seconds=float(settings.RUNYARD["DISPATCH_GRACE_SECONDS"]))
-    max_recoveries = int(settings.RUNYARD["MAX_RECOVERIES"])
+    conf: dict[str, Any] = settings.RUNYARD
+    grace = dt.timedelta(seconds=float(conf["DISPATCH_GRACE_SECONDS"]))
+    max_recoveries = int(conf["MAX_RECOVERIES"])
     found: list[Finding] = []
     expired = Run.objects.filter(
         status__in=[RunStatus.RUNNING, RunStatus.CANCELLING], lease_expires_at__lt=now

@@ -8,14 +8,22 @@ would store them, on SQLite (>= 3.35, for RETURNING) and PostgreSQL alike.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.db import connection, models
 
 
+def _field(model: type[models.Model], name: str) -> models.Field:
+    return cast(models.Field, model._meta.get_field(name))
+
+
+def _name(model: type[models.Model], name: str) -> str:
+    return connection.ops.quote_name(cast(str, _field(model, name).column))
+
+
 def _column(model: type[models.Model], name: str, value: Any) -> tuple[str, Any]:
-    field = model._meta.get_field(name)
-    return connection.ops.quote_name(field.column), field.get_db_prep_save(value, connection)
+    field = _field(model, name)
+    return _name(model, name), field.get_db_prep_save(value, connection)
 
 
 def is_plain(values: dict[str, Any]) -> bool:
@@ -41,10 +49,10 @@ def guarded_update(
         assignments.append(f"{column} = %s")
         params.append(prepared)
     for name, amount in (increments or {}).items():
-        column = q(model._meta.get_field(name).column)
+        column = _name(model, name)
         assignments.append(f"{column} = {column} + %s")
         params.append(amount)
-    conditions, where_params = [f"{q(model._meta.pk.column)} = %s"], [pk]
+    conditions, where_params = [f"{q(cast(str, model._meta.pk.column))} = %s"], [pk]
     for name, value in where.items():
         column, prepared = _column(model, name, value)
         conditions.append(f"{column} = %s")
@@ -54,7 +62,7 @@ def guarded_update(
         f"WHERE {' AND '.join(conditions)}"
     )
     if returning:
-        sql += f" RETURNING {q(model._meta.get_field(returning).column)}"
+        sql += f" RETURNING {_name(model, returning)}"
     with connection.cursor() as cursor:
         cursor.execute(sql, params + where_params)
         if returning:
@@ -69,14 +77,14 @@ def insert_rows(model: type[models.Model], rows: list[dict[str, Any]]) -> list[i
         return []
     q = connection.ops.quote_name
     names = list(rows[0])
-    columns = [q(model._meta.get_field(n).column) for n in names]
+    columns = [_name(model, n) for n in names]
     placeholders = "(" + ", ".join(["%s"] * len(names)) + ")"
     params: list[Any] = []
     for row in rows:
         params.extend(_column(model, n, row[n])[1] for n in names)
     sql = (
         f"INSERT INTO {q(model._meta.db_table)} ({', '.join(columns)}) VALUES "
-        f"{', '.join([placeholders] * len(rows))} RETURNING {q(model._meta.pk.column)}"  # noqa: E501
+        f"{', '.join([placeholders] * len(rows))} RETURNING {q(cast(str, model._meta.pk.column))}"  # noqa: E501
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

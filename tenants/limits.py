@@ -12,10 +12,10 @@ import datetime as dt
 import math
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from django.db import connection
-from django.db.models import F, Q, Sum
+from django.db.models import F, Field, Q, Sum
 from django.utils import timezone
 
 from tenants.models import Tenant, UsageDay, UsageModelDay
@@ -122,9 +122,9 @@ def release_run_slot(tenant_id: int) -> None:
 def _increment_day(tenant_id: int, day: dt.date, **amounts: int | Decimal) -> bool:
     """One plain UPDATE of the ledger row: this runs in every step's transaction."""
     q = connection.ops.quote_name
-    columns = [q(UsageDay._meta.get_field(name).column) for name in amounts]
+    columns = [q(cast(str, cast(Field, UsageDay._meta.get_field(name)).column)) for name in amounts]
     sets = ", ".join(f"{c} = {c} + %s" for c in columns)
-    day_value = UsageDay._meta.get_field("day").get_db_prep_save(day, connection)
+    day_value = cast(Field, UsageDay._meta.get_field("day")).get_db_prep_save(day, connection)
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {q(UsageDay._meta.db_table)} SET {sets} WHERE {q('tenant_id')} = %s "  # noqa: S608 - names from model meta

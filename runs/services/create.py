@@ -189,9 +189,9 @@ def _admit_and_write(
 
     limits.admit_run(tenant)
     thread = None
-    thread_id = request["thread_id"] or (
-        checkpoint.thread.public_id if checkpoint and checkpoint.thread_id else None
-    )
+    thread_id = request["thread_id"]
+    if not thread_id and checkpoint is not None and checkpoint.thread is not None:
+        thread_id = checkpoint.thread.public_id  # a fork continues on its thread
     if thread_id:
         thread = get_thread(tenant, thread_id)
         # The thread row lock serialises concurrent starts on one thread.

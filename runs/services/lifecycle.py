@@ -101,7 +101,8 @@ def sync_thread_state(run: Run) -> None:
         state = run.thread_state_before
     else:
         state = run.state
-    Thread.objects.filter(pk=run.thread_id).update(state=state, updated_at=timezone.now())
+    if run.thread_id is not None:
+        Thread.objects.filter(id=run.thread_id).update(state=state, updated_at=timezone.now())
 
 
 def _notify_finished(run_pk: int) -> None:

@@ -81,7 +81,7 @@ def run_child(
         cancel_run(child, by="parent", reason="subgraph waits are not supported")
         raise NodeError(
             "subgraph_suspended",
-            f"Subgraph {graph_name} waited for {child.waiting_for.get('kind')}; "
+            f"Subgraph {graph_name} waited for {(child.waiting_for or {}).get('kind')}; "
             "waiting inside a subgraph is not supported.",
             retryable=False,
         )
