@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -122,10 +123,8 @@ class Platform:
         proc = self.procs.pop(name, None)
         if proc is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)  # the whole group: qcluster forks its workers
-        except ProcessLookupError:
-            pass
         proc.wait(timeout=30)
 
     def restart(self, name: str) -> None:
