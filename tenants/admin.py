@@ -8,16 +8,20 @@ happened while the form was open.
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet, Sum
-from django.http import HttpRequest
-from django.utils import timezone
-from django.utils.html import format_html
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html, format_html_join
 
-from tenants.models import ApiKey, AuditLog, Membership, Tenant, UsageDay, UsageModelDay
+from tenants.limits import budget_usage
+from tenants.models import ApiKey, AuditLog, Membership, Role, Tenant, UsageDay, UsageModelDay
 from tenants.services import (
     LIMIT_FIELDS,
     create_api_key,
@@ -81,6 +85,29 @@ class TenantAdminForm(forms.ModelForm):
         return cleaned
 
 
+def _against(used: Any, budget: Any, *, money: bool = False) -> str:
+    shown = f"${used:.4f}" if money else f"{used}"
+    if budget is None:
+        return f"{shown} / unlimited"
+    cap = f"${format(Decimal(budget).normalize(), 'f')}" if money else f"{budget}"
+    share = f" ({float(used) / float(budget):.0%})" if budget else ""
+    return f"{shown} / {cap}{share}"
+
+
+_KEYS_TABLE = (
+    '<table class="tenant-keys"><thead><tr><th>prefix</th><th>name</th><th>role</th>'
+    "<th>created</th><th>last used</th><th>state</th></tr></thead><tbody>{}</tbody></table>"
+)
+_KEY_ROW = (
+    "<tr><td><code>{}…</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"
+)
+
+
+class ApiKeyCreateForm(forms.Form):
+    name = forms.CharField(max_length=100, initial="default")
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)
+
+
 class MembershipInline(admin.TabularInline):
     model = Membership
     extra = 0
@@ -102,7 +129,7 @@ class TenantAdmin(admin.ModelAdmin):
     ]
     list_filter = ["is_active"]
     search_fields = ["slug", "name"]
-    readonly_fields = ["public_id", "created_at", *COUNTER_FIELDS, "usage"]
+    readonly_fields = ["public_id", "created_at", *COUNTER_FIELDS, "usage", "api_keys"]
     inlines = [MembershipInline]
     fieldsets = [
         (None, {"fields": ["slug", "name", "is_active", "public_id", "created_at"]}),
@@ -127,6 +154,7 @@ class TenantAdmin(admin.ModelAdmin):
         ),
         ("HTTP node", {"fields": ["http_allowed_hosts", "http_allow_private"]}),
         ("Usage", {"fields": ["usage"]}),
+        ("API keys", {"fields": ["api_keys"]}),
         (
             "Counters (kept by the platform)",
             {"fields": list(COUNTER_FIELDS), "classes": ["collapse"]},
@@ -137,28 +165,139 @@ class TenantAdmin(admin.ModelAdmin):
     def usage(self, obj: Tenant) -> str:
         if obj.pk is None:
             return "-"
-        today = timezone.now().date()
-        rows = UsageDay.objects.filter(tenant=obj)
-        day = rows.filter(day=today).aggregate(
-            t_in=Sum("tokens_in"), t_out=Sum("tokens_out"), cost=Sum("cost_usd")
-        )
-        month = rows.filter(day__gte=today.replace(day=1), day__lte=today).aggregate(
-            t_in=Sum("tokens_in"), t_out=Sum("tokens_out"), cost=Sum("cost_usd")
-        )
-
-        def line(label: str, agg: dict[str, Any], tokens_cap: Any, cost_cap: Any) -> str:
-            tokens = (agg["t_in"] or 0) + (agg["t_out"] or 0)
-            cost = agg["cost"] or 0
-            return (
-                f"{label}: {tokens} tokens (budget {tokens_cap if tokens_cap is not None else '∞'})"
-                f", ${cost} (budget {cost_cap if cost_cap is not None else '∞'})"
+        rows = []
+        for label, period in budget_usage(obj).items():
+            used = period["usage"]
+            rows.append(
+                (
+                    "today" if label == "day" else "this month",
+                    _against(used.tokens, period["token_budget"]),
+                    _against(used.cost_usd, period["cost_budget_usd"], money=True),
+                    used.runs,
+                    used.steps,
+                    period["resets_at"].strftime("%Y-%m-%d %H:%M UTC"),
+                )
             )
+        return format_html(
+            "<p>Now: {} running of max_concurrent_runs {}, {} queued of max_queued_runs {}.</p>"
+            '<table class="tenant-usage"><thead><tr><th>period</th><th>tokens / budget</th>'
+            "<th>cost / budget</th><th>runs</th><th>steps</th><th>resets</th></tr></thead>"
+            "<tbody>{}</tbody></table>",
+            obj.running_count,
+            obj.max_concurrent_runs,
+            obj.queued_count,
+            obj.max_queued_runs,
+            format_html_join(
+                "",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                rows,
+            ),
+        )
 
-        return " · ".join(
-            [
-                line("today", day, obj.daily_token_budget, obj.daily_cost_budget_usd),
-                line("month", month, obj.monthly_token_budget, obj.monthly_cost_budget_usd),
-            ]
+    @admin.display(description="API keys")
+    def api_keys(self, obj: Tenant) -> str:
+        if obj.pk is None:
+            return "Save the tenant first."
+        rows = []
+        for key in obj.api_keys.order_by("-created_at"):
+            if key.revoked_at is None:
+                revoke_url = reverse("admin:tenants_tenant_revoke_key", args=[obj.pk, key.pk])
+                state = format_html('active · <a href="{}">revoke…</a>', revoke_url)
+            else:
+                state = format_html("revoked {}", key.revoked_at.strftime("%Y-%m-%d %H:%M"))
+            used = key.last_used_at.strftime("%Y-%m-%d %H:%M") if key.last_used_at else "never"
+            created = key.created_at.strftime("%Y-%m-%d")
+            rows.append((key.prefix, key.name, key.role, created, used, state))
+        create_url = reverse("admin:tenants_tenant_create_key", args=[obj.pk])
+        return format_html(
+            '{}<p><a href="{}" class="button">Create API key…</a></p>',
+            format_html(_KEYS_TABLE, format_html_join("", _KEY_ROW, rows)) if rows else "No keys.",
+            create_url,
+        )
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        return [
+            path(
+                "<path:object_id>/api-keys/new/",
+                view(self.create_key_view),
+                name="tenants_tenant_create_key",
+            ),
+            path(
+                "<path:object_id>/api-keys/<int:key_id>/revoke/",
+                view(self.revoke_key_view),
+                name="tenants_tenant_revoke_key",
+            ),
+            *super().get_urls(),
+        ]
+
+    def _tenant_or_404(self, request: HttpRequest, object_id: str, perm: str) -> Tenant:
+        user: Any = request.user
+        if not user.has_perm(perm):
+            raise PermissionDenied
+        tenant = self.get_object(request, object_id)
+        if tenant is None:
+            raise Http404("No such tenant.")
+        return tenant
+
+    def _key_page(
+        self, request: HttpRequest, tenant: Tenant, template: str, **extra: Any
+    ) -> TemplateResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": tenant,
+            "tenant_url": reverse("admin:tenants_tenant_change", args=[tenant.pk]),
+            **extra,
+        }
+        return TemplateResponse(request, f"admin/tenants/tenant/{template}", context)
+
+    def create_key_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Create a key for this tenant; the raw key is shown once, in a message."""
+        tenant = self._tenant_or_404(request, object_id, "tenants.add_apikey")
+        form = ApiKeyCreateForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            key, raw = create_api_key(
+                tenant,
+                name=form.cleaned_data["name"],
+                role=form.cleaned_data["role"],
+                by=request.user,
+            )
+            messages.warning(
+                request,
+                format_html(
+                    "API key {} for {}: <code>{}</code> — copy it now; it is not shown again.",
+                    key.name,
+                    tenant.slug,
+                    raw,
+                ),
+            )
+            return HttpResponseRedirect(reverse("admin:tenants_tenant_change", args=[tenant.pk]))
+        return self._key_page(
+            request,
+            tenant,
+            "api_key_create.html",
+            form=form,
+            title=f"New API key for {tenant.slug}",
+        )
+
+    def revoke_key_view(self, request: HttpRequest, object_id: str, key_id: int) -> HttpResponse:
+        tenant = self._tenant_or_404(request, object_id, "tenants.change_apikey")
+        key = ApiKey.objects.filter(tenant=tenant, pk=key_id).first()
+        if key is None:
+            raise Http404("No such key for this tenant.")
+        if request.method == "POST":
+            already = key.revoked_at is not None
+            revoke_api_key(key, by=request.user)
+            if already:
+                self.message_user(request, f"Key {key.prefix}… was already revoked.", messages.INFO)
+            else:
+                self.message_user(
+                    request, f"Revoked key {key.prefix}… ({key.name}).", messages.SUCCESS
+                )
+            return HttpResponseRedirect(reverse("admin:tenants_tenant_change", args=[tenant.pk]))
+        return self._key_page(
+            request, tenant, "api_key_revoke.html", key=key, title=f"Revoke key {key.prefix}…"
         )
 
     def save_model(self, request: HttpRequest, obj: Tenant, form: Any, change: bool) -> None:
