@@ -1,15 +1,250 @@
-"""The NinjaAPI at /api/v1: routers of each app, and domain exceptions mapped to HTTP once."""
+"""The NinjaAPI at /api/v1: routers of each app, and domain exceptions mapped to HTTP once.
+
+Every error, whichever layer raises it, answers `{"error": {"code", "message", "details"}}`.
+"""
 
 from __future__ import annotations
 
-from ninja import NinjaAPI
+import datetime as dt
+import logging
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
 
-api = NinjaAPI(
+from asgiref.sync import iscoroutinefunction
+from django.core.exceptions import RequestDataTooBig
+from django.db import DataError, OperationalError
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.urls import URLPattern, URLResolver, re_path
+from django.views.decorators.csrf import csrf_exempt
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.operation import Operation
+from ninja.renderers import JSONRenderer
+from ninja.responses import NinjaJSONEncoder
+
+from runs.api import router as runs_router
+from runs.events import Fenced
+from runs.services.errors import ServiceError
+from tenants.api import router as tenants_router
+from tenants.auth import api_auth
+from tenants.limits import LimitExceeded
+from tenants.permissions import Forbidden
+
+log = logging.getLogger(__name__)
+
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    422: "validation_error",
+    429: "too_many_requests",
+}
+
+
+class Encoder(NinjaJSONEncoder):
+    """Timestamps keep their microseconds (Django's encoder cuts them to milliseconds), so a
+    `created_at` read from the API is exact when passed back as `created_after`."""
+
+    def default(self, o: Any) -> Any:
+        if isinstance(o, dt.datetime):
+            value = o.isoformat()
+            return value[:-6] + "Z" if value.endswith("+00:00") else value
+        return super().default(o)
+
+
+class Renderer(JSONRenderer):
+    encoder_class = Encoder
+
+
+class RunyardAPI(NinjaAPI):
+    """NinjaAPI whose own 404 and 405 answers use the error envelope too."""
+
+    def get_openapi_operation_id(self, operation: Operation) -> str:
+        # View names are unique across the API and read well in generated clients.
+        return operation.view_func.__name__
+
+    def _get_urls(self) -> list[URLResolver | URLPattern]:
+        urls = super()._get_urls()
+        for pattern in urls:
+            if isinstance(pattern, URLPattern):
+                pattern.callback = _json_errors(pattern.callback)
+        # Last, so it only sees paths no operation matched.
+        urls.append(re_path(r"^.*$", csrf_exempt(_json_errors(_unknown_route)), name="unknown"))
+        return urls
+
+
+def _unknown_route(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    raise Http404(request.path)
+
+
+def _json_errors(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Give the envelope to what ninja answers outside its operations: 405 for a method a
+    path lacks, and the 404 of the API's root view."""
+
+    def shape(request: HttpRequest, response: Any) -> Any:
+        if not isinstance(response, HttpResponseNotAllowed):
+            return response
+        allowed = response["Allow"]
+        shaped = error_response(
+            request,
+            405,
+            "method_not_allowed",
+            f"{request.method} is not allowed here; use {allowed}.",
+            {"allowed": [m.strip() for m in allowed.split(",") if m.strip()]},
+        )
+        shaped["Allow"] = allowed
+        return shaped
+
+    def missing(request: HttpRequest) -> HttpResponse:
+        return error_response(
+            request, 404, "not_found", f"There is no API endpoint at {request.path}."
+        )
+
+    if iscoroutinefunction(view):
+
+        @wraps(view)
+        async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return shape(request, await view(request, *args, **kwargs))
+            except Http404:
+                return missing(request)
+
+        return async_wrapper
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return shape(request, view(request, *args, **kwargs))
+        except Http404:
+            return missing(request)
+
+    return wrapper
+
+
+api = RunyardAPI(
     title="Runyard API",
     version="1.0.0",
     description=(
         "Run workflow and agent graphs durably. "
-        "Authenticate with `Authorization: Bearer <key>` or the dashboard session."
+        "Authenticate with `Authorization: Bearer <key>` or the dashboard session (writes "
+        "then need the CSRF token in `X-CSRFToken`). Viewers read; members start, cancel "
+        "and answer runs; admins manage graphs. Another tenant's objects are 404. "
+        'Every error is `{"error": {"code", "message", "details"}}`.'
     ),
     urls_namespace="api",
+    auth=api_auth,
+    renderer=Renderer(),
 )
+api.add_router("", runs_router)
+api.add_router("", tenants_router)
+
+
+def error_response(
+    request: HttpRequest,
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+) -> HttpResponse:
+    body = {"error": {"code": code, "message": message, "details": details or {}}}
+    return api.create_response(request, body, status=status)
+
+
+@api.exception_handler(ServiceError)
+def service_error(request: HttpRequest, exc: ServiceError) -> HttpResponse:
+    return error_response(request, exc.status, exc.code, exc.message, exc.details)
+
+
+@api.exception_handler(Forbidden)
+def forbidden(request: HttpRequest, exc: Forbidden) -> HttpResponse:
+    return error_response(request, 403, exc.code, exc.message, exc.details)
+
+
+@api.exception_handler(LimitExceeded)
+def limit_exceeded(request: HttpRequest, exc: LimitExceeded) -> HttpResponse:
+    details = {"limit": exc.limit, **exc.details}
+    if exc.retry_after is not None:
+        details["retry_after"] = exc.retry_after
+    response = error_response(request, 429, exc.code, exc.message, details)
+    if exc.retry_after is not None:
+        response["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+@api.exception_handler(ValidationError)
+def validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    problems = [
+        {
+            "where": ".".join(str(part) for part in err.get("loc", ())) or "request",
+            "message": str(err.get("msg", "invalid")),
+        }
+        for err in exc.errors
+    ]
+    summary = "; ".join(f"{p['where']}: {p['message']}" for p in problems[:5])
+    return error_response(
+        request, 422, "validation_error", f"Invalid request: {summary}", {"problems": problems}
+    )
+
+
+@api.exception_handler(HttpError)
+def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    status = exc.status_code
+    code, message = HTTP_CODES.get(status, "error"), str(exc)
+    if status == 400 and message.startswith("Cannot parse request body"):
+        code, message = "malformed_json", "The request body is not valid JSON."
+    elif status == 403 and "CSRF" in message:
+        code = "csrf_failed"
+    elif isinstance(exc, AuthenticationError):
+        message = "Authentication required: send `Authorization: Bearer <key>` or log in."
+    response = error_response(request, status, code, message)
+    if status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="runyard"'
+    return response
+
+
+@api.exception_handler(Http404)
+def not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    return error_response(request, 404, "not_found", str(exc) or "Not found.")
+
+
+@api.exception_handler(RequestDataTooBig)
+def body_too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    return error_response(request, 413, "payload_too_large", "The request body is too large.")
+
+
+@api.exception_handler(Fenced)
+def fenced(request: HttpRequest, exc: Fenced) -> HttpResponse:
+    return error_response(
+        request, 409, "conflict", "The run changed while this request ran; read it and retry."
+    )
+
+
+@api.exception_handler(RecursionError)
+def too_deep(request: HttpRequest, exc: RecursionError) -> HttpResponse:
+    return error_response(request, 400, "bad_request", "The request is nested too deeply.")
+
+
+@api.exception_handler(DataError)
+def data_error(request: HttpRequest, exc: DataError) -> HttpResponse:
+    # The database refused a value (too long, out of range) that the schemas let through.
+    log.warning("database refused a value: %s", exc)
+    return error_response(request, 422, "validation_error", "A value is too long or too large.")
+
+
+@api.exception_handler(OperationalError)
+def database_busy(request: HttpRequest, exc: OperationalError) -> HttpResponse:
+    log.warning("database unavailable: %s", exc)
+    response = error_response(request, 503, "unavailable", "The database is busy; retry shortly.")
+    response["Retry-After"] = "1"
+    return response
+
+
+@api.exception_handler(Exception)
+def internal_error(request: HttpRequest, exc: Exception) -> HttpResponse:
+    log.exception("unhandled error in %s %s", request.method, request.path, exc_info=exc)
+    return error_response(request, 500, "internal_error", "Something went wrong on our side.")

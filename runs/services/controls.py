@@ -217,6 +217,9 @@ def submit_input(run: Run, value: Any, *, input_id: str | None = None, by: str =
                 details={"status": run.status},
             )
         input_id = run.waiting_for["id"]
+    node = input_id.partition("@")[0]
+    if spec_for(run.graph).nodes.get(node, {}).get("kind") != "input":
+        raise NotFound(f"Graph {run.graph.name} has no input node {node!r}.")
     if Control.objects.filter(run=run, kind=ControlKind.INPUT, key=input_id).exists():
         raise Conflict(f"Input {input_id} was already given.", code="already_answered")
     Control.objects.create(

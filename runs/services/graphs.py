@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -11,6 +12,9 @@ from runs.engine import GraphSpec, SpecError, parse_spec
 from runs.models import Graph
 from runs.services.errors import NotFound, ValidationFailed
 from tenants.models import Tenant
+
+GRAPH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+RESERVED_NAMES = frozenset({"validate"})  # POST /graphs/validate owns that path
 
 # Parsed specs by hash. Versions are immutable and content-addressed, so a process-local cache
 # cannot go stale.
@@ -46,6 +50,13 @@ def create_graph_version(tenant: Tenant, data: Any, *, by: str = "") -> Graph:
     Storing the same spec as the latest version again returns that version unchanged.
     """
     spec = parse_or_fail(data)
+    if not GRAPH_NAME.fullmatch(spec.name) or spec.name in RESERVED_NAMES:
+        raise ValidationFailed(
+            f"Graph name {spec.name!r} must be 1-100 letters, digits, '.', '_' or '-', start "
+            f"with a letter or digit, and not be one of {sorted(RESERVED_NAMES)}.",
+            code="invalid_graph",
+            details={"problems": [{"where": "name", "message": "invalid graph name"}]},
+        )
     for _ in range(5):
         latest = (
             Graph.objects.for_tenant(tenant).filter(name=spec.name).order_by("-version").first()

@@ -14,7 +14,7 @@ from django.utils import timezone
 from runs.engine import register_function
 from runs.models import Artifact, Event, Run, Step
 from runs.reconcile import reconcile_once
-from runs.services import Conflict, create_graph_version, create_run, submit_input
+from runs.services import Conflict, NotFound, create_graph_version, create_run, submit_input
 from runs.status import RunStatus
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -183,6 +183,8 @@ def test_input_waits_then_continues_with_the_value(tenant, queue) -> None:
     queue.drain()
     run.refresh_from_db()
     assert run.waiting_for["kind"] == "input" and run.waiting_for["message"] == "Your name?"
+    with pytest.raises(NotFound):
+        submit_input(run, "Ada", input_id="greet@1")  # not an input node
     submit_input(run, "Ada", by="alice")
     with pytest.raises(Conflict):
         submit_input(Run.objects.get(pk=run.pk), "Bob", input_id="ask@1")

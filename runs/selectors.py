@@ -1,0 +1,248 @@
+"""Read-side queries for the API: tenant-scoped lookups, list filters and keyset pagination.
+
+Every query starts at a tenant-scoped queryset. Lists are keyset-paginated, never by offset:
+a page is "rows strictly after the last row the client saw" in a total order, so rows
+inserted while a client pages through a list are neither repeated nor make it skip rows.
+Cursors are opaque (base64 JSON) so the order they encode can change without breaking clients.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from django.db.models import Max, Q, QuerySet
+from django.db.models.fields.json import KeyTransform
+from django.utils import timezone
+
+from runs.models import Artifact, Checkpoint, Event, Graph, Run, Step, Thread
+from runs.services.errors import NotFound, ValidationFailed
+from runs.status import TERMINAL
+from tenants.models import Tenant
+
+T = TypeVar("T")
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+
+
+@dataclass
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None
+
+
+# --- cursors -----------------------------------------------------------------------------------
+
+
+def encode_cursor(*values: Any) -> str:
+    raw = json.dumps(list(values), separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, *types: type) -> tuple[Any, ...]:
+    """The values `encode_cursor` packed, checked against `types`; ValidationFailed if bad."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        values = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        if not isinstance(values, list) or len(values) != len(types):
+            raise ValueError("wrong arity")
+        out: list[Any] = []
+        for value, kind in zip(values, types, strict=True):
+            if kind is dt.datetime:
+                parsed = dt.datetime.fromisoformat(value)
+                if timezone.is_naive(parsed):
+                    raise ValueError("naive datetime")
+                out.append(parsed)
+            elif kind is int:
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise ValueError("not an int")
+                out.append(value)
+            else:
+                out.append(kind(value))
+        return tuple(out)
+    except (ValueError, TypeError, UnicodeError, binascii.Error, OverflowError) as exc:
+        raise ValidationFailed(
+            "cursor is not a cursor this list returned.",
+            code="invalid_cursor",
+            details={"field": "cursor"},
+        ) from exc
+
+
+def _ascending_page(qs: QuerySet[Any], key: str, cursor: str | None, limit: int) -> Page[Any]:
+    """A page of `qs` ordered by the unique, immutable integer column `key`."""
+    if cursor:
+        (after,) = decode_cursor(cursor, int)
+        qs = qs.filter(**{f"{key}__gt": after})
+    rows = list(qs.order_by(key)[: limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor(getattr(rows[-1], key)) if more and rows else None
+    return Page(rows, next_cursor)
+
+
+# --- graphs ------------------------------------------------------------------------------------
+
+
+def graph_page(tenant: Tenant, *, cursor: str | None, limit: int) -> Page[Graph]:
+    """The latest version of each of the tenant's graphs, by name."""
+    names = Graph.objects.for_tenant(tenant).values("name").annotate(latest=Max("version"))
+    if cursor:
+        (after,) = decode_cursor(cursor, str)
+        names = names.filter(name__gt=after)
+    wanted = list(names.order_by("name")[: limit + 1])
+    more = len(wanted) > limit
+    wanted = wanted[:limit]
+    q = Q(pk__in=[])
+    for row in wanted:
+        q |= Q(name=row["name"], version=row["latest"])
+    rows = list(Graph.objects.for_tenant(tenant).filter(q).order_by("name"))
+    return Page(rows, encode_cursor(rows[-1].name) if more and rows else None)
+
+
+def graph_versions(tenant: Tenant, name: str) -> list[int]:
+    return list(
+        Graph.objects.for_tenant(tenant)
+        .filter(name=name)
+        .order_by("version")
+        .values_list("version", flat=True)
+    )
+
+
+# --- threads -----------------------------------------------------------------------------------
+
+
+def checkpoint_page(thread: Thread, *, cursor: str | None, limit: int) -> Page[Checkpoint]:
+    """A thread's checkpoints, oldest first (run by run, step by step)."""
+    qs = Checkpoint.objects.filter(thread=thread).select_related("run")
+    return _ascending_page(qs, "id", cursor, limit)
+
+
+# --- runs --------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunFilters:
+    statuses: Sequence[str] = ()
+    graph: str | None = None
+    thread_id: uuid.UUID | None = None
+    created_after: dt.datetime | None = None
+    created_before: dt.datetime | None = None
+    # (key, value) pairs the run's metadata must all contain.
+    metadata: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return timezone.make_aware(value, dt.UTC) if timezone.is_naive(value) else value
+
+
+def _metadata_match(qs: QuerySet[Run], n: int, key: str, value: str) -> QuerySet[Run]:
+    # KeyTransform takes the key literally, so a key such as "a__in" cannot turn into a lookup.
+    alias = f"_meta_{n}"
+    qs = qs.alias(**{alias: KeyTransform(key, "metadata")})
+    match = Q(**{alias: value})
+    try:
+        decoded = json.loads(value)
+    except ValueError:
+        decoded = None
+    # Query strings are text; `metadata.priority=2` also finds the number 2 and `=true` a bool.
+    if isinstance(decoded, bool | int | float):
+        match |= Q(**{alias: decoded})
+    return qs.filter(match)
+
+
+def filtered_runs(tenant: Tenant, filters: RunFilters) -> QuerySet[Run]:
+    qs = Run.objects.for_tenant(tenant).select_related("graph", "thread")
+    if filters.statuses:
+        qs = qs.filter(status__in=list(filters.statuses))
+    if filters.graph:
+        qs = qs.filter(graph__name=filters.graph)
+    if filters.thread_id:
+        qs = qs.filter(thread__public_id=filters.thread_id)
+    if filters.created_after:
+        qs = qs.filter(created_at__gt=_aware(filters.created_after))
+    if filters.created_before:
+        qs = qs.filter(created_at__lt=_aware(filters.created_before))
+    for n, (key, value) in enumerate(filters.metadata):
+        qs = _metadata_match(qs, n, key, value)
+    return qs
+
+
+def run_page(tenant: Tenant, filters: RunFilters, *, cursor: str | None, limit: int) -> Page[Run]:
+    """Runs newest first, keyset-paginated on (created_at, id) descending.
+
+    New runs sort before the cursor, so inserts while paging never shift later pages.
+    """
+    qs = filtered_runs(tenant, filters)
+    if cursor:
+        created_at, pk = decode_cursor(cursor, dt.datetime, int)
+        qs = qs.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, pk__lt=pk))
+    rows = list(qs.order_by("-created_at", "-pk")[: limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = None
+    if more and rows:
+        last = rows[-1]
+        next_cursor = encode_cursor(last.created_at.isoformat(), last.pk)
+    return Page(rows, next_cursor)
+
+
+def step_page(run: Run, *, cursor: str | None, limit: int) -> Page[Step]:
+    return _ascending_page(Step.objects.filter(run=run), "index", cursor, limit)
+
+
+def event_page(run: Run, *, after: int, limit: int) -> Page[Event]:
+    """Events after seq `after`; `next_cursor` is the seq to pass as `after` when more exist."""
+    rows = list(Event.objects.filter(run=run, seq__gt=after).order_by("seq")[: limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, str(rows[-1].seq) if more and rows else None)
+
+
+def artifact_page(run: Run, *, cursor: str | None, limit: int) -> Page[Artifact]:
+    qs = Artifact.objects.filter(run=run).select_related("run", "step")
+    return _ascending_page(qs, "id", cursor, limit)
+
+
+def get_artifact(tenant: Tenant, artifact_id: Any) -> Artifact:
+    try:
+        public_id = uuid.UUID(str(artifact_id))
+    except ValueError as exc:
+        raise NotFound(f"Artifact {artifact_id} does not exist.") from exc
+    artifact = (
+        Artifact.objects.for_tenant(tenant)
+        .select_related("run", "step")
+        .filter(public_id=public_id)
+        .first()
+    )
+    if artifact is None:
+        raise NotFound(f"Artifact {artifact_id} does not exist.")
+    return artifact
+
+
+# --- live reads (async: the API's long polls hold no worker thread while they wait) -----------
+
+
+async def arun_status(run_pk: int) -> str | None:
+    """A run's status by primary key (one indexed read); None once the run is deleted."""
+    return await Run.objects.filter(pk=run_pk).values_list("status", flat=True).afirst()
+
+
+async def aevents_after(run_pk: int, after: int, limit: int = 500) -> list[Event]:
+    return [
+        event
+        async for event in Event.objects.filter(run_id=run_pk, seq__gt=after).order_by("seq")[
+            :limit
+        ]
+    ]
+
+
+def is_settled(status: str | None) -> bool:
+    """Finished, waiting on a human, or gone: where `GET /runs/{id}/wait` stops waiting."""
+    return status is None or status in TERMINAL or status in ("waiting", "paused")
