@@ -83,6 +83,9 @@ def test_tenant_b_runs_start_within_about_one_run_of_tenant_as_backlog(
         (r.started_at - r.created_at).total_seconds()
         for r in Run.objects.filter(pk__in=[r.pk for r in b_runs])
     ]
-    # "About one run duration": a B run waits for one worker to finish its current A run,
-    # plus dispatch overhead; never for A's hundreds of queued runs (~150 run durations).
-    assert max(waits) <= 3 * mean_run + 0.15, (waits, mean_run)
+    # A B run waits for a worker to finish its current A run (about one run) plus dispatch
+    # overhead, which a loaded CI machine stretches; never for A's hundreds of queued runs
+    # (~150 run durations here). `make bench` reports the p95 against the mean run.
+    backlog_wait = a_left * mean_run / 2
+    assert max(waits) <= 4 * mean_run + 0.3, (waits, mean_run)
+    assert max(waits) < backlog_wait / 10, (waits, backlog_wait)

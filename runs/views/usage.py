@@ -1,0 +1,106 @@
+"""Usage today and this month against the tenant's budgets and limits, and per model."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import Sum
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from runs.views.common import tenant_view
+from runs.views.pages import page
+from tenants import limits
+from tenants.auth import TenantContext
+from tenants.models import Tenant, UsageModelDay
+from tenants.services import tenant_limits_dict
+
+
+def _meter(label: str, used: float, cap: float | None, *, money: bool = False) -> dict[str, Any]:
+    pct = min(100.0, used / cap * 100) if cap else 0.0
+    return {
+        "label": label,
+        "used": used,
+        "cap": cap,
+        "money": money,
+        "pct": round(pct, 1),
+        "level": "full" if cap and used >= cap else "warn" if cap and pct >= 80 else "",
+    }
+
+
+def _period(title: str, data: dict[str, Any]) -> dict[str, Any]:
+    usage: limits.Period = data["usage"]
+    cost_cap = data["cost_budget_usd"]
+    return {
+        "title": title,
+        "resets_at": data["resets_at"],
+        "runs": usage.runs,
+        "steps": usage.steps,
+        "meters": [
+            _meter("Tokens", usage.tokens, data["token_budget"]),
+            _meter(
+                "Cost (USD)",
+                float(usage.cost_usd),
+                float(cost_cap) if cost_cap is not None else None,
+                money=True,
+            ),
+        ],
+    }
+
+
+def _models(tenant: Tenant, first: dt.date, last: dt.date) -> list[dict[str, Any]]:
+    rows = (
+        UsageModelDay.objects.filter(tenant=tenant, day__gte=first, day__lte=last)
+        .values("model")
+        .annotate(
+            calls=Sum("calls"),
+            tokens_in=Sum("tokens_in"),
+            tokens_out=Sum("tokens_out"),
+            cost_usd=Sum("cost_usd"),
+        )
+        .order_by("-cost_usd", "model")
+    )
+    return [
+        {
+            "model": r["model"],
+            "calls": r["calls"] or 0,
+            "tokens_in": r["tokens_in"] or 0,
+            "tokens_out": r["tokens_out"] or 0,
+            "cost_usd": r["cost_usd"] or Decimal(0),
+        }
+        for r in rows
+    ]
+
+
+@require_GET
+@tenant_view
+def usage(request: HttpRequest) -> HttpResponse:
+    ctx: TenantContext = request.ctx  # type: ignore[attr-defined]
+    tenant = Tenant.objects.get(pk=ctx.tenant.pk)  # fresh counters
+    now = timezone.now()
+    today = now.date()
+    budgets = limits.budget_usage(tenant, now=now)
+    limit_values = tenant_limits_dict(tenant)
+    return page(
+        request,
+        "runs/usage.html",
+        {
+            "periods": [_period("Today", budgets["day"]), _period("This month", budgets["month"])],
+            "slots": [
+                _meter("Running runs", tenant.running_count, tenant.max_concurrent_runs),
+                _meter("Queued runs", tenant.queued_count, tenant.max_queued_runs),
+            ],
+            "models_today": _models(tenant, today, today),
+            "models_month": _models(tenant, today.replace(day=1), today),
+            "limits": [
+                {"name": name, "value": value}
+                for name, value in limit_values.items()
+                if name not in ("http_allowed_hosts",)
+            ],
+            "allowed_hosts": limit_values.get("http_allowed_hosts") or [],
+        },
+        nav="usage",
+    )
