@@ -135,8 +135,10 @@ class Platform:
         for name in list(self.procs):
             proc = self.procs[name]
             try:
+                # A short grace: qcluster's own shutdown can take 10 s, and tests that care
+                # about crashes kill with SIGKILL on purpose anyway.
                 os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=10)
+                proc.wait(timeout=2)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 self.kill(name)
             self.procs.pop(name, None)
