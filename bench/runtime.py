@@ -58,16 +58,26 @@ def chain(name: str, n: int, node: dict[str, Any]) -> dict[str, Any]:
     nodes: dict[str, Any] = {k: dict(node) for k in names}
     nodes["done"] = {"kind": "end"}
     order = [*names, "done"]
-    return {"name": name, "start": "n0", "state": {"x": {"default": 0}}, "nodes": nodes,
-            "max_steps": n + 10,
-            "edges": [{"from": a, "to": b} for a, b in zip(order, order[1:], strict=False)]}
+    return {
+        "name": name,
+        "start": "n0",
+        "state": {"x": {"default": 0}},
+        "nodes": nodes,
+        "max_steps": n + 10,
+        "edges": [{"from": a, "to": b} for a, b in zip(order, order[1:], strict=False)],
+    }
 
 
 def bench_tenant(slug: str, **limits: Any) -> Any:
     from tenants.models import Tenant
 
-    defaults = {"max_concurrent_runs": 1000, "max_queued_runs": 1_000_000, "runs_per_minute": None,
-                "max_steps": None, "max_wall_seconds": None}
+    defaults = {
+        "max_concurrent_runs": 1000,
+        "max_queued_runs": 1_000_000,
+        "runs_per_minute": None,
+        "max_steps": None,
+        "max_wall_seconds": None,
+    }
     return Tenant.objects.create(slug=slug, name=slug, **{**defaults, **limits})
 
 
@@ -82,8 +92,9 @@ def persisted_steps(n: int, repeats: int) -> dict[str, Any]:
     real_enqueue = dispatch.enqueue_run
     dispatch.enqueue_run = lambda pk: None  # this process executes these runs itself
     tenant = bench_tenant("steps")
-    create_graph_version(tenant, chain("steps", n, {"kind": "transform",
-                                                    "set": {"x": "state.x + 1"}}))
+    create_graph_version(
+        tenant, chain("steps", n, {"kind": "transform", "set": {"x": "state.x + 1"}})
+    )
     per_step = []
     for _ in range(repeats):
         run = create_run(tenant, graph="steps")
@@ -95,8 +106,12 @@ def persisted_steps(n: int, repeats: int) -> dict[str, Any]:
         per_step.append(elapsed / (n + 1))
     dispatch.enqueue_run = real_enqueue
     best = min(per_step)
-    return {"nodes": n, "us_per_step": round(best * 1e6, 1), "steps_per_s": round(1 / best),
-            "samples_us": [round(s * 1e6, 1) for s in per_step]}
+    return {
+        "nodes": n,
+        "us_per_step": round(best * 1e6, 1),
+        "steps_per_s": round(1 / best),
+        "samples_us": [round(s * 1e6, 1) for s in per_step],
+    }
 
 
 def raw_sqlite_commits(path: Path, count: int) -> dict[str, Any]:
@@ -112,8 +127,11 @@ def raw_sqlite_commits(path: Path, count: int) -> dict[str, Any]:
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - t0
     conn.close()
-    return {"commits": count, "us_per_commit": round(elapsed / count * 1e6, 1),
-            "commits_per_s": round(count / elapsed)}
+    return {
+        "commits": count,
+        "us_per_commit": round(elapsed / count * 1e6, 1),
+        "commits_per_s": round(count / elapsed),
+    }
 
 
 def langgraph_sqlite(path: Path, n: int, repeats: int) -> dict[str, Any]:
@@ -148,8 +166,11 @@ def langgraph_sqlite(path: Path, n: int, repeats: int) -> dict[str, Any]:
         assert out["x"] == n
     conn.close()
     best = min(per_node)
-    return {"nodes": n, "us_per_node": round(best * 1e6, 1),
-            "samples_us": [round(s * 1e6, 1) for s in per_node]}
+    return {
+        "nodes": n,
+        "us_per_node": round(best * 1e6, 1),
+        "samples_us": [round(s * 1e6, 1) for s in per_node],
+    }
 
 
 # --- end to end through real processes -------------------------------------------------------
@@ -161,9 +182,16 @@ class Procs:
 
     def start(self, *args: str) -> None:
         log = open(self.log_dir / f"{args[0]}.log", "ab")  # noqa: SIM115
-        self.procs.append(subprocess.Popen([sys.executable, "manage.py", *args], cwd=ROOT,
-                                           env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                           start_new_session=True))
+        self.procs.append(
+            subprocess.Popen(
+                [sys.executable, "manage.py", *args],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
 
     def stop(self) -> None:
         for p in self.procs:
@@ -215,41 +243,68 @@ def end_to_end(count: int, workers: int) -> dict[str, Any]:
         raw_rate = count / (t1 - t0)
 
         tenant = bench_tenant("e2e")
-        create_graph_version(tenant, chain("e2e", 1, {"kind": "transform",
-                                                       "set": {"x": "state.x + 1"}}))
+        create_graph_version(
+            tenant, chain("e2e", 1, {"kind": "transform", "set": {"x": "state.x + 1"}})
+        )
         t0 = time.perf_counter()
         for _ in range(count):
             create_run(tenant, graph="e2e")
-        t1 = wait_until(lambda: Run.objects.filter(tenant=tenant, status="succeeded").count()
-                        >= count, 300)
+        t1 = wait_until(
+            lambda: Run.objects.filter(tenant=tenant, status="succeeded").count() >= count, 300
+        )
         runs_rate = count / (t1 - t0)
-        latencies = [(r.finished_at - r.created_at).total_seconds()
-                     for r in Run.objects.filter(tenant=tenant)]
+        latencies = [
+            (r.finished_at - r.created_at).total_seconds()
+            for r in Run.objects.filter(tenant=tenant)
+        ]
     finally:
         procs.stop()
         connection.close()
-    return {"runs": count, "workers": workers, "raw_noop_tasks_per_s": round(raw_rate, 1),
-            "runs_per_s": round(runs_rate, 1), "ratio": round(runs_rate / raw_rate, 3),
-            "run_latency_p50_ms": round(statistics.median(latencies) * 1000, 1),
-            "run_latency_p95_ms": round(p95(latencies) * 1000, 1)}
+    return {
+        "runs": count,
+        "workers": workers,
+        "raw_noop_tasks_per_s": round(raw_rate, 1),
+        "runs_per_s": round(runs_rate, 1),
+        "ratio": round(runs_rate / raw_rate, 3),
+        "run_latency_p50_ms": round(statistics.median(latencies) * 1000, 1),
+        "run_latency_p95_ms": round(p95(latencies) * 1000, 1),
+    }
 
 
 def fairness(a_runs: int, b_runs: int) -> dict[str, Any]:
     from runs.models import Run
     from runs.services import create_graph_version, create_run
 
-    env = {**os.environ, "Q_WORKERS": "2", "RUNYARD_DISPATCH_CAPACITY": "2",
-           "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "Q_WORKERS": "2",
+        "RUNYARD_DISPATCH_CAPACITY": "2",
+        "PYTHONUNBUFFERED": "1",
+    }
     os.environ["RUNYARD_DISPATCH_CAPACITY"] = "2"
     from django.conf import settings
 
     settings.RUNYARD["DISPATCH_CAPACITY"] = 2
-    slow = {"name": "work", "start": "think", "nodes": {
-        "think": {"kind": "llm", "provider": "scripted", "prompt": "hi", "responses": ["ok"],
-                  "latency_ms": 50, "output": "answer"},
-        "done": {"kind": "end"}}, "edges": [{"from": "think", "to": "done"}]}
-    a, b = bench_tenant("fair-a", max_concurrent_runs=10), bench_tenant("fair-b",
-                                                                       max_concurrent_runs=10)
+    slow = {
+        "name": "work",
+        "start": "think",
+        "nodes": {
+            "think": {
+                "kind": "llm",
+                "provider": "scripted",
+                "prompt": "hi",
+                "responses": ["ok"],
+                "latency_ms": 50,
+                "output": "answer",
+            },
+            "done": {"kind": "end"},
+        },
+        "edges": [{"from": "think", "to": "done"}],
+    }
+    a, b = (
+        bench_tenant("fair-a", max_concurrent_runs=10),
+        bench_tenant("fair-b", max_concurrent_runs=10),
+    )
     for t in (a, b):
         create_graph_version(t, slow)
     procs = Procs(env, WORK)
@@ -261,21 +316,27 @@ def fairness(a_runs: int, b_runs: int) -> dict[str, Any]:
             create_run(a, graph="work")
         time.sleep(1.0)
         b_ids = [create_run(b, graph="work").pk for _ in range(b_runs)]
-        wait_until(lambda: Run.objects.filter(pk__in=b_ids, status="succeeded").count()
-                   >= b_runs, 120)
+        wait_until(
+            lambda: Run.objects.filter(pk__in=b_ids, status="succeeded").count() >= b_runs, 120
+        )
         a_left = Run.objects.filter(tenant=a, status="queued").count()
     finally:
         procs.stop()
     done_a = Run.objects.filter(tenant=a, status="succeeded")
     mean_run = statistics.mean((r.finished_at - r.started_at).total_seconds() for r in done_a)
-    waits = [(r.started_at - r.created_at).total_seconds()
-             for r in Run.objects.filter(pk__in=b_ids)]
-    return {"a_runs": a_runs, "b_runs": b_runs, "workers": 2,
-            "a_still_queued_when_b_done": a_left,
-            "mean_run_ms": round(mean_run * 1000, 1),
-            "b_wait_ms": [round(w * 1000, 1) for w in waits],
-            "b_wait_p95_ms": round(p95(waits) * 1000, 1),
-            "b_wait_p95_over_mean_run": round(p95(waits) / mean_run, 2)}
+    waits = [
+        (r.started_at - r.created_at).total_seconds() for r in Run.objects.filter(pk__in=b_ids)
+    ]
+    return {
+        "a_runs": a_runs,
+        "b_runs": b_runs,
+        "workers": 2,
+        "a_still_queued_when_b_done": a_left,
+        "mean_run_ms": round(mean_run * 1000, 1),
+        "b_wait_ms": [round(w * 1000, 1) for w in waits],
+        "b_wait_p95_ms": round(p95(waits) * 1000, 1),
+        "b_wait_p95_over_mean_run": round(p95(waits) / mean_run, 2),
+    }
 
 
 def main() -> None:
@@ -294,8 +355,9 @@ def main() -> None:
         "raw_sqlite_commit": raw,
         "langgraph_sqlite_sync": lg,
         "step_rate_vs_raw_commit": round(steps["steps_per_s"] / raw["commits_per_s"], 3),
-        "step_time_vs_langgraph": (round(steps["us_per_step"] / lg["us_per_node"], 3)
-                                   if "us_per_node" in lg else None),
+        "step_time_vs_langgraph": (
+            round(steps["us_per_step"] / lg["us_per_node"], 3) if "us_per_node" in lg else None
+        ),
     }
     report["end_to_end"] = end_to_end(100 if quick else 300, 4)
     report["fairness"] = fairness(100 if quick else 300, 5)

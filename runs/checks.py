@@ -16,7 +16,8 @@ def check_q_cluster(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     if timeout is None or retry is None or retry <= timeout:
         errors.append(
             Error(
-                f"Q_CLUSTER['retry'] ({retry}) must be larger than Q_CLUSTER['timeout'] ({timeout}).",
+                f"Q_CLUSTER['retry'] ({retry}) must be larger than "
+                f"Q_CLUSTER['timeout'] ({timeout}).",
                 hint="Otherwise the broker hands a still-running task to a second worker.",
                 id="runs.E001",
             )

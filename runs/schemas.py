@@ -333,7 +333,7 @@ class RunOut(Schema):
 
     @staticmethod
     def resolve_thread_id(obj: Run) -> uuid.UUID | None:
-        return obj.thread.public_id if obj.thread_id else None
+        return obj.thread.public_id if obj.thread is not None else None
 
     @staticmethod
     def resolve_error(obj: Run) -> dict[str, Any] | None:

@@ -158,7 +158,7 @@ def _metadata_match(qs: QuerySet[Run], n: int, key: str, value: str) -> QuerySet
 
 
 def filtered_runs(tenant: Tenant, filters: RunFilters) -> QuerySet[Run]:
-    qs = Run.objects.for_tenant(tenant).select_related("graph", "thread")
+    qs: QuerySet[Run] = Run.objects.for_tenant(tenant).select_related("graph", "thread")
     if filters.statuses:
         qs = qs.filter(status__in=list(filters.statuses))
     if filters.graph:

@@ -123,6 +123,9 @@ class UsageDay(models.Model):
         constraints = [models.UniqueConstraint(fields=["tenant", "day"], name="uniq_usage_day")]
         ordering = ["-day"]
 
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.day}"
+
     @property
     def tokens(self) -> int:
         return self.tokens_in + self.tokens_out
@@ -141,6 +144,9 @@ class UsageModelDay(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["tenant", "day", "model"], name="uniq_usage_model_day")
         ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.day} {self.model}"
 
 
 class AuditLog(models.Model):

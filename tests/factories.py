@@ -18,8 +18,14 @@ def make_tenant(slug: str | None = None, **limits: Any) -> Tenant:
     return Tenant.objects.create(slug=slug, name=slug.title(), **limits)
 
 
-def make_user(email: str | None = None, *, tenant: Tenant | None = None, role: str = Role.MEMBER,
-              staff: bool = False, password: str = "pw-123456789") -> Any:
+def make_user(
+    email: str | None = None,
+    *,
+    tenant: Tenant | None = None,
+    role: str = Role.MEMBER,
+    staff: bool = False,
+    password: str = "pw-123456789",  # noqa: S107 - a test fixture
+) -> Any:
     n = next(_seq)
     email = email or f"user{n}@example.com"
     user = get_user_model().objects.create_user(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue as queue_mod
 import threading
 import time
@@ -107,10 +108,8 @@ def test_max_concurrent_runs_holds_with_four_workers_racing(tenant, monkeypatch,
             ):
                 return
             dispatch.dispatch_once()  # every worker also dispatches, racing the others
-            try:
+            with contextlib.suppress(queue_mod.Empty):
                 execute_run(tasks.get(timeout=0.05))
-            except queue_mod.Empty:
-                pass
 
     try:
         in_threads(4, work)
