@@ -254,7 +254,12 @@ def budget_usage(tenant: Tenant, *, now: dt.datetime | None = None) -> dict[str,
 
 
 def check_budgets(
-    tenant: Tenant, *, now: dt.datetime | None = None, refusing: str = "the run"
+    tenant: Tenant,
+    *,
+    now: dt.datetime | None = None,
+    refusing: str = "the run",
+    pending_tokens: int = 0,
+    pending_cost: Decimal = Decimal(0),
 ) -> None:
     """Raise LimitExceeded when a day or month token/cost budget is used up."""
     if not any(
@@ -270,6 +275,9 @@ def check_budgets(
     usage = budget_usage(tenant, now=now)
     for period, name in (("day", "daily"), ("month", "monthly")):
         p = usage[period]
+        # Usage being committed in the caller's transaction is not in the ledger yet.
+        p["usage"].tokens += pending_tokens
+        p["usage"].cost_usd += pending_cost
         resets = p["resets_at"]
         retry = max(1, math.ceil((resets - now).total_seconds()))
         if p["token_budget"] is not None and p["usage"].tokens >= p["token_budget"]:
@@ -310,6 +318,8 @@ def check_run_limits(
     wall_seconds: float,
     already_warned: list[str],
     now: dt.datetime | None = None,
+    step_tokens: int = 0,
+    step_cost: Decimal | float = 0,
 ) -> RunLimitCheck:
     """Compare a run's counters with the tenant's per-run limits and budgets.
 
@@ -344,7 +354,13 @@ def check_run_limits(
             result.warnings.append((name, used, cap))
     if result.exceeded is None:
         try:
-            check_budgets(tenant, now=now, refusing="the run")
+            check_budgets(
+                tenant,
+                now=now,
+                refusing="the run",
+                pending_tokens=step_tokens,
+                pending_cost=Decimal(str(step_cost)),
+            )
         except LimitExceeded as exc:
             result.exceeded = exc
     return result

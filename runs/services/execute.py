@@ -373,6 +373,8 @@ class Segment:
             cost_usd=cost,
             wall_seconds=(now - self.wall_started).total_seconds(),
             already_warned=list(run.warned_limits),
+            step_tokens=usage.tokens_in + usage.tokens_out,
+            step_cost=usage.cost_usd,
         )
         warned = list(run.warned_limits)
         for name, used, cap in check.warnings:

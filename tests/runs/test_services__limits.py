@@ -111,3 +111,92 @@ def test_daily_token_budget_refuses_new_runs_saying_when_it_resets(
         create_run(tenant, graph="talk")
     assert exc.value.limit == "daily_token_budget"
     assert "resets at" in exc.value.message
+
+
+def test_runs_per_minute_refuses_then_a_new_window_admits(tenant, make_graph, queue) -> None:
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from tenants.limits import LimitExceeded
+    from tenants.models import Tenant
+
+    tenant.runs_per_minute = 2
+    tenant.save()
+    make_graph(tenant, chain_spec())
+    create_run(tenant, graph="chain")
+    create_run(tenant, graph="chain")
+    with pytest.raises(LimitExceeded) as exc:
+        create_run(tenant, graph="chain")
+    assert exc.value.limit == "runs_per_minute" and 1 <= exc.value.retry_after <= 60
+    Tenant.objects.filter(pk=tenant.pk).update(
+        rate_window_start=timezone.now() - dt.timedelta(seconds=61)
+    )
+    create_run(tenant, graph="chain")  # the window rolled over
+
+
+def test_max_wall_seconds_times_out_a_run_inside_a_slow_node(tenant, make_graph, queue) -> None:
+    from tests.runs.conftest import slow_spec
+
+    tenant.max_wall_seconds = 1
+    tenant.save()
+    make_graph(tenant, slow_spec(latency_ms=30000))
+    run = create_run(tenant, graph="slow")
+    assert queue.drain() == ["timed_out"]
+    run.refresh_from_db()
+    assert run.status == RunStatus.TIMED_OUT
+    assert run.error["code"] == "limit_exceeded.max_wall_seconds"
+    assert (run.finished_at - run.started_at).total_seconds() < 3
+    assert _events(run, "limit.exceeded")[0]["limit"] == "max_wall_seconds"
+
+
+def test_a_used_up_budget_stops_a_running_run_at_its_next_step(tenant, make_graph, queue) -> None:
+    make_graph(tenant, llm_chain(6))
+    first = create_run(tenant, graph="talk")
+    queue.drain()
+    first.refresh_from_db()
+    per_call = (first.tokens_in + first.tokens_out) / 6
+    # The budget has room to start the run and is used up during it.
+    tenant.daily_token_budget = int(first.tokens_in + first.tokens_out + per_call * 2.5)
+    tenant.save()
+    run = create_run(tenant, graph="talk")
+    queue.drain()
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    assert run.error["code"] == "limit_exceeded.daily_token_budget"
+    assert "resets at" in run.error["message"]
+    # It stopped at the first boundary where the day's usage reached the budget.
+    from runs.models import Step
+
+    used = first.tokens_in + first.tokens_out
+    crossed_at = None
+    for step in Step.objects.filter(run=run).order_by("index"):
+        used += step.usage["tokens_in"] + step.usage["tokens_out"]
+        if used >= tenant.daily_token_budget:
+            crossed_at = step.index
+            break
+    assert crossed_at is not None and run.steps == crossed_at < 6
+
+
+def test_monthly_cost_budget_counts_earlier_days_of_the_month(tenant, make_graph, queue) -> None:
+    import datetime as dt
+    from decimal import Decimal
+
+    from django.utils import timezone
+
+    from tenants.limits import LimitExceeded
+
+    make_graph(tenant, chain_spec())
+    today = timezone.now().date()
+    earlier = today.replace(day=1) if today.day > 1 else today
+    UsageDay.objects.create(tenant=tenant, day=earlier, cost_usd=Decimal("4.5"))
+    UsageDay.objects.create(
+        tenant=tenant, day=earlier - dt.timedelta(days=1), cost_usd=Decimal("100")
+    )  # last month: does not count
+    tenant.monthly_cost_budget_usd = Decimal("5")
+    tenant.save()
+    create_run(tenant, graph="chain")
+    UsageDay.objects.filter(tenant=tenant, day=earlier).update(cost_usd=Decimal("5"))
+    with pytest.raises(LimitExceeded) as exc:
+        create_run(tenant, graph="chain")
+    assert exc.value.limit == "monthly_cost_budget_usd"
