@@ -1,20 +1,130 @@
-"""ASGI entry point: HTTP through Django, websockets through Channels."""
+"""ASGI entry point: HTTP through Django, websockets through Channels.
 
+Websockets pass the origin check first (browsers send cookies with cross-site handshakes), then
+channels' cookie/session/auth middleware, which puts the dashboard's user in the scope; the
+consumers authenticate in `connect()` (session user or `Authorization: Bearer`).
+
+Daphne gives an application no backpressure: its `send` never waits, and a client that does
+not read makes Twisted buffer without bound. `DaphneSendFlow` plugs into Twisted's flow control
+of the connection, so a consumer sees when the socket's buffer is full and keeps frames in its
+own bounded outbox instead (runs/consumers.py). Under another server the scope key is absent
+and consumers rely on `send` itself waiting.
+"""
+
+import asyncio
+import contextlib
+import functools
+import logging
 import os
+from typing import Any
 
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_asgi_app = get_asgi_application()
 
+from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from twisted.internet.interfaces import IPushProducer  # noqa: E402
+from zope.interface import implementer  # noqa: E402
 
+from runs.consumers import FLOW_SCOPE_KEY  # noqa: E402
 from runs.routing import websocket_urlpatterns  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+@implementer(IPushProducer)
+class DaphneSendFlow:
+    """Whether a daphne websocket's socket buffer is full.
+
+    Twisted pauses a transport's streaming producer once more than `bufferSize` (64 KiB) waits
+    in user space, and resumes it when that buffer has drained. Daphne's HTTP channel, which
+    upgraded the connection, is registered as that producer (it stops reading from a client
+    that does not read); this takes its place and passes every call on to it. Under daphne
+    Twisted runs on the asyncio loop's thread (asyncio reactor), so no locking is needed.
+    """
+
+    # A client that is behind needs time to read up to a close frame (and its 4008 code);
+    # autobahn's default closing handshake gives it one second before dropping the socket.
+    close_grace_seconds = 10.0
+
+    def __init__(self, protocol: Any) -> None:
+        transport = protocol.transport
+        self._protocol = protocol
+        self._stopped = False
+        self._writable = asyncio.Event()
+        self._previous = getattr(transport, "producer", None)
+        if not getattr(transport, "streamingProducer", True):
+            raise RuntimeError("a pull producer is registered on this transport")
+        if self._previous is not None:
+            transport.unregisterProducer()
+        transport.registerProducer(self, True)
+        if not getattr(transport, "producerPaused", False):
+            self._writable.set()
+        if getattr(protocol, "closeHandshakeTimeout", 0) < self.close_grace_seconds:
+            protocol.closeHandshakeTimeout = self.close_grace_seconds
+
+    def pauseProducing(self) -> None:  # noqa: N802 - Twisted's interface
+        self._writable.clear()
+        if self._previous is not None:
+            self._previous.pauseProducing()
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        self._writable.set()
+        if self._previous is not None:
+            self._previous.resumeProducing()
+
+    def stopProducing(self) -> None:  # noqa: N802
+        self._stopped = True
+        self._writable.set()
+        if self._previous is not None:
+            self._previous.stopProducing()
+
+    @property
+    def paused(self) -> bool:
+        return not self._writable.is_set()
+
+    @property
+    def closed(self) -> bool:
+        return self._stopped or self._protocol.state == self._protocol.STATE_CLOSED
+
+    async def wait_writable(self) -> None:
+        # autobahn unregisters the producer when it drops a connection, so a closed socket may
+        # never resume us: look at its state now and then.
+        while self.paused and not self.closed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._writable.wait(), timeout=1.0)
+
+
+def _daphne_protocol(send: Any) -> Any:
+    # daphne passes `functools.partial(server.handle_reply, protocol)` as `send`.
+    if isinstance(send, functools.partial) and send.args:
+        protocol = send.args[0]
+        if hasattr(protocol, "registerProducer") and getattr(protocol, "transport", None):
+            return protocol
+    return None
+
+
+def with_send_flow(app: Any) -> Any:
+    async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        protocol = _daphne_protocol(send)
+        if protocol is not None:
+            try:
+                scope = {**scope, FLOW_SCOPE_KEY: DaphneSendFlow(protocol)}
+            except Exception:  # noqa: BLE001 - no flow control is a degraded, working mode
+                log.warning("no send flow control for %r", protocol, exc_info=True)
+        await app(scope, receive, send)
+
+    return asgi
+
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns)),
+        "websocket": with_send_flow(
+            AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+        ),
     }
 )

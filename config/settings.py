@@ -144,12 +144,18 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 60},
+            # redis-py 8 defaults to a 5 s read timeout, which kills idle channels-redis
+            # receivers; a blocking receive must be allowed to wait.
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+                "capacity": 1000,
+                "expiry": 60,
+            },
         }
     }
 else:
     # In-process only: events written by a worker process reach daphne through the event
-    # poller (runs/events.py), which tails the Event table and fans out locally.
+    # poller (runs/live.py), which tails the Event table and fans out locally.
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # A segment of a run holds one queue task; the broker may hand a task out again after `retry`
@@ -189,6 +195,9 @@ RUNYARD: dict[str, Any] = {
     # the total worker count when several worker machines share the queue.
     "DISPATCH_CAPACITY": int(os.environ.get("RUNYARD_DISPATCH_CAPACITY", 0)) or None,
     "EVENT_POLL_SECONDS": env_float("RUNYARD_EVENT_POLL_SECONDS", 0.05),
+    # A websocket client further behind than this is closed (4008) and resumes with ?after=.
+    "WS_MAX_BUFFERED": int(os.environ.get("RUNYARD_WS_MAX_BUFFERED", 1000)),
+    "WS_MAX_BUFFERED_BYTES": int(os.environ.get("RUNYARD_WS_MAX_BUFFERED_BYTES", 8 * 1024 * 1024)),
     "MAX_INPUT_BYTES": int(os.environ.get("RUNYARD_MAX_INPUT_BYTES", 256 * 1024)),
     "MAX_SPEC_BYTES": int(os.environ.get("RUNYARD_MAX_SPEC_BYTES", 1024 * 1024)),
     "FUNCTION_MODULES": [

@@ -17,8 +17,10 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
+from django.utils import timezone
 
 from runs.models import Event, Run
+from runs.sql import guarded_update, insert_rows, is_plain
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,12 @@ class Fenced(Exception):
     """The run moved on (another epoch or status): this worker must write nothing more."""
 
 
+class TenantWireEvent(WireEvent):
+    """A lifecycle event on the tenant stream: `id` (the Event's id) is the resume cursor."""
+
+    id: int
+
+
 def run_group(run_public_hex: str) -> str:
     return f"run.{run_public_hex}"
 
@@ -92,6 +100,10 @@ def to_wire(event: Event, run_public_hex: str) -> WireEvent:
     }
 
 
+def to_tenant_wire(event: Event, run_public_hex: str) -> TenantWireEvent:
+    return TenantWireEvent(**to_wire(event, run_public_hex), id=event.pk)
+
+
 def append_events(
     run: Run,
     events: Sequence[tuple[str, dict[str, Any]]],
@@ -107,22 +119,53 @@ def append_events(
     """
     assert transaction.get_connection().in_atomic_block, "append_events needs a transaction"
     n = len(events)
-    updated = Run.objects.filter(pk=run.pk, **(fence or {})).update(
-        last_seq=F("last_seq") + n, **run_updates
-    )
-    if not updated:
-        raise Fenced(f"run {run.public_id} no longer matches {fence}")
+    fence = fence or {}
+    if is_plain(run_updates) and is_plain(fence):
+        last = guarded_update(
+            Run,
+            run.pk,
+            where=fence,
+            sets=run_updates,
+            increments={"last_seq": n},
+            returning="last_seq",
+        )
+        if last is None:
+            raise Fenced(f"run {run.public_id} no longer matches {fence}")
+    else:
+        updated = Run.objects.filter(pk=run.pk, **fence).update(
+            last_seq=F("last_seq") + n, **run_updates
+        )
+        if not updated:
+            raise Fenced(f"run {run.public_id} no longer matches {fence}")
+        last = Run.objects.values_list("last_seq", flat=True).get(pk=run.pk)
+    run.last_seq = last
     if not n:
         return []
-    last = Run.objects.values_list("last_seq", flat=True).get(pk=run.pk)
-    first = last - n + 1
-    rows = Event.objects.bulk_create(
-        [
-            Event(run_id=run.pk, tenant_id=run.tenant_id, seq=first + i, type=etype, data=data)
-            for i, (etype, data) in enumerate(events)
-        ]
-    )
-    run.last_seq = last
+    first, now = last - n + 1, timezone.now()
+    fields = [
+        {
+            "run": run.pk,
+            "tenant": run.tenant_id,
+            "seq": first + i,
+            "type": etype,
+            "data": data,
+            "created_at": now,
+        }
+        for i, (etype, data) in enumerate(events)
+    ]
+    ids = insert_rows(Event, fields)
+    rows = [
+        Event(
+            id=pk,
+            run_id=run.pk,
+            tenant_id=run.tenant_id,
+            seq=f["seq"],
+            type=f["type"],
+            data=f["data"],
+            created_at=now,
+        )
+        for pk, f in zip(ids, fields, strict=True)
+    ]
     if settings.REDIS_URL:
         hex_id, tenant_hex = run.public_id.hex, run.tenant.public_id.hex
         transaction.on_commit(lambda: publish(rows, hex_id, tenant_hex))

@@ -1,0 +1,480 @@
+"""Websocket streams: one run's event log, or the run lifecycle of a whole tenant.
+
+Routes (runs/routing.py):
+    /ws/runs/<run id>/?after=<seq>   every event of one run, in seq order; after defaults to 0
+    /ws/tenant/?after=<event id>     the `run.*` events of every run of the caller's tenant, in
+                                     id order; without `after`, only what happens from now on
+
+Server frames (JSON text; client frames are ignored):
+    {"type": "event", "run", "seq", "event", "data", "ts"}   a WireEvent (runs/events.py); on
+        the tenant stream a TenantWireEvent, whose "id" is the cursor to resume with
+    {"type": "synced", "seq": n}   the replay is done; n is the last seq (tenant: id) sent
+    {"type": "ping"}               every `ping_seconds`
+    {"type": "overflow", "after": n}  just before close 4008 (best effort)
+
+Close codes. The handshake is accepted before the checks, because a code can only travel in a
+close frame (a refused handshake is a bare HTTP 403):
+    4400  `after` is not a non-negative integer
+    4401  not authenticated: no valid `Authorization: Bearer <key>` and no session user
+    4403  authenticated, but the role may not read runs
+    4404  no such run, or another tenant's run (the same answer, like the API's 404)
+    4008  too slow: more than `max_buffered` frames waited for the client. Reconnect with
+          ?after=<last seq received>; the close reason (where the server carries it) and the
+          overflow frame say what the server last handed to the socket.
+
+Delivery. The Event table is the log. Live events arrive as hints through this process's feed
+(runs/live.py: the embedded poller, or a relay of the channel layer's group messages with
+Redis), which may lose some. A consumer subscribes to its group before replaying from the
+database, so nothing falls between replay and live. The run stream remembers the last seq
+sent: a hint at or below it is dropped, one beyond the next is preceded by the missing events
+read from the database, and every `ping_seconds` the run's `last_seq` is checked in case the
+final hint was lost. The tenant stream, where ids have gaps, reads the database on each hint
+instead (`run.*` events are few), and looks back a few seconds for ids that PostgreSQL
+committed after higher ones.
+
+Frames leave through a bounded per-consumer outbox drained by one writer task that waits while
+the transport is backed up (config/asgi.py exposes daphne's socket buffer). Hints are handled
+without waiting for the client, so a slow client never slows the feed, workers or other
+clients: its outbox fills, and past `max_buffered` frames (or `max_buffered_bytes`) it is
+closed with 4008.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import time
+import uuid
+from typing import Any, Literal, Protocol, TypedDict
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from runs import live
+from runs.events import (
+    TENANT_EVENT_PREFIX,
+    TenantWireEvent,
+    WireEvent,
+    run_group,
+    tenant_group,
+    to_tenant_wire,
+    to_wire,
+)
+from runs.models import Event, Run
+from tenants.auth import TenantContext, context_from_scope
+
+log = logging.getLogger(__name__)
+
+CLOSE_BAD_REQUEST = 4400
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+CLOSE_TOO_SLOW = 4008
+
+# Where config/asgi.py puts the transport's backpressure for this connection.
+FLOW_SCOPE_KEY = "runyard.send_flow"
+
+
+class SyncedFrame(TypedDict):
+    type: Literal["synced"]
+    seq: int
+
+
+class PingFrame(TypedDict):
+    type: Literal["ping"]
+
+
+class OverflowFrame(TypedDict):
+    type: Literal["overflow"]
+    after: int
+
+
+class SendFlow(Protocol):
+    """Backpressure of one connection's transport (see config/asgi.py)."""
+
+    @property
+    def paused(self) -> bool: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def wait_writable(self) -> None: ...
+
+
+def parse_after(scope: dict[str, Any]) -> int | None | Literal[False]:
+    """`after` from the query string: an int, None when absent, False when malformed."""
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("after")
+    if not values or values[-1] == "":
+        return None
+    try:
+        after = int(values[-1])
+    except ValueError:
+        return False
+    return after if after >= 0 else False
+
+
+class StreamConsumer(AsyncWebsocketConsumer):
+    """What both streams share: auth, the feed's inbox, the bounded outbox and its writer."""
+
+    # No channel-layer channel per consumer: the process's feed receives each event once.
+    channel_layer_alias = live.NO_CHANNEL_LAYER
+    ping_seconds: float = 15.0
+    page_size: int = 500
+
+    # --- subclass hooks -----------------------------------------------------------------------
+
+    async def open_stream(self, ctx: TenantContext) -> int | None:
+        """Resolve what to stream; set `self.group` and `self.last`. A close code refuses."""
+        raise NotImplementedError
+
+    async def replay(self) -> None:
+        """Send what is stored after `self.last` (the outbox waits for the client here)."""
+        raise NotImplementedError
+
+    async def on_hints(self, hints: list[live.Hint]) -> None:
+        """Live events from the feed, in order (called under the lock)."""
+        raise NotImplementedError
+
+    async def resync(self) -> None:
+        """Send what the feed lost (called under the lock)."""
+        raise NotImplementedError
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self._tasks: list[asyncio.Task[None]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._subscribed: tuple[str, live.Inbox] | None = None
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._shutdown()
+
+    async def connect(self) -> None:
+        self.last = 0  # the last seq (tenant: id) put in the outbox
+        self.written = 0  # the last seq (tenant: id) handed to the transport
+        self.max_buffered: int = settings.RUNYARD.get("WS_MAX_BUFFERED", 1000)
+        self.max_buffered_bytes: int = settings.RUNYARD.get("WS_MAX_BUFFERED_BYTES", 8 << 20)
+        self._outbox: collections.deque[tuple[int | None, str]] = collections.deque()
+        self._outbox_bytes = 0
+        self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._closed = False
+        self._stalled = False  # the writer waits for the transport
+        self._flow: SendFlow | None = self.scope.get(FLOW_SCOPE_KEY)
+        await self.accept()
+        ctx = await context_from_scope(self.scope)
+        if ctx is None:
+            return await self._refuse(CLOSE_UNAUTHENTICATED)
+        if not ctx.can_read:
+            return await self._refuse(CLOSE_FORBIDDEN)
+        code = await self.open_stream(ctx)
+        if code is not None:
+            return await self._refuse(code)
+        # Subscribed first: the feed sees the group's next event from here on, so the replay
+        # below overlaps with live delivery rather than leaving a gap before it.
+        inbox = live.Inbox()
+        await live.subscribe(self.group, inbox)
+        self._subscribed = (self.group, inbox)
+        self._writer = asyncio.create_task(self._write_loop())
+        self._tasks.append(self._writer)
+        async with self._lock:
+            await self.replay()
+            self._push(SyncedFrame(type="synced", seq=self.last), None)
+        self._tasks.append(asyncio.create_task(self._pump(inbox)))
+        self._tasks.append(asyncio.create_task(self._heartbeat_loop()))
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        return  # the streams are one-way; clients resume by reconnecting with ?after=
+
+    async def _refuse(self, code: int) -> None:
+        self._closed = True
+        await self.close(code=code)
+
+    async def _shutdown(self) -> None:
+        self._closed = True
+        if self._subscribed is not None:
+            live.unsubscribe(*self._subscribed)
+            self._subscribed = None
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+
+    async def _pump(self, inbox: live.Inbox) -> None:
+        while not self._closed:
+            hints, overflowed = await inbox.get()
+            async with self._lock:
+                if overflowed:
+                    await self.resync()  # the inbox dropped hints: read them instead
+                if hints and not self._closed:
+                    await self.on_hints(hints)
+
+    async def _heartbeat_loop(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(self.ping_seconds)
+            try:
+                async with self._lock:
+                    await self.resync()
+            except Exception:
+                log.exception("websocket resync failed")
+            if not self._closed and not self._full():
+                self._push(PingFrame(type="ping"), None)
+
+    # --- outbox -------------------------------------------------------------------------------
+
+    def _full(self) -> bool:
+        return (
+            len(self._outbox) >= self.max_buffered or self._outbox_bytes >= self.max_buffered_bytes
+        )
+
+    def _push_text(self, text: str, key: int | None) -> None:
+        self._outbox.append((key, text))
+        self._outbox_bytes += len(text)
+        self._drained.clear()
+        self._wake.set()
+
+    def _push(self, frame: Any, key: int | None) -> None:
+        self._push_text(json.dumps(frame, separators=(",", ":")), key)
+
+    async def _push_live(self, text: str, key: int) -> bool:
+        """Queue a live frame, or close 4008 if the client is too far behind. False: closed."""
+        while self._full() and not self._closed:
+            if self._stalled or self._writer is None or self._writer.done():
+                await self._overflow()
+                return False
+            await asyncio.sleep(0)  # the writer is runnable: a burst, not a slow client
+        if self._closed:
+            return False
+        self._push_text(text, key)
+        self.last = key
+        return True
+
+    async def _push_paced(self, text: str, key: int) -> bool:
+        """Queue a replayed frame, waiting while the outbox is full. False: closed."""
+        while self._full() and not self._closed:
+            await self._drained.wait()
+        if self._closed:
+            return False
+        self._push_text(text, key)
+        self.last = key
+        return True
+
+    async def _write_loop(self) -> None:
+        sent = 0
+        try:
+            while True:
+                if not self._outbox:
+                    self._drained.set()
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                flow = self._flow
+                if flow is not None and flow.paused:
+                    self._stalled = True
+                    await flow.wait_writable()
+                    self._stalled = False
+                    if flow.closed:
+                        return  # the connection is gone
+                    continue
+                key, text = self._outbox.popleft()
+                self._outbox_bytes -= len(text)
+                if (
+                    len(self._outbox) <= self.max_buffered // 2
+                    and self._outbox_bytes <= self.max_buffered_bytes // 2
+                ):
+                    self._drained.set()
+                self._stalled = True  # until a send that waits (not daphne's) returns
+                await self.send(text_data=text)
+                self._stalled = False
+                if key is not None:
+                    self.written = key
+                sent += 1
+                if sent % 64 == 0:
+                    await asyncio.sleep(0)  # a long backlog must not hog the loop
+        finally:
+            self._closed = True
+            self._drained.set()
+
+    async def _overflow(self) -> None:
+        """Close a client that fell too far behind, telling it where to resume."""
+        self._closed = True
+        if self._writer is not None:
+            self._writer.cancel()
+        self._outbox.clear()
+        self._outbox_bytes = 0
+        self._drained.set()
+        after = self.written
+        log.info("closing slow websocket %s after %s", self.scope.get("path"), after)
+        try:
+            await self.send(text_data=json.dumps(OverflowFrame(type="overflow", after=after)))
+            await self.close(code=CLOSE_TOO_SLOW, reason=f"after={after}")
+        except Exception:  # noqa: BLE001 - the client may be gone already
+            log.debug("overflow close failed", exc_info=True)
+
+
+def _encode(frame: Any) -> str:
+    return json.dumps(frame, separators=(",", ":"))
+
+
+class RunStreamConsumer(StreamConsumer):
+    """`/ws/runs/<id>/`: a run's events in seq order, replayed after `after`, then live."""
+
+    async def open_stream(self, ctx: TenantContext) -> int | None:
+        after = parse_after(self.scope)
+        if after is False:
+            return CLOSE_BAD_REQUEST
+        try:
+            public_id = uuid.UUID(str(self.scope["url_route"]["kwargs"]["run_id"]))
+        except ValueError:
+            return CLOSE_NOT_FOUND
+        run_pk = await database_sync_to_async(self._find_run)(ctx, public_id)
+        if run_pk is None:
+            return CLOSE_NOT_FOUND
+        self.run_pk = run_pk
+        self.run_hex = public_id.hex
+        self.group = run_group(self.run_hex)
+        self.last = self.written = after or 0
+        return None
+
+    @staticmethod
+    def _find_run(ctx: TenantContext, public_id: uuid.UUID) -> int | None:
+        return (
+            Run.objects.for_tenant(ctx.tenant)
+            .filter(public_id=public_id)
+            .values_list("pk", flat=True)
+            .first()
+        )
+
+    def _events_after(self, after: int, upto: int | None, limit: int) -> list[WireEvent]:
+        rows = Event.objects.filter(run_id=self.run_pk, seq__gt=after)
+        if upto is not None:
+            rows = rows.filter(seq__lte=upto)
+        return [to_wire(row, self.run_hex) for row in rows.order_by("seq")[:limit]]
+
+    def _last_seq(self) -> int | None:
+        return Run.objects.filter(pk=self.run_pk).values_list("last_seq", flat=True).first()
+
+    async def replay(self) -> None:
+        while not self._closed:
+            page = await database_sync_to_async(self._events_after)(self.last, None, self.page_size)
+            for event in page:
+                if not await self._push_paced(_encode(event), event["seq"]):
+                    return
+            if len(page) < self.page_size:
+                return
+
+    async def backfill(self, upto: int | None) -> bool:
+        """Send the stored events after `last` (up to `upto`). False: the client was closed."""
+        while not self._closed and (upto is None or self.last < upto):
+            page = await database_sync_to_async(self._events_after)(self.last, upto, self.page_size)
+            for event in page:
+                if not await self._push_live(_encode(event), event["seq"]):
+                    return False
+            if len(page) < self.page_size:
+                break
+        return not self._closed
+
+    async def on_hints(self, hints: list[live.Hint]) -> None:
+        for seq, text in hints:
+            if seq <= self.last or self._closed:
+                continue  # replayed or backfilled already
+            if seq > self.last + 1:
+                if not await self.backfill(seq - 1):
+                    return
+                if seq <= self.last:
+                    continue
+                if seq > self.last + 1:
+                    log.warning("run %s: events %s..%s missing", self.run_hex, self.last, seq)
+            if not await self._push_live(text, seq):
+                return
+
+    async def resync(self) -> None:
+        last_seq = await database_sync_to_async(self._last_seq)()
+        if last_seq is not None and last_seq > self.last:
+            await self.backfill(last_seq)
+
+
+class TenantStreamConsumer(StreamConsumer):
+    """`/ws/tenant/`: every run's lifecycle events (`run.*`) of the caller's tenant, by id."""
+
+    # PostgreSQL can commit a lower id after a higher one was read: look back this long.
+    settle_seconds: float = 5.0
+
+    async def open_stream(self, ctx: TenantContext) -> int | None:
+        after = parse_after(self.scope)
+        if after is False:
+            return CLOSE_BAD_REQUEST
+        self.tenant_pk = ctx.tenant.pk
+        self.group = tenant_group(ctx.tenant.public_id.hex)
+        if after is None:
+            after = await database_sync_to_async(self._latest_id)()
+        self.last = self.written = after
+        # (when, cursor) marks: the floor of the look-back is the cursor `settle_seconds` ago.
+        self._marks: collections.deque[tuple[float, int]] = collections.deque(
+            [(time.monotonic(), after)]
+        )
+        self._recent: set[int] = set()
+        return None
+
+    def _latest_id(self) -> int:
+        row = Event.objects.filter(tenant_id=self.tenant_pk).order_by("-id").values("id").first()
+        return row["id"] if row else 0
+
+    def _lifecycle_after(self, after: int, limit: int) -> list[TenantWireEvent]:
+        rows = (
+            Event.objects.filter(
+                tenant_id=self.tenant_pk, id__gt=after, type__startswith=TENANT_EVENT_PREFIX
+            )
+            .select_related("run")
+            .only("id", "seq", "type", "data", "created_at", "run__public_id")
+            .order_by("id")[:limit]
+        )
+        return [to_tenant_wire(row, row.run.public_id.hex) for row in rows]
+
+    def _floor(self) -> int:
+        horizon = time.monotonic() - self.settle_seconds
+        while len(self._marks) > 1 and self._marks[1][0] <= horizon:
+            self._marks.popleft()
+        floor = self._marks[0][1]
+        self._recent = {i for i in self._recent if i > floor}
+        return floor
+
+    def _seen(self, event_id: int) -> bool:
+        return event_id in self._recent or event_id <= self._marks[0][1]
+
+    async def pull(self, *, paced: bool) -> None:
+        """Send the lifecycle events not sent yet: ids after the cursor, and late commits."""
+        after = self._floor()
+        push = self._push_paced if paced else self._push_live
+        while not self._closed:
+            page = await database_sync_to_async(self._lifecycle_after)(after, self.page_size)
+            for event in page:
+                after = event["id"]
+                if self._seen(event["id"]):
+                    continue
+                if not await push(_encode(event), max(self.last, event["id"])):
+                    return
+                self._recent.add(event["id"])
+            if len(page) < self.page_size:
+                break
+        if self._marks[-1][1] != self.last:
+            self._marks.append((time.monotonic(), self.last))
+
+    async def replay(self) -> None:
+        await self.pull(paced=True)
+
+    async def on_hints(self, hints: list[live.Hint]) -> None:
+        if not all(self._seen(event_id) for event_id, _ in hints):
+            await self.pull(paced=False)
+
+    async def resync(self) -> None:
+        await self.pull(paced=False)

@@ -1,0 +1,398 @@
+"""The live feed: each daphne process receives every event once and hands it to its consumers.
+
+Two sources, one per configuration:
+- Embedded default (no REDIS_URL): the in-memory channel layer cannot cross processes and
+  `append_events` pushes nothing, so a `Poller` tails the Event table by id: one indexed query
+  per tick (RUNYARD["EVENT_POLL_SECONDS"]) however many clients are connected.
+- REDIS_URL set: `events.publish` group_sends every event on commit. A `Relay` joins each group
+  that has viewers in this process once (one channel-layer channel per group), not once per
+  consumer.
+
+Either way an event is encoded to JSON once per process and put in the inbox of every local
+consumer of its group. Consumers take no channel-layer channel of their own. Measured with 100
+runs x 10 viewers (bench/events.py), one channel per consumer cost too much: the in-memory
+layer scans every channel and group on each send and receive and deep-copies each message per
+member; channels-redis delivers a separate message per consumer through one serial receive
+loop per process, several Redis round trips each.
+
+The feed starts lazily on the first websocket connect and stops after a minute without
+subscribers. `subscribe()` returns only once the feed will see the group's next event (the
+poller knows where the table ends; the relay has joined the group), so a consumer that replays
+from the database after subscribing cannot miss one in between. Inboxes are bounded: a
+consumer that falls that far behind is told to catch up from the database instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import close_old_connections, connections
+from django.db.models import Max, Q
+
+from runs.events import (
+    TENANT_EVENT_PREFIX,
+    run_group,
+    tenant_group,
+    to_tenant_wire,
+    to_wire,
+)
+from runs.models import Event
+
+log = logging.getLogger(__name__)
+
+# Rows read per query; a full batch means more are waiting, so the next tick starts at once.
+BATCH = 500
+# On PostgreSQL ids are handed out before commit, so a transaction can commit a lower id after
+# a higher one was read. Skipped ids are looked for again this long (then taken as rolled back).
+HOLE_SECONDS = 10.0
+MAX_HOLES = 2000
+IDLE_EXIT_SECONDS = 60.0
+ERROR_BACKOFF_SECONDS = 1.0
+# channels-redis forgets group members after a day (group_expiry): join again well before.
+REJOIN_SECONDS = 600.0
+# A consumer's inbox holds this many batches before it is told to catch up from the database.
+INBOX_BATCHES = 1000
+# Consumers set this as their channel_layer_alias: no alias of that name exists, so channels
+# gives them no channel (and no receive loop) of their own.
+NO_CHANNEL_LAYER = "runyard.no-channel-layer"
+
+Hint = tuple[int, str]  # (seq on a run stream or event id on a tenant stream, JSON frame)
+
+
+def enabled() -> bool:
+    """Whether events reach this process only through the poller (nothing pushes on commit)."""
+    return not settings.REDIS_URL
+
+
+def encode(events: Iterable[Mapping[str, Any]], key: str) -> list[Hint]:
+    return [(e[key], json.dumps(e, separators=(",", ":"))) for e in events]
+
+
+class Inbox:
+    """One consumer's hints, in arrival order. Bounded: past `limit` batches it is emptied and
+    marked `overflowed`, and its consumer reads what it missed from the database."""
+
+    def __init__(self, limit: int = INBOX_BATCHES) -> None:
+        self.limit = limit
+        self.batches: collections.deque[list[Hint]] = collections.deque()
+        self.overflowed = False
+        self._ready = asyncio.Event()
+
+    def put(self, hints: list[Hint]) -> None:
+        if len(self.batches) >= self.limit:
+            self.batches.clear()
+            self.overflowed = True
+        else:
+            self.batches.append(hints)
+        self._ready.set()
+
+    async def get(self) -> tuple[list[Hint], bool]:
+        """Everything waiting (at least one batch, or the overflow flag)."""
+        await self._ready.wait()
+        self._ready.clear()
+        hints = [h for batch in self.batches for h in batch]
+        self.batches.clear()
+        overflowed, self.overflowed = self.overflowed, False
+        return hints, overflowed
+
+
+class Feed:
+    """One per process and event loop: local subscriptions and their fan-out."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.members: dict[str, set[Inbox]] = {}
+        self.watching: dict[str, asyncio.Future[None]] = {}
+        self.ready = asyncio.Event()
+        self.closing = False
+        self.idle_since = time.monotonic()
+        self.task: asyncio.Task[None] = self.loop.create_task(self._run(), name=type(self).__name__)
+
+    @property
+    def subscribers(self) -> int:
+        return sum(len(inboxes) for inboxes in self.members.values())
+
+    async def subscribe(self, group: str, inbox: Inbox) -> None:
+        self.members.setdefault(group, set()).add(inbox)
+        if group not in self.watching:
+            self.watching[group] = asyncio.ensure_future(self.watch(group))
+        watching = self.watching[group]
+        try:
+            await asyncio.shield(watching)
+        except Exception:
+            if self.watching.get(group) is watching:
+                del self.watching[group]  # the next subscriber tries again
+            self.unsubscribe(group, inbox)
+            raise
+        await self.ready.wait()
+
+    def unsubscribe(self, group: str, inbox: Inbox) -> None:
+        inboxes = self.members.get(group)
+        if inboxes is None:
+            return
+        inboxes.discard(inbox)
+        if not inboxes:
+            del self.members[group]
+            watching = self.watching.pop(group, None)
+            if watching is not None:
+                self.loop.create_task(self._unwatch_after(group, watching))
+        if not self.members:
+            self.idle_since = time.monotonic()
+
+    def deliver(self, group: str, hints: list[Hint]) -> None:
+        for inbox in self.members.get(group, ()):
+            inbox.put(hints)
+
+    async def watch(self, group: str) -> None:
+        """Start receiving `group`'s events (returns once they will be seen)."""
+
+    async def unwatch(self, group: str) -> None:
+        """Stop receiving `group`'s events."""
+
+    async def _unwatch_after(self, group: str, watching: asyncio.Future[None]) -> None:
+        with contextlib.suppress(Exception):
+            await watching
+        if group not in self.watching:  # nobody subscribed again meanwhile
+            await self.unwatch(group)
+
+    def _idle(self) -> bool:
+        # Decided without an await, so subscribe() sees `closing` before it could join.
+        if not self.members and time.monotonic() - self.idle_since > IDLE_EXIT_SECONDS:
+            self.closing = True
+        return self.closing
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+
+class EventTail:
+    """The poller's database side: where the table ended, and the rows added since.
+
+    Synchronous; the poller runs it on a thread of its own, so its one connection is never
+    queued behind consumers' queries.
+    """
+
+    def __init__(self) -> None:
+        self.last_id: int | None = None
+        self.holes: dict[int, float] = {}  # id -> when it was first seen missing
+
+    def start(self) -> None:
+        self.last_id = Event.objects.aggregate(last=Max("id"))["last"] or 0
+
+    def fetch(self, limit: int = BATCH) -> list[Event]:
+        """New rows in id order: one query on the primary key (range plus the open holes)."""
+        if self.last_id is None:
+            self.start()
+        assert self.last_id is not None
+        now = time.monotonic()
+        self.holes = {i: t for i, t in self.holes.items() if now - t < HOLE_SECONDS}
+        where = Q(id__gt=self.last_id)
+        if self.holes:
+            where |= Q(id__in=list(self.holes))
+        rows = list(
+            Event.objects.filter(where)
+            .select_related("run", "tenant")
+            .only("id", "seq", "type", "data", "created_at", "run__public_id", "tenant__public_id")
+            .order_by("id")[:limit]
+        )
+        for row in rows:
+            if row.pk <= self.last_id:
+                self.holes.pop(row.pk, None)
+                continue
+            if row.pk > self.last_id + 1:
+                for missing in range(max(self.last_id + 1, row.pk - MAX_HOLES), row.pk):
+                    self.holes[missing] = now
+            self.last_id = row.pk
+        if len(self.holes) > MAX_HOLES:
+            for old in sorted(self.holes)[: len(self.holes) - MAX_HOLES]:
+                del self.holes[old]
+        return rows
+
+
+def hints_for(rows: list[Event]) -> dict[str, list[Hint]]:
+    """A batch of rows as hints per group: run groups by seq, tenant groups (run.*) by id."""
+    runs: dict[str, list[Mapping[str, Any]]] = {}
+    tenants: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        run_hex = row.run.public_id.hex
+        runs.setdefault(run_group(run_hex), []).append(to_wire(row, run_hex))
+        if row.type.startswith(TENANT_EVENT_PREFIX):
+            group = tenant_group(row.tenant.public_id.hex)
+            tenants.setdefault(group, []).append(to_tenant_wire(row, run_hex))
+    out = {group: encode(events, "seq") for group, events in runs.items()}
+    out.update({group: encode(events, "id") for group, events in tenants.items()})
+    return out
+
+
+class Poller(Feed):
+    """Embedded default: tails the Event table and delivers new rows to local subscribers."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.tail = EventTail()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runyard-events")
+        self.ticks = 0
+        super().__init__()
+
+    async def db(self, fn: Any, *args: Any) -> Any:
+        return await self.loop.run_in_executor(self.executor, fn, *args)
+
+    def _fetch(self) -> list[Event]:
+        close_old_connections()
+        return self.tail.fetch()
+
+    async def _run(self) -> None:
+        try:
+            while not self.ready.is_set():
+                try:
+                    await self.db(self.tail.start)
+                    self.ready.set()
+                except Exception:
+                    log.exception("event poller could not start; retrying")
+                    await asyncio.sleep(ERROR_BACKOFF_SECONDS)
+            while not self._idle():
+                rows = await self.tick()
+                if len(rows) < BATCH:
+                    await asyncio.sleep(self.interval)
+        finally:
+            self.closing = True
+            self.ready.set()
+            await asyncio.shield(self._release())
+
+    async def tick(self) -> list[Event]:
+        """One query, then each group's new events to its local subscribers."""
+        try:
+            rows: list[Event] = await self.db(self._fetch)
+        except Exception:
+            log.exception("event poller query failed")
+            await self.db(connections.close_all)
+            await asyncio.sleep(ERROR_BACKOFF_SECONDS)
+            return []
+        self.ticks += 1
+        if rows:
+            for group, hints in hints_for(rows).items():
+                self.deliver(group, hints)
+        return rows
+
+    async def _release(self) -> None:
+        try:
+            await self.db(connections.close_all)
+        finally:
+            self.executor.shutdown(wait=False)
+
+
+class Relay(Feed):
+    """With Redis: one channel-layer member per group per process, relaying to subscribers."""
+
+    def __init__(self) -> None:
+        self.layer: Any = get_channel_layer()
+        self.channels: dict[str, tuple[str, asyncio.Task[None]]] = {}  # group -> its receiver
+        super().__init__()
+
+    async def watch(self, group: str) -> None:
+        channel = await self.layer.new_channel()
+        await self.layer.group_add(group, channel)
+        task = self.loop.create_task(self._receive(group, channel), name=f"relay {group}")
+        self.channels[group] = (channel, task)
+
+    async def unwatch(self, group: str) -> None:
+        entry = self.channels.pop(group, None)
+        if entry is None:
+            return
+        channel, task = entry
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        with contextlib.suppress(Exception):
+            await self.layer.group_discard(group, channel)
+
+    async def _receive(self, group: str, channel: str) -> None:
+        key = "seq" if group.startswith("run.") else "id"
+        while True:
+            try:
+                message = await self.layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive Redis hiccups
+                # redis-py 8 cuts blocking reads after its default 5 s socket timeout; that
+                # is no error here, and receiving again is safe (channels-redis keeps a backup).
+                if type(exc).__name__ != "TimeoutError":
+                    log.warning("relay %s: receive failed", group, exc_info=True)
+                    await asyncio.sleep(ERROR_BACKOFF_SECONDS)
+                continue
+            if "events" in message:  # a batch: one transaction's events (TenantWireEvents
+                events = message["events"]  # on a tenant group, with their ids)
+            elif "event" in message:
+                events = [message["event"]]
+                if "id" in message:  # a tenant event: its id is the tenant stream's cursor
+                    events = [{**events[0], "id": message["id"]}]
+            else:
+                continue
+            self.deliver(group, encode(events, key))
+
+    async def _run(self) -> None:
+        self.ready.set()
+        last_join = time.monotonic()
+        try:
+            while not self._idle():
+                await asyncio.sleep(min(IDLE_EXIT_SECONDS, REJOIN_SECONDS) / 4)
+                if time.monotonic() - last_join > REJOIN_SECONDS:
+                    last_join = time.monotonic()
+                    for group, (channel, _) in list(self.channels.items()):
+                        with contextlib.suppress(Exception):
+                            await self.layer.group_add(group, channel)
+        finally:
+            self.closing = True
+            for group in list(self.channels):
+                await asyncio.shield(self.unwatch(group))
+
+
+_feed: Feed | None = None
+
+
+def current() -> Feed | None:
+    return _feed
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+async def subscribe(group: str, inbox: Inbox) -> None:
+    """Deliver `group`'s events to `inbox` from now on; starts this process's feed if needed."""
+    global _feed
+    loop = asyncio.get_running_loop()
+    if _feed is None or _feed.closing or _feed.loop is not loop:
+        _feed = Poller(settings.RUNYARD["EVENT_POLL_SECONDS"]) if enabled() else Relay()
+    await _feed.subscribe(group, inbox)
+
+
+def unsubscribe(group: str, inbox: Inbox) -> None:
+    feed = _feed
+    if feed is not None and feed.loop is _running_loop():
+        feed.unsubscribe(group, inbox)
+
+
+async def stop() -> None:
+    """Stop this loop's feed and close its connection (tests; process shutdown)."""
+    global _feed
+    feed = _feed
+    if feed is None or feed.loop is not _running_loop():
+        return
+    _feed = None
+    feed.task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await feed.task
