@@ -5,42 +5,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from django.db.models import Sum
 from django.http import HttpRequest
 from django.utils import timezone
 from ninja import Router
 
 from tenants import limits
 from tenants.auth import TenantContext
-from tenants.models import Tenant, UsageModelDay
+from tenants.models import Tenant
 from tenants.schemas import UsageOut, error_responses
 from tenants.services import tenant_limits_dict
 
 router = Router(tags=["usage"])
-
-
-def _models_usage(tenant: Tenant, first: dt.date, last: dt.date) -> list[dict[str, Any]]:
-    rows = (
-        UsageModelDay.objects.filter(tenant=tenant, day__gte=first, day__lte=last)
-        .values("model")
-        .annotate(
-            calls=Sum("calls"),
-            tokens_in=Sum("tokens_in"),
-            tokens_out=Sum("tokens_out"),
-            cost_usd=Sum("cost_usd"),
-        )
-        .order_by("model")
-    )
-    return [
-        {
-            "model": row["model"],
-            "calls": row["calls"] or 0,
-            "tokens_in": row["tokens_in"] or 0,
-            "tokens_out": row["tokens_out"] or 0,
-            "cost_usd": float(row["cost_usd"] or 0),
-        }
-        for row in rows
-    ]
 
 
 def _period(tenant: Tenant, data: dict[str, Any], first: dt.date, last: dt.date) -> dict[str, Any]:
@@ -55,7 +30,10 @@ def _period(tenant: Tenant, data: dict[str, Any], first: dt.date, last: dt.date)
         "cost_usd": float(usage.cost_usd),
         "token_budget": data["token_budget"],
         "cost_budget_usd": float(cost_budget) if cost_budget is not None else None,
-        "models": _models_usage(tenant, first, last),
+        "models": [
+            {**row, "cost_usd": float(row["cost_usd"])}
+            for row in limits.usage_by_model(tenant.pk, first, last)
+        ],
     }
 
 

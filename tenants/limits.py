@@ -225,6 +225,31 @@ def usage_between(tenant_id: int, first: dt.date, last: dt.date) -> Period:
     )
 
 
+def usage_by_model(tenant_id: int, first: dt.date, last: dt.date) -> list[dict[str, Any]]:
+    """Per-model usage between two days, most expensive first."""
+    rows = (
+        UsageModelDay.objects.filter(tenant_id=tenant_id, day__gte=first, day__lte=last)
+        .values("model")
+        .annotate(
+            calls=Sum("calls"),
+            tokens_in=Sum("tokens_in"),
+            tokens_out=Sum("tokens_out"),
+            cost_usd=Sum("cost_usd"),
+        )
+        .order_by("-cost_usd", "model")
+    )
+    return [
+        {
+            "model": r["model"],
+            "calls": r["calls"] or 0,
+            "tokens_in": r["tokens_in"] or 0,
+            "tokens_out": r["tokens_out"] or 0,
+            "cost_usd": r["cost_usd"] or Decimal(0),
+        }
+        for r in rows
+    ]
+
+
 def _next_month(day: dt.date) -> dt.date:
     return (day.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
 

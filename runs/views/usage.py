@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from decimal import Decimal
 from typing import Any
 
-from django.db.models import Sum
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
@@ -15,7 +12,7 @@ from runs.views.common import tenant_view
 from runs.views.pages import page
 from tenants import limits
 from tenants.auth import TenantContext
-from tenants.models import Tenant, UsageModelDay
+from tenants.models import Tenant
 from tenants.services import tenant_limits_dict
 
 
@@ -51,30 +48,6 @@ def _period(title: str, data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _models(tenant: Tenant, first: dt.date, last: dt.date) -> list[dict[str, Any]]:
-    rows = (
-        UsageModelDay.objects.filter(tenant=tenant, day__gte=first, day__lte=last)
-        .values("model")
-        .annotate(
-            calls=Sum("calls"),
-            tokens_in=Sum("tokens_in"),
-            tokens_out=Sum("tokens_out"),
-            cost_usd=Sum("cost_usd"),
-        )
-        .order_by("-cost_usd", "model")
-    )
-    return [
-        {
-            "model": r["model"],
-            "calls": r["calls"] or 0,
-            "tokens_in": r["tokens_in"] or 0,
-            "tokens_out": r["tokens_out"] or 0,
-            "cost_usd": r["cost_usd"] or Decimal(0),
-        }
-        for r in rows
-    ]
-
-
 @require_GET
 @tenant_view
 def usage(request: HttpRequest) -> HttpResponse:
@@ -93,8 +66,8 @@ def usage(request: HttpRequest) -> HttpResponse:
                 _meter("Running runs", tenant.running_count, tenant.max_concurrent_runs),
                 _meter("Queued runs", tenant.queued_count, tenant.max_queued_runs),
             ],
-            "models_today": _models(tenant, today, today),
-            "models_month": _models(tenant, today.replace(day=1), today),
+            "models_today": limits.usage_by_model(tenant.pk, today, today),
+            "models_month": limits.usage_by_model(tenant.pk, today.replace(day=1), today),
             "limits": [
                 {"name": name, "value": value}
                 for name, value in limit_values.items()

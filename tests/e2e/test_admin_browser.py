@@ -9,7 +9,6 @@ when either is missing.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,26 +23,21 @@ from runs.models import Run
 from runs.services import claim_run, create_graph_version, create_run
 from runs.status import RunStatus
 from runs.tasks import execute_run
+from tests.e2e.browser import (  # noqa: F401 - the fixture overrides the suite's
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    PASSWORD,
+    SHOTS,
+    _fast_password_hashing,
+    require_browser,
+)
 from tests.e2e.processes import platform
 from tests.factories import make_tenant, make_user
 from tests.runs.conftest import approval_spec, slow_spec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
-CHROMIUM = Path(os.environ.get("RUNYARD_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-PASSWORD = "pw-123456789"
-SHOTS = Path(os.environ.get("RUNYARD_SCREENSHOTS", "/tmp"))
-
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is not installed", allow_module_level=True)
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing() -> None:
-    """Overrides the suite's MD5 hasher: daphne, in its own process, checks the operator's
-    password with the default hashers, which do not include MD5."""
+sync_api = require_browser()
 
 
 def serve_static(route: Any) -> None:

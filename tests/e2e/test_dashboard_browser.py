@@ -9,10 +9,8 @@ when either is missing. Screenshots go to $RUNYARD_SCREENSHOTS (default /tmp).
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,25 +18,20 @@ import pytest
 from runs.models import Run
 from runs.services import create_graph_version, create_run
 from runs.status import RunStatus
+from tests.e2e.browser import (  # noqa: F401 - the fixture overrides the suite's
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    PASSWORD,
+    SHOTS,
+    _fast_password_hashing,
+    require_browser,
+)
 from tests.factories import make_tenant, make_user
 from tests.runs.conftest import approval_spec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
-CHROMIUM = Path(os.environ.get("RUNYARD_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-PASSWORD = "pw-123456789"
-SHOTS = Path(os.environ.get("RUNYARD_SCREENSHOTS", "/tmp"))
-
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-if not CHROMIUM.exists():
-    pytest.skip(f"{CHROMIUM} is not installed", allow_module_level=True)
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing() -> None:
-    """Overrides the suite's MD5 hasher: daphne, in its own process, checks the password with
-    the default hashers, which do not include MD5."""
+sync_api = require_browser()
 
 
 @pytest.fixture
