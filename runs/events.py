@@ -8,11 +8,12 @@ one poller (runs/live.py) that tails this table by id and fans out locally.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any, Literal, TypedDict
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
@@ -172,22 +173,72 @@ def append_events(
     return rows
 
 
+class _Publisher:
+    """One long-lived event loop per process for channel-layer sends.
+
+    `async_to_sync` per commit would build a new loop, and with it new Redis connections, for
+    every transaction; here one thread keeps the loop (and the layer's connections) and a
+    single task sends the batches in commit order. A forked worker process starts its own.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue[tuple[list[Event], str, str]] | None = None
+
+    def submit(self, rows: list[Event], run_hex: str, tenant_hex: str) -> None:
+        loop, queue = self._ensure()
+        loop.call_soon_threadsafe(queue.put_nowait, (rows, run_hex, tenant_hex))
+
+    def _ensure(self) -> tuple[asyncio.AbstractEventLoop, asyncio.Queue]:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                ready = threading.Event()
+                self._thread = threading.Thread(
+                    target=self._serve, args=(ready,), name="event-publisher", daemon=True
+                )
+                self._thread.start()
+                ready.wait(timeout=5)
+            assert self._loop is not None and self._queue is not None
+            return self._loop, self._queue
+
+    def _serve(self, ready: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._loop, self._queue = loop, asyncio.Queue()
+        loop.create_task(self._drain(self._queue))
+        ready.set()
+        loop.run_forever()
+
+    async def _drain(self, queue: asyncio.Queue[tuple[list[Event], str, str]]) -> None:
+        layer = get_channel_layer()
+        while True:
+            rows, run_hex, tenant_hex = await queue.get()
+            if layer is None:
+                continue
+            try:
+                await _publish(layer, rows, run_hex, tenant_hex)
+            except Exception:  # noqa: BLE001 - the events are committed; the layer is best-effort
+                log.warning("channel layer publish failed for run %s", run_hex, exc_info=True)
+
+
+_publisher = _Publisher()
+
+
 def publish(rows: list[Event], run_hex: str, tenant_hex: str) -> None:
-    """Wake subscribers. Losing a message is fine: clients catch up from the database."""
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    try:
-        async_to_sync(_publish)(layer, rows, run_hex, tenant_hex)
-    except Exception:  # noqa: BLE001 - the event is committed; the layer is best-effort
-        log.warning("channel layer publish failed for run %s", run_hex, exc_info=True)
+    """Wake subscribers (after commit). Losing a message is fine: clients catch up from the
+    database, so this never blocks or fails the worker."""
+    _publisher.submit(rows, run_hex, tenant_hex)
 
 
 async def _publish(layer: Any, rows: list[Event], run_hex: str, tenant_hex: str) -> None:
-    for row in rows:
-        wire = to_wire(row, run_hex)
-        await layer.group_send(run_group(run_hex), {"type": "run.event", "event": wire})
-        if row.type.startswith(TENANT_EVENT_PREFIX):
-            await layer.group_send(
-                tenant_group(tenant_hex), {"type": "tenant.event", "event": wire, "id": row.pk}
-            )
+    """One message per group per transaction; the per-process relay (runs/live.py) fans out."""
+    await layer.group_send(
+        run_group(run_hex), {"type": "run.events", "events": [to_wire(r, run_hex) for r in rows]}
+    )
+    lifecycle = [to_tenant_wire(r, run_hex) for r in rows if r.type.startswith(TENANT_EVENT_PREFIX)]
+    if lifecycle:
+        await layer.group_send(
+            tenant_group(tenant_hex), {"type": "tenant.events", "events": lifecycle}
+        )
