@@ -114,7 +114,8 @@ def test_member_starts_approves_and_watches_a_run_live(
     assert node(page, "rejected").get_attribute("data-state") == "pending"
     assert page.evaluate("window.__sameDocument") is True
     assert "run.succeeded" in page.inner_text("#event-log")
-    assert "The run has ended" in page.inner_text("#panel-controls")
+    # The badge follows the event at once; panels follow one debounced refresh later.
+    page.locator("#panel-controls").get_by_text("The run has ended").wait_for()
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED, live_platform.log("worker")
     assert run.state["log"] == ["after"] and run.state["summary"] == "summary of the ticket"
