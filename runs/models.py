@@ -150,7 +150,8 @@ class Run(models.Model):
 
 
 class Step(models.Model):
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="step_rows")
+    # Indexed by uniq_step_index (run, index); a separate FK index would only cost writes.
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="step_rows", db_index=False)
     index = models.PositiveIntegerField()
     node = models.CharField(max_length=100)
     status = models.CharField(max_length=16)
@@ -175,7 +176,9 @@ class Checkpoint(models.Model):
     """The state after a step (step_index 0 is the initial state): resume and fork from here."""
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="checkpoints")
+    run = models.ForeignKey(
+        Run, on_delete=models.CASCADE, related_name="checkpoints", db_index=False
+    )  # uniq_checkpoint_step leads with run
     thread = models.ForeignKey(
         Thread, null=True, blank=True, on_delete=models.CASCADE, related_name="checkpoints"
     )
@@ -222,8 +225,11 @@ class Artifact(models.Model):
 class Event(models.Model):
     """The event log. `seq` is gap-free per run; `id` orders all events for pollers."""
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="events")
+    # uniq_event_seq (run, seq) and event_tenant_id (tenant, id) cover both keys.
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events", db_index=False)
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="events", db_index=False
+    )
     seq = models.PositiveIntegerField()
     type = models.CharField(max_length=40)
     data = models.JSONField(default=dict, blank=True)
@@ -252,7 +258,9 @@ class Control(models.Model):
     occurrence of that node.
     """
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="controls")
+    run = models.ForeignKey(
+        Run, on_delete=models.CASCADE, related_name="controls", db_index=False
+    )  # control_lookup leads with run
     kind = models.CharField(max_length=16, choices=ControlKind.choices)
     key = models.CharField(max_length=150, blank=True)
     payload = models.JSONField(default=dict, blank=True)
