@@ -25,37 +25,6 @@ from runs.sql import guarded_update, insert_rows, is_plain
 
 log = logging.getLogger(__name__)
 
-EventType = Literal[
-    "run.queued",
-    "run.started",
-    "run.waiting",
-    "run.paused",
-    "run.resumed",
-    "run.cancelling",
-    "run.cancelled",
-    "run.succeeded",
-    "run.failed",
-    "run.interrupted",
-    "run.resurrected",
-    "run.timed_out",
-    "step.started",
-    "step.completed",
-    "step.failed",
-    "step.retrying",
-    "branch.started",
-    "branch.completed",
-    "branch.failed",
-    "state.updated",
-    "artifact.created",
-    "approval.requested",
-    "approval.resolved",
-    "input.requested",
-    "input.received",
-    "guidance.received",
-    "limit.warning",
-    "limit.exceeded",
-    "llm.delta",
-]
 
 # Lifecycle events also go to the tenant's stream (dashboard lists).
 TENANT_EVENT_PREFIX = "run."

@@ -41,7 +41,14 @@ from runs.events import Fenced, append_events
 from runs.models import Artifact, Checkpoint, Control, ControlKind, Run, Step
 from runs.services.dbretry import retry_transient
 from runs.services.graphs import spec_for
-from runs.services.lifecycle import as_decimal, error, finish, requeue, transition
+from runs.services.lifecycle import (
+    as_decimal,
+    error,
+    finish,
+    release_queue_slot,
+    requeue,
+    transition,
+)
 from runs.sql import insert_rows
 from runs.status import RunStatus
 from tenants import limits
@@ -98,8 +105,7 @@ def claim_run(run_pk: int, *, worker: str | None = None) -> Run | None:
             )
             for key, value in updates.items():
                 setattr(run, key, value)
-            if Run.objects.filter(pk=run.pk, holds_queue_slot=True).update(holds_queue_slot=False):
-                limits.release_queue_slot(run.tenant_id)
+            release_queue_slot(run)  # a started run no longer counts as queued
             return run
 
     return retry_transient(claim)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from decimal import Decimal
 from functools import partial
 from typing import Any
@@ -18,13 +17,23 @@ from runs.status import TERMINAL, RunStatus, can_transition
 from tenants import limits
 
 
-def release_slots(run: Run) -> None:
-    """Give back the run's tenant slots, each exactly once (guarded flag flips)."""
+def release_run_slot(run: Run) -> None:
+    """Give back the run's concurrency slot exactly once (a guarded flag flip)."""
     if Run.objects.filter(pk=run.pk, holds_slot=True).update(holds_slot=False):
         limits.release_run_slot(run.tenant_id)
+    run.holds_slot = False
+
+
+def release_queue_slot(run: Run) -> None:
+    """Give back the run's queue slot exactly once (a guarded flag flip)."""
     if Run.objects.filter(pk=run.pk, holds_queue_slot=True).update(holds_queue_slot=False):
         limits.release_queue_slot(run.tenant_id)
-    run.holds_slot = run.holds_queue_slot = False
+    run.holds_queue_slot = False
+
+
+def release_slots(run: Run) -> None:
+    release_run_slot(run)
+    release_queue_slot(run)
 
 
 def transition(
@@ -131,23 +140,11 @@ def requeue(
         wait_deadline=None,
         **updates,
     )
-    release_slots_running_only(run)
+    release_run_slot(run)
     from runs.dispatch import dispatch_on_commit
 
     dispatch_on_commit()
     return run
-
-
-def release_slots_running_only(run: Run) -> None:
-    if Run.objects.filter(pk=run.pk, holds_slot=True).update(holds_slot=False):
-        limits.release_run_slot(run.tenant_id)
-    run.holds_slot = False
-
-
-def wall_seconds(run: Run, now: dt.datetime | None = None) -> float:
-    if run.started_at is None:
-        return 0.0
-    return ((now or timezone.now()) - run.started_at).total_seconds()
 
 
 def as_decimal(value: float | Decimal) -> Decimal:

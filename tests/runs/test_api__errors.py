@@ -12,7 +12,7 @@ from django.test import Client
 from runs import services
 from tenants.models import Role, Tenant
 from tests.runs.conftest import InlineQueue, chain_spec
-from tests.runs.test_api__helpers import Api, error_of, key_client
+from tests.runs.test_api__helpers import RUN_KEYS, Api, error_of, key_client
 
 pytestmark = pytest.mark.django_db
 
@@ -181,22 +181,7 @@ def test_openapi_document_is_public_and_lists_every_endpoint(db: Any) -> None:
     schemes = doc["components"]["securitySchemes"]
     assert set(schemes) == {"ApiKeyAuth", "SessionTenantAuth"}
     run_schema = doc["components"]["schemas"]["RunOut"]
-    assert set(run_schema["properties"]) == {
-        "id",
-        "status",
-        "graph",
-        "version",
-        "thread_id",
-        "input",
-        "state",
-        "error",
-        "usage",
-        "waiting_for",
-        "created_at",
-        "started_at",
-        "finished_at",
-        "metadata",
-    }
+    assert set(run_schema["properties"]) == RUN_KEYS
     assert run_schema["examples"]
     assert doc["components"]["schemas"]["GraphSpecIn"]["examples"]
     create = doc["paths"]["/api/v1/runs"]["post"]

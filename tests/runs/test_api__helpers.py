@@ -71,3 +71,22 @@ def error_of(response: Any) -> dict[str, Any]:
     assert isinstance(body["error"]["message"], str) and body["error"]["message"]
     assert isinstance(body["error"]["details"], dict)
     return body["error"]
+
+
+# The fields of a run as DESIGN §6 lists them.
+RUN_KEYS = {
+    "id",
+    "status",
+    "graph",
+    "version",
+    "thread_id",
+    "input",
+    "state",
+    "error",
+    "usage",
+    "waiting_for",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "metadata",
+}

@@ -13,26 +13,9 @@ from django.test import Client
 from runs.models import Checkpoint, Run
 from tenants.models import Role, Tenant
 from tests.runs.conftest import InlineQueue, approval_spec, chain_spec
-from tests.runs.test_api__helpers import Api, error_of, key_client
+from tests.runs.test_api__helpers import RUN_KEYS, Api, error_of, key_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-RUN_KEYS = {
-    "id",
-    "status",
-    "graph",
-    "version",
-    "thread_id",
-    "input",
-    "state",
-    "error",
-    "usage",
-    "waiting_for",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "metadata",
-}
 
 
 @pytest.fixture
