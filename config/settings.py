@@ -143,14 +143,12 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            # redis-py 8 defaults to a 5 s read timeout, which kills idle channels-redis
-            # receivers; a blocking receive must be allowed to wait.
-            "CONFIG": {
-                "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
-                "capacity": 1000,
-                "expiry": 60,
-            },
+            # Pub/sub: a group_send is one PUBLISH, and each daphne process's relay
+            # (runs/live.py) is subscribed to the groups it has viewers for. Nothing is
+            # stored, which is fine: the Event table is the log and the layer only wakes.
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            # redis-py 8 defaults to a 5 s read timeout; the subscriber's reads must wait.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}]},
         }
     }
 else:

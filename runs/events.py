@@ -1,20 +1,25 @@
 """The event log: gap-free `seq` per run, written in the change's transaction, pushed on commit.
 
 The database is the source of truth; the channel layer only wakes clients up (it is
-at-most-once). With Redis, events are pushed to the run's and tenant's groups on commit. In
-the embedded default the in-memory layer cannot cross processes, so each daphne process runs
-one poller (runs/live.py) that tails this table by id and fans out locally.
+at-most-once). With Redis, events are pushed to the run's and tenant's groups on commit
+(`publish`: with channels-redis' pub/sub layer, straight from the committing thread). In the
+embedded default the in-memory layer cannot cross processes, so each daphne process runs one
+poller (runs/live.py) that tails this table by id and fans out locally.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any, Literal, TypedDict
 
+import redis
 from channels.layers import get_channel_layer
+from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
@@ -142,8 +147,8 @@ def append_events(
     return rows
 
 
-class _Publisher:
-    """One long-lived event loop per process for channel-layer sends.
+class _LoopPublisher:
+    """Channel-layer sends from one long-lived event loop per process (any layer).
 
     `async_to_sync` per commit would build a new loop, and with it new Redis connections, for
     every transaction; here one thread keeps the loop (and the layer's connections) and a
@@ -154,11 +159,11 @@ class _Publisher:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[tuple[list[Event], str, str]] | None = None
+        self._queue: asyncio.Queue[list[tuple[str, dict[str, Any]]]] | None = None
 
-    def submit(self, rows: list[Event], run_hex: str, tenant_hex: str) -> None:
+    def submit(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
         loop, queue = self._ensure()
-        loop.call_soon_threadsafe(queue.put_nowait, (rows, run_hex, tenant_hex))
+        loop.call_soon_threadsafe(queue.put_nowait, messages)
 
     def _ensure(self) -> tuple[asyncio.AbstractEventLoop, asyncio.Queue]:
         with self._lock:
@@ -180,34 +185,120 @@ class _Publisher:
         ready.set()
         loop.run_forever()
 
-    async def _drain(self, queue: asyncio.Queue[tuple[list[Event], str, str]]) -> None:
+    async def _drain(self, queue: asyncio.Queue[list[tuple[str, dict[str, Any]]]]) -> None:
         layer = get_channel_layer()
         while True:
-            rows, run_hex, tenant_hex = await queue.get()
+            messages = await queue.get()
             if layer is None:
                 continue
             try:
-                await _publish(layer, rows, run_hex, tenant_hex)
+                for group, message in messages:
+                    await layer.group_send(group, message)
             except Exception:  # noqa: BLE001 - the events are committed; the layer is best-effort
-                log.warning("channel layer publish failed for run %s", run_hex, exc_info=True)
+                log.warning("channel layer publish failed", exc_info=True)
 
 
-_publisher = _Publisher()
+class _PubSubPublisher:
+    """With channels-redis' pub/sub layer on one Redis: PUBLISH from the committing thread.
+
+    A group_send of that layer is a single PUBLISH of the layer's serialized message on the
+    group's Redis channel, so the same bytes are sent here with a blocking client: one
+    pipelined round trip per transaction, no hop to another thread. The hop cost most of the
+    publish latency under load (measured with bench/events.py): a loop thread in a busy
+    worker process waits for the GIL at each wake-up. Redis is the task broker in this setup
+    too, so a worker depends on it anyway; the timeouts are short, and after a failure
+    publishing pauses for a while instead of stalling every commit.
+    """
+
+    timeout_seconds = 0.5
+    pause_seconds = 5.0
+
+    def __init__(self, layer: Any, address: str) -> None:
+        self.layer = layer
+        self.address = address
+        # The channel a RedisPubSubLoopLayer publishes a group on (its _get_group_channel_name).
+        self.prefix = f"{layer._kwargs.get('prefix', 'asgi')}__group__"
+        self._client: redis.Redis | None = None
+        self._paused_until = 0.0
+
+    def channel(self, group: str) -> str:
+        return self.prefix + group
+
+    def submit(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        if time.monotonic() < self._paused_until:
+            return
+        try:
+            if self._client is None:
+                self._client = redis.Redis.from_url(
+                    self.address,
+                    socket_timeout=self.timeout_seconds,
+                    socket_connect_timeout=self.timeout_seconds,
+                )
+            pipe = self._client.pipeline(transaction=False)
+            for group, message in messages:
+                pipe.publish(self.channel(group), self.layer.serialize(message))
+            pipe.execute()
+        except redis.RedisError:
+            self._paused_until = time.monotonic() + self.pause_seconds
+            log.warning("event publish failed; paused %ss", self.pause_seconds, exc_info=True)
+
+
+_publishers: dict[int, _LoopPublisher | _PubSubPublisher] = {}  # per process (fork-safe)
+_publishers_lock = threading.Lock()
+
+
+def _publisher() -> _LoopPublisher | _PubSubPublisher:
+    pid = os.getpid()
+    found = _publishers.get(pid)
+    if found is None:
+        with _publishers_lock:
+            found = _publishers.get(pid)
+            if found is None:
+                _publishers.clear()
+                found = _publishers[pid] = _make_publisher()
+    return found
+
+
+def _make_publisher() -> _LoopPublisher | _PubSubPublisher:
+    layer = get_channel_layer()
+    hosts = getattr(layer, "_kwargs", {}).get("hosts") or []
+    if (
+        isinstance(layer, RedisPubSubChannelLayer)
+        and len(hosts) == 1
+        and isinstance(hosts[0], dict)
+        and "address" in hosts[0]
+    ):
+        return _PubSubPublisher(layer, hosts[0]["address"])
+    return _LoopPublisher()
 
 
 def publish(rows: list[Event], run_hex: str, tenant_hex: str) -> None:
     """Wake subscribers (after commit). Losing a message is fine: clients catch up from the
-    database, so this never blocks or fails the worker."""
-    _publisher.submit(rows, run_hex, tenant_hex)
+    database, so this never fails the worker."""
+    _publisher().submit(messages_for(rows, run_hex, tenant_hex))
 
 
-async def _publish(layer: Any, rows: list[Event], run_hex: str, tenant_hex: str) -> None:
-    """One message per group per transaction; the per-process relay (runs/live.py) fans out."""
-    await layer.group_send(
-        run_group(run_hex), {"type": "run.events", "events": [to_wire(r, run_hex) for r in rows]}
-    )
+def messages_for(
+    rows: list[Event], run_hex: str, tenant_hex: str
+) -> list[tuple[str, dict[str, Any]]]:
+    """One message per group per transaction; the per-process relay (runs/live.py) fans out.
+
+    `committed_at` (epoch seconds, taken just after the commit) lets bench/events.py measure
+    commit -> receipt; receivers need not read it."""
+    committed_at = time.time()
+    events = [to_wire(r, run_hex) for r in rows]
+    messages: list[tuple[str, dict[str, Any]]] = [
+        (
+            run_group(run_hex),
+            {"type": "run.events", "events": events, "committed_at": committed_at},
+        )
+    ]
     lifecycle = [to_tenant_wire(r, run_hex) for r in rows if r.type.startswith(TENANT_EVENT_PREFIX)]
     if lifecycle:
-        await layer.group_send(
-            tenant_group(tenant_hex), {"type": "tenant.events", "events": lifecycle}
+        messages.append(
+            (
+                tenant_group(tenant_hex),
+                {"type": "tenant.events", "events": lifecycle, "committed_at": committed_at},
+            )
         )
+    return messages

@@ -4,9 +4,10 @@ Two sources, one per configuration:
 - Embedded default (no REDIS_URL): the in-memory channel layer cannot cross processes and
   `append_events` pushes nothing, so a `Poller` tails the Event table by id: one indexed query
   per tick (RUNYARD["EVENT_POLL_SECONDS"]) however many clients are connected.
-- REDIS_URL set: `events.publish` group_sends every event on commit. A `Relay` joins each group
-  that has viewers in this process once (one channel-layer channel per group), not once per
-  consumer.
+- REDIS_URL set: `events.publish` sends every transaction's events to the channel layer on
+  commit (one Redis PUBLISH per group with the pub/sub layer). A `Relay` joins each group that
+  has viewers in this process once (one channel-layer channel per group), not once per
+  consumer, and confirms the subscription with a probe before its first viewer replays.
 
 Either way an event is encoded to JSON once per process and put in the inbox of every local
 consumer of its group. Consumers take no channel-layer channel of their own. Measured with 100
@@ -30,6 +31,7 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -60,6 +62,10 @@ IDLE_EXIT_SECONDS = 60.0
 ERROR_BACKOFF_SECONDS = 1.0
 # channels-redis forgets group members after a day (group_expiry): join again well before.
 REJOIN_SECONDS = 600.0
+# The relay's subscription probe (Relay._confirm): how long to wait for it, how many times.
+PROBE_TYPE = "relay.probe"
+PROBE_TIMEOUT_SECONDS = 0.5
+PROBE_ATTEMPTS = 4
 # A consumer's inbox holds this many batches before it is told to catch up from the database.
 INBOX_BATCHES = 1000
 # Consumers set this as their channel_layer_alias: no alias of that name exists, so channels
@@ -297,6 +303,7 @@ class Relay(Feed):
     def __init__(self) -> None:
         self.layer: Any = get_channel_layer()
         self.channels: dict[str, tuple[str, asyncio.Task[None]]] = {}  # group -> its receiver
+        self.probes: dict[str, asyncio.Future[None]] = {}  # nonce -> its watch() waiting
         super().__init__()
 
     async def watch(self, group: str) -> None:
@@ -304,6 +311,29 @@ class Relay(Feed):
         await self.layer.group_add(group, channel)
         task = self.loop.create_task(self._receive(group, channel), name=f"relay {group}")
         self.channels[group] = (channel, task)
+        await self._confirm(group)
+
+    async def _confirm(self, group: str) -> None:
+        """Wait until the group's messages reach this relay.
+
+        With Redis pub/sub, `group_add` returns once SUBSCRIBE is written, not once Redis has
+        applied it. A probe sent to the group and received back proves the subscription is
+        live, so an event published after this returns is seen. Without the probe coming
+        back, go on anyway: consumers still find lost events by seq gap or periodic resync.
+        """
+        for _ in range(PROBE_ATTEMPTS):
+            nonce = uuid.uuid4().hex
+            arrived = self.loop.create_future()
+            self.probes[nonce] = arrived
+            try:
+                await self.layer.group_send(group, {"type": PROBE_TYPE, "probe": nonce})
+                await asyncio.wait_for(arrived, PROBE_TIMEOUT_SECONDS)
+                return
+            except TimeoutError:
+                continue
+            finally:
+                self.probes.pop(nonce, None)
+        log.warning("relay %s: the subscription did not confirm; going on", group)
 
     async def unwatch(self, group: str) -> None:
         entry = self.channels.pop(group, None)
@@ -329,6 +359,11 @@ class Relay(Feed):
                 if type(exc).__name__ != "TimeoutError":
                     log.warning("relay %s: receive failed", group, exc_info=True)
                     await asyncio.sleep(ERROR_BACKOFF_SECONDS)
+                continue
+            if message.get("type") == PROBE_TYPE:  # other processes' probes come here too
+                arrived = self.probes.get(message.get("probe", ""))
+                if arrived is not None and not arrived.done():
+                    arrived.set_result(None)
                 continue
             if "events" in message:  # a batch: one transaction's events (TenantWireEvents
                 events = message["events"]  # on a tenant group, with their ids)
