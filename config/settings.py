@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("RUNYARD_VAR_DIR", BASE_DIR / "var"))
@@ -90,6 +91,11 @@ if DATABASE_URL:
             "NAME": os.environ.get("TEST_DATABASE_NAME", "test_runyard")
         }
 else:
+    # FULL syncs the WAL at every commit, so a committed step survives a power loss or an OS
+    # crash too; NORMAL (~10x cheaper commits) can lose the last ones there and run them again.
+    SQLITE_SYNCHRONOUS = os.environ.get("RUNYARD_SQLITE_SYNCHRONOUS", "FULL").upper()
+    if SQLITE_SYNCHRONOUS not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+        raise ImproperlyConfigured("RUNYARD_SQLITE_SYNCHRONOUS: OFF, NORMAL, FULL or EXTRA")
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
@@ -99,7 +105,8 @@ else:
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 30,
                 "init_command": (
-                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;"
+                    f"PRAGMA journal_mode=WAL; PRAGMA synchronous={SQLITE_SYNCHRONOUS}; "
+                    "PRAGMA busy_timeout=30000;"
                 ),
             },
             # A file, not :memory:, so end-to-end tests can share it with real worker processes;
@@ -189,6 +196,9 @@ RUNYARD: dict[str, Any] = {
     # so long runs cannot hold workers against other tenants.
     "SEGMENT_SECONDS": env_float("RUNYARD_SEGMENT_SECONDS", 300),
     "MAX_RECOVERIES": int(os.environ.get("RUNYARD_MAX_RECOVERIES", 3)),
+    # Consecutive pure steps (transform, end) committed in one transaction, at most this many;
+    # 1 commits every step on its own.
+    "PURE_BATCH_STEPS": int(os.environ.get("RUNYARD_PURE_BATCH_STEPS", 100)),
     # Runs handed to the broker at once, cluster-wide; default: Q_CLUSTER["workers"]. Set it to
     # the total worker count when several worker machines share the queue.
     "DISPATCH_CAPACITY": int(os.environ.get("RUNYARD_DISPATCH_CAPACITY", 0)) or None,

@@ -16,16 +16,21 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 from django_q.tasks import async_task
 
 from runs.models import Run
+from runs.sql import fetch_all, guarded_update
 from runs.status import ACTIVE, RunStatus
 from tenants import limits
 from tenants.models import Tenant
 
 log = logging.getLogger(__name__)
+
+
+# How many tenants one dispatch looks at; past the first, only when a slot race was lost.
+CANDIDATES = 4
 
 
 def capacity() -> int:
@@ -34,7 +39,9 @@ def capacity() -> int:
 
 
 def in_flight() -> int:
-    return Run.objects.filter(holds_slot=True).count()
+    """Runs holding a concurrency slot, cluster-wide (the tenants' counters, kept exactly in
+    step with the runs' `holds_slot` flags)."""
+    return limits.running_total()
 
 
 def dispatchable() -> QuerySet[Run]:
@@ -47,58 +54,63 @@ def dispatchable() -> QuerySet[Run]:
     )
 
 
-def dispatch_once(*, max_runs: int | None = None) -> int:
-    """One dispatcher pass. Returns how many runs it handed to the queue.
+def candidates() -> QuerySet:
+    """(tenant id, its oldest dispatchable run) in fair order: fewest runs in flight first,
+    then the tenant served longest ago (round robin among equals)."""
+    oldest = dispatchable().filter(tenant_id=OuterRef("pk")).order_by("id").values("id")[:1]
+    return (
+        Tenant.objects.filter(running_count__lt=F("max_concurrent_runs"))
+        .annotate(next_run=Subquery(oldest))
+        .filter(next_run__isnull=False)
+        .order_by("running_count", F("last_dispatched_at").asc(nulls_first=True), "id")
+        .values_list("id", "next_run")[:CANDIDATES]
+    )
 
-    Each free slot goes to the tenant with the fewest runs in flight, ties to the one served
-    longest ago: a tenant with nothing running is served before one with a backlog.
-    """
+
+def dispatch_once(*, max_runs: int | None = None) -> int:
+    """One dispatcher pass. Returns how many runs it handed to the queue."""
     free = capacity() - in_flight()
     if max_runs is not None:
         free = min(free, max_runs)
     dispatched = 0
-    exhausted: set[int] = set()
-    while free > 0:
-        tenant_id = next_tenant(exclude=exhausted)
-        if tenant_id is None:
-            break
-        if _dispatch_one(tenant_id):
-            dispatched += 1
-            free -= 1
-        else:
-            exhausted.add(tenant_id)
+    while free > 0 and _dispatch_next(to_broker=True) is not None:
+        dispatched += 1
+        free -= 1
     return dispatched
 
 
-def next_tenant(*, exclude: set[int]) -> int | None:
-    return (
-        Tenant.objects.filter(
-            Exists(dispatchable().filter(tenant_id=OuterRef("pk"))),
-            running_count__lt=F("max_concurrent_runs"),
-        )
-        .exclude(pk__in=exclude)
-        .order_by("running_count", F("last_dispatched_at").asc(nulls_first=True), "id")
-        .values_list("id", flat=True)
-        .first()
-    )
+def dispatch_here() -> int | None:
+    """Dispatch the next run owed a slot to the calling worker, not to the broker: a worker
+    that has just finished a segment takes it on in the same queue task. Same fair order and
+    caps as `dispatch_once`. Returns the run's pk (the caller claims it), or None."""
+    if in_flight() >= capacity():
+        return None
+    return _dispatch_next(to_broker=False)
 
 
-def _dispatch_one(tenant_id: int) -> bool:
+def _dispatch_next(*, to_broker: bool) -> int | None:
     with transaction.atomic():
-        run = dispatchable().filter(tenant_id=tenant_id).order_by("id").first()
-        if run is None:
-            return False
-        if not limits.acquire_run_slot(tenant_id):
-            return False
-        now = timezone.now()
-        marked = Run.objects.filter(
-            pk=run.pk, status=RunStatus.QUEUED, dispatched_at__isnull=True, holds_slot=False
-        ).update(dispatched_at=now, holds_slot=True)
-        if not marked:  # someone else dispatched or cancelled it meanwhile
-            limits.release_run_slot(tenant_id)
-            return False
-        Tenant.objects.filter(pk=tenant_id).update(last_dispatched_at=now)
-        transaction.on_commit(partial(enqueue_run, run.pk))
+        for tenant_id, run_pk in fetch_all(candidates):
+            if _take_slot(tenant_id, run_pk):
+                if to_broker:
+                    transaction.on_commit(partial(enqueue_run, run_pk))
+                return run_pk
+    return None
+
+
+def _take_slot(tenant_id: int, run_pk: int) -> bool:
+    now = timezone.now()
+    if not limits.acquire_run_slot(tenant_id, dispatched_at=now):
+        return False
+    marked = guarded_update(
+        Run,
+        run_pk,
+        where={"status": RunStatus.QUEUED, "dispatched_at": None, "holds_slot": False},
+        sets={"dispatched_at": now, "holds_slot": True},
+    )
+    if not marked:  # someone else dispatched or cancelled it meanwhile
+        limits.release_run_slot(tenant_id)
+        return False
     return True
 
 

@@ -129,16 +129,9 @@ def append_events(
         for i, (etype, data) in enumerate(events)
     ]
     ids = insert_rows(Event, fields)
+    # Positional arguments, in field order: the fast way to build model instances.
     rows = [
-        Event(
-            id=pk,
-            run_id=run.pk,
-            tenant_id=run.tenant_id,
-            seq=f["seq"],
-            type=f["type"],
-            data=f["data"],
-            created_at=now,
-        )
+        Event(pk, run.pk, run.tenant_id, f["seq"], f["type"], f["data"], now)
         for pk, f in zip(ids, fields, strict=True)
     ]
     if settings.REDIS_URL:

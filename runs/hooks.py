@@ -58,6 +58,11 @@ def refusal_for(tenant: Any, request: dict[str, Any]) -> str | None:
     return None
 
 
+def has_post_run_hooks() -> bool:
+    load_hook_modules()
+    return bool(post_run_hooks)
+
+
 def notify_finished(run: Any) -> None:
     load_hook_modules()
     for hook in list(post_run_hooks):

@@ -9,11 +9,16 @@ built once per shape and cached: a process talks to one database.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
+from collections.abc import Callable
 from typing import Any, cast
 
 from django.db import DEFAULT_DB_ALIAS, connections, models
 from django.db.backends.base.base import BaseDatabaseWrapper
+
+# A `where` value of guarded_update meaning IS NOT NULL (None means IS NULL).
+NOT_NULL = object()
 
 
 def _db() -> BaseDatabaseWrapper:
@@ -45,12 +50,16 @@ def _update_sql(
     increments: tuple[str, ...],
     where: tuple[str, ...],
     returning: str | None,
+    null: tuple[str, ...] = (),
+    not_null: tuple[str, ...] = (),
 ) -> str:
     q = _db().ops.quote_name
     assignments = [f"{_quoted(model, n)} = %s" for n in sets]
     assignments += [f"{_quoted(model, n)} = {_quoted(model, n)} + %s" for n in increments]
     conditions = [f"{q(cast(str, model._meta.pk.column))} = %s"]
     conditions += [f"{_quoted(model, n)} = %s" for n in where]
+    conditions += [f"{_quoted(model, n)} IS NULL" for n in null]
+    conditions += [f"{_quoted(model, n)} IS NOT NULL" for n in not_null]
     sql = (
         f"UPDATE {q(model._meta.db_table)} SET {', '.join(assignments)} "
         f"WHERE {' AND '.join(conditions)}"
@@ -71,13 +80,89 @@ def _insert_sql(model: type[models.Model], names: tuple[str, ...], count: int) -
     )
 
 
+# Fields whose database value is the Python value itself when that is a plain int/str/bool.
+_PLAIN_TYPES = frozenset(
+    {
+        "AutoField",
+        "BigAutoField",
+        "SmallAutoField",
+        "IntegerField",
+        "BigIntegerField",
+        "SmallIntegerField",
+        "PositiveIntegerField",
+        "PositiveBigIntegerField",
+        "PositiveSmallIntegerField",
+        "CharField",
+        "TextField",
+        "SlugField",
+        "BooleanField",
+        "ForeignKey",
+    }
+)
+_PLAIN_VALUES = (int, str, bool)
+
+Preparer = Callable[[Any, BaseDatabaseWrapper], Any]
+
+
+def _preparer(field: models.Field) -> Preparer:
+    """The field's own `get_db_prep_save`, minus the layers a plain value does not need."""
+    if isinstance(field, models.JSONField):
+        encoder = field.encoder
+
+        def prep_json(value: Any, db: BaseDatabaseWrapper) -> Any:
+            if value is None or hasattr(value, "resolve_expression"):
+                return field.get_db_prep_save(value, db)
+            return db.ops.adapt_json_value(value, encoder)
+
+        return prep_json
+    if isinstance(field, models.DateTimeField):
+        return _prep_datetime(field)
+    if field.get_internal_type() in _PLAIN_TYPES:
+
+        def prep_plain(value: Any, db: BaseDatabaseWrapper) -> Any:
+            if value is None or type(value) in _PLAIN_VALUES:
+                return value
+            return field.get_db_prep_save(value, db)
+
+        return prep_plain
+    return field.get_db_prep_save
+
+
+def _prep_datetime(field: models.DateTimeField) -> Preparer:
+    """Aware datetimes as the backend stores them. On SQLite that is the UTC wall time as
+    text (Django's `adapt_datetimefield_value` with the connection's UTC time zone). A step
+    writes one timestamp on many rows, so the last conversion is remembered."""
+    last: tuple[Any, Any] = (None, None)
+
+    def prep(value: Any, db: BaseDatabaseWrapper) -> Any:
+        nonlocal last
+        seen, prepared = last  # one tuple read: safe when threads share the closure
+        if value is seen:
+            return prepared
+        if not isinstance(value, dt.datetime) or value.tzinfo is None:
+            return field.get_db_prep_save(value, db)
+        if db.vendor == "sqlite" and db.timezone_name == "UTC":
+            prepared = value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ")
+        else:
+            prepared = db.ops.adapt_datetimefield_value(value)
+        last = (value, prepared)
+        return prepared
+
+    return prep
+
+
+@functools.cache
+def _preparers(model: type[models.Model], names: tuple[str, ...]) -> tuple[Preparer, ...]:
+    return tuple(_preparer(f) for f in _fields(model, names))
+
+
 def _prepare(
     model: type[models.Model],
     values: dict[str, Any],
     db: BaseDatabaseWrapper,
 ) -> list[Any]:
-    fields = _fields(model, tuple(values))
-    return [f.get_db_prep_save(v, db) for f, v in zip(fields, values.values(), strict=True)]
+    preparers = _preparers(model, tuple(values))
+    return [prep(v, db) for prep, v in zip(preparers, values.values(), strict=True)]
 
 
 def guarded_update(
@@ -89,11 +174,19 @@ def guarded_update(
     increments: dict[str, int | float] | None = None,
     returning: str | None = None,
 ) -> Any:
-    """UPDATE one row if it still matches `where`. Returns the `returning` column's new value,
-    True when no column is asked for, or None when the guard did not match."""
+    """UPDATE one row if it still matches `where` (None there means IS NULL, NOT_NULL means
+    IS NOT NULL).
+    Returns the `returning` column's new value, True when no column is asked for, or None
+    when the guard did not match."""
     db = _db()
     increments = increments or {}
-    sql = _update_sql(model, tuple(sets), tuple(increments), tuple(where), returning)
+    null = tuple(n for n, v in where.items() if v is None)
+    not_null = tuple(n for n, v in where.items() if v is NOT_NULL)
+    if null or not_null:
+        where = {n: v for n, v in where.items() if v is not None and v is not NOT_NULL}
+    sql = _update_sql(
+        model, tuple(sets), tuple(increments), tuple(where), returning, null, not_null
+    )
     params = [*_prepare(model, sets, db), *increments.values(), pk, *_prepare(model, where, db)]
     with db.cursor() as cursor:
         cursor.execute(sql, params)
@@ -115,3 +208,18 @@ def insert_rows(model: type[models.Model], rows: list[dict[str, Any]]) -> list[i
     with db.cursor() as cursor:
         cursor.execute(sql, params)
         return [r[0] for r in cursor.fetchall()]
+
+
+@functools.cache
+def _compiled(build: Callable[[], models.QuerySet]) -> tuple[str, tuple[Any, ...]]:
+    queryset = build()
+    return queryset.query.get_compiler(using=queryset.db).as_sql()
+
+
+def fetch_all(build: Callable[[], models.QuerySet]) -> list[tuple[Any, ...]]:
+    """Rows of a fixed-shape ORM query (no parameters of its own), compiled once per process:
+    `build` returns the queryset; the ORM writes the SQL, this only skips rebuilding it."""
+    sql, params = _compiled(build)
+    with _db().cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()

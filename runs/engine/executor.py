@@ -104,7 +104,10 @@ class Executor:
                 usage=result.usage, events=result.events, artifacts=[],
                 suspension=result.suspension,
             )  # fmt: skip
-        after = {**visits, node: visit + 1}
+        # Only nodes that can behave differently on a later visit are counted (scripted
+        # responses, occurrence ids); a pure node's visits change nothing, and counting them
+        # would grow every checkpoint of a long chain.
+        after = visits if self.plan.nodes[node].kind.pure else {**visits, node: visit + 1}
         if result.error is not None:
             return self._after_failure(result, state, index, started, finished, here, after)
         new_state = result.state if result.state is not None else state

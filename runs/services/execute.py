@@ -9,7 +9,6 @@ dispatcher, so long runs take turns with other tenants' runs).
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import os
 import socket
@@ -19,9 +18,8 @@ import uuid
 from typing import Any
 
 from django.conf import settings
-from django.core.files.base import ContentFile
-from django.db import close_old_connections, connection, transaction
-from django.db.models import F, Q
+from django.db import close_old_connections, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from runs.engine import (
@@ -38,22 +36,30 @@ from runs.engine import (
     initial_state,
 )
 from runs.events import Fenced, append_events
-from runs.models import Artifact, Checkpoint, Control, ControlKind, Run, Step
+from runs.models import Checkpoint, Control, ControlKind, Run
 from runs.services.dbretry import retry_transient
 from runs.services.graphs import spec_for
 from runs.services.lifecycle import (
-    as_decimal,
     error,
     finish,
     release_queue_slot,
     requeue,
     transition,
 )
-from runs.sql import insert_rows
+from runs.services.steps import PendingStep, record_step_usage, write_steps
+from runs.services.watcher import watcher
+from runs.sql import NOT_NULL, guarded_update, insert_rows
 from runs.status import RunStatus
 from tenants import limits
 
 log = logging.getLogger(__name__)
+
+# A stretch of pure steps is committed together once it is this old (seconds), so live
+# viewers still see progress.
+PURE_BATCH_SECONDS = 0.05
+
+# The statuses a segment's own run can have while this worker still holds it.
+ACTIVE_HERE = (RunStatus.RUNNING, RunStatus.CANCELLING)
 
 SUSPENSION_CONTROL = {
     "approval": ControlKind.APPROVAL,
@@ -70,10 +76,6 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
-def ts(value: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(value, dt.UTC)
-
-
 def claim_run(run_pk: int, *, worker: str | None = None) -> Run | None:
     """Take a dispatched run: one guarded UPDATE; None when someone else has it."""
     worker = worker or worker_id()
@@ -81,15 +83,17 @@ def claim_run(run_pk: int, *, worker: str | None = None) -> Run | None:
     def claim() -> Run | None:
         with transaction.atomic():
             now = timezone.now()
-            taken = Run.objects.filter(
-                pk=run_pk, status=RunStatus.QUEUED, dispatched_at__isnull=False
-            ).update(
-                status=RunStatus.RUNNING,
-                epoch=F("epoch") + 1,
-                lease_owner=worker,
-                lease_expires_at=now + dt.timedelta(seconds=conf("LEASE_SECONDS")),
-                heartbeat_at=now,
-                claims=F("claims") + 1,
+            taken = guarded_update(
+                Run,
+                run_pk,
+                where={"status": RunStatus.QUEUED, "dispatched_at": NOT_NULL},
+                sets={
+                    "status": RunStatus.RUNNING,
+                    "lease_owner": worker,
+                    "lease_expires_at": now + dt.timedelta(seconds=conf("LEASE_SECONDS")),
+                    "heartbeat_at": now,
+                },
+                increments={"epoch": 1, "claims": 1},
             )
             if not taken:
                 return None
@@ -122,8 +126,19 @@ def _first_claim(run: Run, now: dt.datetime) -> dict[str, Any]:
     else:
         state = apply_update(spec, {**initial_state(spec, {}), **thread_state}, run.input)
         position = {"node": spec.start, "step": 0, "visits": {}}
-    Checkpoint.objects.create(
-        run=run, thread=run.thread, step_index=0, state=state, position=position
+    insert_rows(
+        Checkpoint,
+        [
+            {
+                "public_id": uuid.uuid4(),
+                "run": run.pk,
+                "thread": run.thread_id,
+                "step_index": 0,
+                "state": state,
+                "position": position,
+                "created_at": now,
+            }
+        ],
     )
     return {
         "state": state,
@@ -136,7 +151,7 @@ def _first_claim(run: Run, now: dt.datetime) -> dict[str, Any]:
 class Segment:
     """One claimed stretch of a run's execution in this worker."""
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: Run, *, slice_started: float | None = None) -> None:
         self.run = run
         self.epoch = run.epoch
         self.spec = spec_for(run.graph)
@@ -145,29 +160,25 @@ class Segment:
         self.pause_requested = False
         self.guidance_pending = run.guidance_pending
         self.consumed: list[int] = []
+        self.pending: list[PendingStep] = []
+        self.batch_started = 0.0
         self.current: tuple[int, str, int, float] | None = None
         self.started_emitted: set[int] = set()
         self.deltas: list[tuple[str, str]] = []
         self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.started_mono = time.monotonic()
+        # The queue task's time slice is shared by the segments it runs one after another.
+        self.started_mono = slice_started or time.monotonic()
+        self.next_beat = time.monotonic() + conf("HEARTBEAT_SECONDS")
         self.wall_started = run.started_at or timezone.now()
 
     # --- the watcher: lease renewal, control polling, live events -----------------------------
 
-    def watch(self) -> None:
-        interval = 0.2
-        next_beat = time.monotonic() + conf("HEARTBEAT_SECONDS")
-        try:
-            while not self.stop.wait(interval):
-                try:
-                    self._watch_tick(next_beat_due=time.monotonic() >= next_beat)
-                except Exception:  # noqa: BLE001 - keep watching; the lease says the rest
-                    log.warning("watcher tick failed for run %s", self.run.public_id, exc_info=True)
-                if time.monotonic() >= next_beat:
-                    next_beat = time.monotonic() + conf("HEARTBEAT_SECONDS")
-        finally:
-            connection.close()
+    def tick(self) -> None:
+        """Called by the process's watcher thread every few hundred milliseconds."""
+        beat = time.monotonic() >= self.next_beat
+        if beat:
+            self.next_beat = time.monotonic() + conf("HEARTBEAT_SECONDS")
+        self._watch_tick(next_beat_due=beat)
 
     def _watch_tick(self, *, next_beat_due: bool) -> None:
         row = (
@@ -204,6 +215,7 @@ class Segment:
             current = self.current
             if (
                 current
+                and not self.pending  # written live, it would overtake uncommitted steps
                 and current[0] not in self.started_emitted
                 and time.monotonic() - current[3] > 0.3
             ):
@@ -285,18 +297,18 @@ class Segment:
     # --- the loop -----------------------------------------------------------------------------
 
     def execute(self) -> str:
-        watcher = threading.Thread(target=self.watch, name=f"watch-{self.run.pk}", daemon=True)
-        watcher.start()
+        watcher.add(self)
         try:
             return self._loop()
         except Fenced:
+            if not self.fenced:  # a commit's guard failed: maybe a cancel landed meanwhile
+                return self._on_cancelled("commit_fenced")
             log.info("run %s: fenced out at epoch %s", self.run.public_id, self.epoch)
             return "fenced"
         except RunCancelled as exc:
             return self._on_cancelled(exc.reason)
         finally:
-            self.stop.set()
-            watcher.join(timeout=5)
+            watcher.remove(self)
 
     def _loop(self) -> str:
         while True:
@@ -309,11 +321,25 @@ class Segment:
                 if self.fenced:
                     raise Fenced("lease lost")
                 if result.status == "suspended":
-                    return self._suspend(result)
-                outcome = self._commit_step(result, prev_state, prev_position)
+                    return self._commit_pending() or self._suspend(result)
+                with self.lock:
+                    self.current = None
+                    if not self.pending:
+                        self.batch_started = time.monotonic()
+                    self.pending.append(
+                        PendingStep(
+                            result,
+                            prev_state,
+                            prev_position,
+                            started_written=result.index in self.started_emitted,
+                        )
+                    )
+                prev_state, prev_position = result.state, result.position
+                if self._may_defer(executor, result):
+                    continue
+                outcome = self._commit_pending()
                 if outcome:
                     return outcome
-                prev_state, prev_position = result.state, result.position
                 if self.pause_requested:
                     return self._pause()
                 if time.monotonic() - self.started_mono > conf("SEGMENT_SECONDS"):
@@ -327,136 +353,66 @@ class Segment:
     def _fence(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "status": RunStatus.RUNNING}
 
-    def _commit_step(
-        self, result: StepResult, prev_state: dict[str, Any], prev_position: dict[str, Any] | None
-    ) -> str | None:
+    def _may_defer(self, executor: Executor, result: StepResult) -> bool:
+        """Whether this step's commit may wait for the next one's: only a plain completed pure
+        step followed by another pure step, in a short stretch, with no control pending."""
+        if (
+            result.status != "completed"
+            or result.done
+            or result.run_error is not None
+            or result.artifacts
+            or self.consumed
+        ):
+            return False
+        nodes = executor.plan.nodes
+        following = result.position.get("node")
+        if not nodes[result.node].kind.pure or following not in nodes:
+            return False
+        if not nodes[following].kind.pure:
+            return False
+        if len(self.pending) >= conf("PURE_BATCH_STEPS"):
+            return False
+        if time.monotonic() - self.batch_started > PURE_BATCH_SECONDS:
+            return False
+        return not (self.pause_requested or self.guidance_pending or self.token.cancelled)
+
+    def _commit_pending(self) -> str | None:
+        """Commit the executed steps not yet written, in one transaction. Returns the run's
+        outcome when the last of them ended it (or a limit stopped it)."""
+        batch = self.pending
+        if not batch:
+            return None
+        run = self.run
+
         def commit() -> str | None:
-            with transaction.atomic():
-                return self._write_step(result, prev_state, prev_position)
+            saved = run.__dict__.copy()
+            try:
+                with transaction.atomic():
+                    written = write_steps(
+                        run,
+                        batch,
+                        epoch=self.epoch,
+                        fence=self._fence(),
+                        wall_started=self.wall_started,
+                    )
+                    if self.consumed:
+                        Control.objects.filter(pk__in=self.consumed).update(
+                            consumed_at=timezone.now()
+                        )
+                    last = written.steps[-1]
+                    outcome = self._after_step(
+                        last.result, written.check, last.prev_state, last.prev_position
+                    )
+                    record_step_usage(run, written)
+                    return outcome
+            except BaseException:
+                run.__dict__.update(saved)  # the transaction rolled back; so does the run
+                raise
 
-        return retry_transient(commit)
-
-    def _write_step(
-        self, result: StepResult, prev_state: dict[str, Any], prev_position: dict[str, Any] | None
-    ) -> str | None:
-        run, usage, now = self.run, result.usage, timezone.now()
-        steps = run.steps + 1
-        tokens_in, tokens_out = run.tokens_in + usage.tokens_in, run.tokens_out + usage.tokens_out
-        cost = run.cost_usd + as_decimal(usage.cost_usd)
-        duration_ms = max(0, int((result.finished_at - result.started_at) * 1000))
-        step_data = {"index": result.index, "node": result.node, "attempt": result.attempt}
-        events: list[tuple[str, dict[str, Any]]] = []
+        outcome = retry_transient(commit)
         with self.lock:
-            self.current = None
-            if result.index not in self.started_emitted:
-                events.append(("step.started", step_data))
-        events += result.events
-        done_type = "step.completed" if result.status == "completed" else "step.failed"
-        events.append(
-            (
-                done_type,
-                {
-                    **step_data,
-                    "status": result.status,
-                    "duration_ms": duration_ms,
-                    "usage": usage.to_dict(),
-                    "error": result.error,
-                    "next": (result.position or {}).get("node"),
-                },
-            )
-        )
-        if result.update:
-            events.append(
-                (
-                    "state.updated",
-                    {"index": result.index, "node": result.node, "update": result.update},
-                )
-            )
-        check = limits.check_run_limits(
-            run.tenant,
-            steps=steps,
-            tokens=tokens_in + tokens_out,
-            cost_usd=cost,
-            wall_seconds=(now - self.wall_started).total_seconds(),
-            already_warned=list(run.warned_limits),
-            step_tokens=usage.tokens_in + usage.tokens_out,
-            step_cost=usage.cost_usd,
-        )
-        warned = list(run.warned_limits)
-        for name, used, cap in check.warnings:
-            warned.append(name)
-            events.append(("limit.warning", {"limit": name, "used": used, "cap": cap}))
-        # The fenced UPDATE goes first: a worker that lost the run writes nothing at all.
-        append_events(
-            run,
-            events,
-            fence=self._fence(),
-            state=result.state,
-            position=result.position,
-            steps=steps,
-            tokens_in=tokens_in,
-            tokens_out=tokens_out,
-            cost_usd=cost,
-            warned_limits=warned,
-            heartbeat_at=now,
-            lease_expires_at=now + dt.timedelta(seconds=conf("LEASE_SECONDS")),
-        )
-        run.state, run.position, run.steps = result.state, result.position, steps
-        run.tokens_in, run.tokens_out, run.cost_usd, run.warned_limits = (
-            tokens_in,
-            tokens_out,
-            cost,
-            warned,
-        )
-        (step_pk,) = insert_rows(
-            Step,
-            [
-                {
-                    "run": run.pk,
-                    "index": result.index,
-                    "node": result.node,
-                    "status": result.status,
-                    "attempt": result.attempt,
-                    "started_at": ts(result.started_at),
-                    "finished_at": ts(result.finished_at),
-                    "duration_ms": duration_ms,
-                    "usage": usage.to_dict(),
-                    "update": result.update,
-                    "error": result.error,
-                    "epoch": self.epoch,
-                }
-            ],
-        )
-        insert_rows(
-            Checkpoint,
-            [
-                {
-                    "public_id": uuid.uuid4(),
-                    "run": run.pk,
-                    "thread": run.thread_id,
-                    "step_index": result.index,
-                    "state": result.state,
-                    "position": result.position,
-                    "created_at": now,
-                }
-            ],
-        )
-        step = Step(pk=step_pk, run=run, index=result.index)
-        self._store_artifacts(step, result)
-        if self.consumed:
-            Control.objects.filter(pk__in=self.consumed).update(consumed_at=now)
-            self.consumed = []
-        outcome = self._after_step(result, check, prev_state, prev_position)
-        # The ledger is written last: every transaction locks the tenant row before the
-        # ledger row (run creation does too), so the two can never deadlock.
-        limits.record_usage(
-            run.tenant_id,
-            steps=1,
-            tokens_in=usage.tokens_in,
-            tokens_out=usage.tokens_out,
-            cost_usd=usage.cost_usd,
-            by_model=usage.by_model,
-        )
+            self.pending = []
+        self.consumed = []
         return outcome
 
     def _after_step(
@@ -485,37 +441,6 @@ class Segment:
             )
             return "failed"
         return None
-
-    def _store_artifacts(self, step: Step, result: StepResult) -> None:
-        if not result.artifacts:
-            return
-        events = []
-        for art in result.artifacts:
-            row = Artifact(
-                tenant_id=self.run.tenant_id,
-                run=self.run,
-                step=step,
-                name=art.name,
-                content_type=art.content_type,
-                size=len(art.data),
-                sha256=hashlib.sha256(art.data).hexdigest(),
-            )
-            row.file.save(art.name, ContentFile(art.data), save=False)
-            row.save()
-            events.append(
-                (
-                    "artifact.created",
-                    {
-                        "id": str(row.public_id),
-                        "name": art.name,
-                        "content_type": art.content_type,
-                        "size": row.size,
-                        "sha256": row.sha256,
-                        "step": step.index,
-                    },
-                )
-            )
-        append_events(self.run, events, fence=self._fence())
 
     def _fail_or_resurrect(
         self, result: StepResult, prev_state: dict[str, Any], prev_position: dict[str, Any] | None
@@ -635,7 +560,9 @@ class Segment:
             with transaction.atomic():
                 run = self.run
                 row = Run.objects.filter(pk=run.pk).values("status", "epoch", "cancel_action").get()
-                if row["epoch"] != self.epoch:
+                wanted = (RunStatus.CANCELLING,) if reason == "commit_fenced" else ACTIVE_HERE
+                if row["epoch"] != self.epoch or row["status"] not in wanted:
+                    log.info("run %s: fenced out at epoch %s", run.public_id, self.epoch)
                     return "fenced"
                 run.status, run.cancel_action = row["status"], row["cancel_action"]
                 if reason == "max_wall_seconds" and run.status == RunStatus.RUNNING:
@@ -663,8 +590,27 @@ class Segment:
 
 
 def run_segment(run_pk: int) -> str:
-    """Claim and execute the run until it ends, waits, pauses, or hands its turn back."""
+    """Claim and execute the run until it ends, waits, pauses, or hands its turn back. Then,
+    while this queue task's time slice lasts, take on the next run the dispatcher owes a
+    worker (a backlog then costs no broker round trip per run). Returns the first outcome."""
     close_old_connections()
+    task_started = time.monotonic()
+    outcome = _execute_one(run_pk, task_started)
+    from runs.dispatch import dispatch_here, dispatch_once
+
+    try:
+        while time.monotonic() - task_started < conf("SEGMENT_SECONDS"):
+            next_pk = dispatch_here()
+            if next_pk is None:
+                break
+            _execute_one(next_pk, task_started)
+        dispatch_once()
+    except Exception:  # noqa: BLE001 - the scheduler dispatches on its next tick anyway
+        log.warning("dispatch after segment failed", exc_info=True)
+    return outcome
+
+
+def _execute_one(run_pk: int, task_started: float) -> str:
     try:
         run = claim_run(run_pk)
     except Exception as exc:
@@ -673,19 +619,12 @@ def run_segment(run_pk: int) -> str:
     if run is None:
         return "not_claimed"
     try:
-        outcome = Segment(run).execute()
+        return Segment(run, slice_started=task_started).execute()
     except NodeError as exc:  # a node error escaping the engine is a bug in a node kind
-        outcome = _fail_unexpected(run, exc)
+        return _fail_unexpected(run, exc)
     except Exception as exc:
         log.exception("run %s crashed in its segment", run.public_id)
-        outcome = _fail_unexpected(run, exc)
-    from runs.dispatch import dispatch_once
-
-    try:
-        dispatch_once()
-    except Exception:  # noqa: BLE001 - the scheduler dispatches on its next tick anyway
-        log.warning("dispatch after segment failed", exc_info=True)
-    return outcome
+        return _fail_unexpected(run, exc)
 
 
 def _fail_unclaimable(run_pk: int, exc: BaseException) -> str:

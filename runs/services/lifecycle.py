@@ -13,20 +13,24 @@ from runs import hooks
 from runs.events import append_events
 from runs.models import Run, Thread
 from runs.services.errors import InvalidTransition
+from runs.sql import guarded_update
 from runs.status import TERMINAL, RunStatus, can_transition
 from tenants import limits
 
 
 def release_run_slot(run: Run) -> None:
     """Give back the run's concurrency slot exactly once (a guarded flag flip)."""
-    if Run.objects.filter(pk=run.pk, holds_slot=True).update(holds_slot=False):
+    if guarded_update(Run, run.pk, where={"holds_slot": True}, sets={"holds_slot": False}):
         limits.release_run_slot(run.tenant_id)
     run.holds_slot = False
 
 
 def release_queue_slot(run: Run) -> None:
     """Give back the run's queue slot exactly once (a guarded flag flip)."""
-    if Run.objects.filter(pk=run.pk, holds_queue_slot=True).update(holds_queue_slot=False):
+    flipped = guarded_update(
+        Run, run.pk, where={"holds_queue_slot": True}, sets={"holds_queue_slot": False}
+    )
+    if flipped:
         limits.release_queue_slot(run.tenant_id)
     run.holds_queue_slot = False
 
@@ -115,6 +119,8 @@ def sync_thread_state(run: Run) -> None:
 
 
 def _notify_finished(run_pk: int) -> None:
+    if not hooks.has_post_run_hooks():
+        return
     run = Run.objects.select_related("tenant", "graph").get(pk=run_pk)
     hooks.notify_finished(run)
 

@@ -109,7 +109,22 @@ def test_dispatch_respects_max_concurrent_runs(tenant, make_graph, queue) -> Non
     runs = [create_run(tenant, graph="chain") for _ in range(3)]
     assert queue.pending == [runs[0].pk]
     assert dispatch_once() == 0
-    queue.drain(max_tasks=1)  # finishing one frees the slot and dispatches the next
-    assert queue.pending == [runs[1].pk]
-    queue.drain()
-    assert set(Run.objects.values_list("status", flat=True)) == {RunStatus.SUCCEEDED}
+    # Finishing one frees the slot; the same queue task takes on the next, one at a time.
+    assert queue.drain(max_tasks=1) == ["succeeded"]
+    assert queue.pending == []
+    done = list(Run.objects.order_by("id"))
+    assert [r.status for r in done] == [RunStatus.SUCCEEDED] * 3
+    for before, after in zip(done, done[1:], strict=False):
+        assert after.started_at >= before.finished_at
+
+
+def test_a_worker_takes_on_queued_runs_only_while_its_time_slice_lasts(
+    tenant, make_graph, queue, settings
+) -> None:
+    settings.RUNYARD = {**settings.RUNYARD, "SEGMENT_SECONDS": 0, "DISPATCH_CAPACITY": 1}
+    make_graph(tenant, chain_spec())
+    runs = [create_run(tenant, graph="chain") for _ in range(3)]
+    assert queue.pending == [runs[0].pk]
+    assert queue.drain(max_tasks=1) == ["succeeded"]
+    assert queue.pending == [runs[1].pk]  # handed to the broker, not run in the same task
+    assert queue.drain() == ["succeeded", "succeeded"]

@@ -42,6 +42,10 @@ class NodeKind:
     terminal: ClassVar[bool] = False
     #: `timeout` is a suspension deadline (approval, input), not a limit on execution time.
     timeout_is_deadline: ClassVar[bool] = False
+    #: Computes in memory only: no call out of the process, no wait, no side effect. Running
+    #: it again after a crash is indistinguishable from the first time, so the runtime may
+    #: commit a stretch of such steps together instead of one by one.
+    pure: ClassVar[bool] = False
 
     def validate(self, name: str, node: dict, check: SpecCheck) -> None:
         """Report kind-specific problems through `check`; the default accepts anything."""

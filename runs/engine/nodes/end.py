@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 class EndNode(NodeKind):
     kind = "end"
     terminal = True
+    pure = True
     branchable = False
 
     def run(self, nc: NodeContext) -> Outcome:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 @register_kind
 class TransformNode(NodeKind):
     kind = "transform"
+    pure = True
     fields = frozenset({"set"})
 
     def validate(self, name: str, node: dict, check: SpecCheck) -> None:

@@ -171,7 +171,35 @@ def test_loops_run_until_their_condition_holds() -> None:
     results = run_all(loop_spec(100))
     assert path(results) == ["count"] * 5 + ["done"]
     assert results[-1].state["n"] == 5
-    assert results[-1].position["visits"] == {"count": 5, "done": 1}
+    # Pure nodes (transform, end) behave the same on every visit: they are not counted.
+    assert results[-1].position["visits"] == {}
+
+
+def test_visits_count_the_nodes_that_can_differ_per_visit() -> None:
+    spec = {
+        "name": "ask",
+        "start": "ask",
+        "state": {"n": {"reducer": "add", "default": 0}},
+        "nodes": {
+            "ask": {
+                "kind": "llm",
+                "provider": "scripted",
+                "prompt": "go",
+                "responses": ["one", "two", "three"],
+                "output": "answer",
+            },
+            "count": {"kind": "transform", "set": {"n": "1"}},
+            "done": {"kind": "end"},
+        },
+        "edges": [
+            {"from": "ask", "to": "count"},
+            {"from": "count", "to": "done", "when": "state.n >= 3"},
+            {"from": "count", "to": "ask"},
+        ],
+    }
+    results = run_all(spec)
+    assert [r.state.get("answer") for r in results if r.node == "ask"] == ["one", "two", "three"]
+    assert results[-1].position["visits"] == {"ask": 3}
 
 
 def test_max_steps_fails_the_run_with_code_max_steps() -> None:
@@ -198,12 +226,8 @@ def test_run_input_is_available_and_step_results_carry_positions() -> None:
     spec = router([{"from": "start", "to": "a"}])
     results = run_all(spec, {"v": 1})
     assert [r.index for r in results] == [1, 2, 3]
-    assert results[0].position == {"node": "a", "step": 1, "visits": {"start": 1}}
-    assert results[-1].position == {
-        "node": None,
-        "step": 3,
-        "visits": {"start": 1, "a": 1, "done": 1},
-    }
+    assert results[0].position == {"node": "a", "step": 1, "visits": {}}
+    assert results[-1].position == {"node": None, "step": 3, "visits": {}}
     assert results[-1].done and results[-1].state["visited"] == "a"
 
 

@@ -65,7 +65,7 @@ def test_approval_without_a_decision_suspends_with_deadline_and_default() -> Non
     assert (
         last.position
         == results[0].position
-        == {"node": "approve", "step": 1, "visits": {"draft": 1}}
+        == {"node": "approve", "step": 1, "visits": {}}
     )
     assert last.index == 2 and last.state == results[0].state and last.update == {}
 
