@@ -62,11 +62,7 @@ def test_approval_without_a_decision_suspends_with_deadline_and_default() -> Non
     assert s.message == "Send reply to Ann?"
     assert s.data == {"routes": ["escalate", "send"], "on_reject": "rework"}
     # The position is unchanged: resuming it runs the approval again.
-    assert (
-        last.position
-        == results[0].position
-        == {"node": "approve", "step": 1, "visits": {}}
-    )
+    assert last.position == results[0].position == {"node": "approve", "step": 1, "visits": {}}
     assert last.index == 2 and last.state == results[0].state and last.update == {}
 
 
