@@ -1,10 +1,12 @@
 """Runtime benchmarks: `python bench/runtime.py [--json] [--quick]`.
 
 Side by side in one run, on one fresh SQLite database (the embedded default):
-- persisted step cost: a chain executed by a real Segment (step row + checkpoint + events +
-  usage in one transaction per step) vs raw SQLite single-row commits with the same pragmas
+- persisted step cost: a chain of transform nodes executed by a real Segment (each step's row,
+  checkpoint, events and usage written whole in a transaction; consecutive pure steps share
+  one, see runs/services/steps.py) vs raw SQLite single-row commits with the same pragmas
   (target: >= 33% of the raw commit rate) and vs LangGraph with its SqliteSaver and
-  durability="sync" on the same chain (target: <= 1.0x its per-node time);
+  durability="sync" on the same chain (target: <= 1.0x its per-node time). The default is
+  synchronous=FULL (RUNYARD_SQLITE_SYNCHRONOUS); the same pair with NORMAL is reported too;
 - runs/s end to end through django-q2 (real qcluster + scheduler processes) vs raw no-op
   django-q2 tasks on the same settings (target: >= 0.8x);
 - fairness: with 2 workers, tenant A queues 300 runs of ~50 ms, then tenant B queues 5; B's
@@ -84,14 +86,14 @@ def bench_tenant(slug: str, **limits: Any) -> Any:
 # --- persisted step cost ---------------------------------------------------------------------
 
 
-def persisted_steps(n: int, repeats: int) -> dict[str, Any]:
+def persisted_steps(n: int, repeats: int, slug: str = "steps") -> dict[str, Any]:
     from runs import dispatch
     from runs.services import claim_run, create_graph_version, create_run
     from runs.services.execute import Segment
 
     real_enqueue = dispatch.enqueue_run
     dispatch.enqueue_run = lambda pk: None  # this process executes these runs itself
-    tenant = bench_tenant("steps")
+    tenant = bench_tenant(slug)
     create_graph_version(
         tenant, chain("steps", n, {"kind": "transform", "set": {"x": "state.x + 1"}})
     )
@@ -114,10 +116,11 @@ def persisted_steps(n: int, repeats: int) -> dict[str, Any]:
     }
 
 
-def raw_sqlite_commits(path: Path, count: int) -> dict[str, Any]:
+def raw_sqlite_commits(path: Path, count: int, synchronous: str) -> dict[str, Any]:
+    path.unlink(missing_ok=True)
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v TEXT)")
     payload = "x" * 200
     t0 = time.perf_counter()
@@ -128,6 +131,7 @@ def raw_sqlite_commits(path: Path, count: int) -> dict[str, Any]:
     elapsed = time.perf_counter() - t0
     conn.close()
     return {
+        "synchronous": synchronous,
         "commits": count,
         "us_per_commit": round(elapsed / count * 1e6, 1),
         "commits_per_s": round(count / elapsed),
@@ -347,14 +351,34 @@ def main() -> None:
     quick = args.quick
     setup_django(WORK / "runtime.sqlite3")
 
-    steps = persisted_steps(50 if quick else 200, 2 if quick else 4)
-    raw = raw_sqlite_commits(WORK / "raw.sqlite3", 1000 if quick else 10000)
-    lg = langgraph_sqlite(WORK / "langgraph.sqlite3", 50 if quick else 200, 2 if quick else 4)
+    from django.conf import settings
+    from django.db import connection
+
+    nodes, repeats, commits = (50, 2, 2000) if quick else (200, 4, 10000)
+    synchronous = settings.SQLITE_SYNCHRONOUS
+    steps = persisted_steps(nodes, repeats)
+    raw = raw_sqlite_commits(WORK / "raw.sqlite3", commits, synchronous)
+    lg = langgraph_sqlite(WORK / "langgraph.sqlite3", nodes, repeats)
+    # The same pair with synchronous=NORMAL (cheaper commits that a power loss may undo).
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    steps_normal = persisted_steps(nodes, repeats, slug="steps-normal")
+    raw_normal = raw_sqlite_commits(WORK / "raw-normal.sqlite3", commits, "NORMAL")
+    with connection.cursor() as cursor:
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
     report: dict[str, Any] = {
+        "synchronous": synchronous,
         "persisted_step": steps,
         "raw_sqlite_commit": raw,
         "langgraph_sqlite_sync": lg,
         "step_rate_vs_raw_commit": round(steps["steps_per_s"] / raw["commits_per_s"], 3),
+        "with_synchronous_normal": {
+            "persisted_step_us": steps_normal["us_per_step"],
+            "raw_commit_us": raw_normal["us_per_commit"],
+            "step_rate_vs_raw_commit": round(
+                steps_normal["steps_per_s"] / raw_normal["commits_per_s"], 3
+            ),
+        },
         "step_time_vs_langgraph": (
             round(steps["us_per_step"] / lg["us_per_node"], 3) if "us_per_node" in lg else None
         ),

@@ -31,6 +31,8 @@ from runs.sql import guarded_update, insert_rows, is_plain
 log = logging.getLogger(__name__)
 
 
+EVENT_FIELDS = ["id", "run_id", "tenant_id", "seq", "type", "data", "created_at"]
+
 # Lifecycle events also go to the tenant's stream (dashboard lists).
 TENANT_EVENT_PREFIX = "run."
 
@@ -129,9 +131,11 @@ def append_events(
         for i, (etype, data) in enumerate(events)
     ]
     ids = insert_rows(Event, fields)
-    # Positional arguments, in field order: the fast way to build model instances.
+    # from_db takes the values in field order: the fast way to build model instances.
     rows = [
-        Event(pk, run.pk, run.tenant_id, f["seq"], f["type"], f["data"], now)
+        Event.from_db(
+            None, EVENT_FIELDS, (pk, run.pk, run.tenant_id, f["seq"], f["type"], f["data"], now)
+        )
         for pk, f in zip(ids, fields, strict=True)
     ]
     if settings.REDIS_URL:

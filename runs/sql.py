@@ -223,3 +223,18 @@ def fetch_all(build: Callable[[], models.QuerySet]) -> list[tuple[Any, ...]]:
     with _db().cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
+
+
+def insert_instance(obj: models.Model) -> None:
+    """INSERT a new model instance as `save()` would (defaults and auto_now_add applied by the
+    fields' own `pre_save`), without the ORM's per-call query building. Sets its pk."""
+    model = type(obj)
+    values = {
+        f.name: f.pre_save(obj, add=True)
+        for f in model._meta.concrete_fields
+        if not f.primary_key or getattr(obj, f.attname) is not None
+    }
+    (pk,) = insert_rows(model, [values])
+    obj.pk = pk
+    obj._state.adding = False
+    obj._state.db = DEFAULT_DB_ALIAS

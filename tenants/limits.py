@@ -57,9 +57,15 @@ def admit_run(tenant: Tenant, *, now: dt.datetime | None = None) -> None:
     now = now or timezone.now()
     check_budgets(tenant, now=now, refusing="new runs")
     _take_rate_token(tenant, now)
-    taken = Tenant.objects.filter(pk=tenant.pk, queued_count__lt=F("max_queued_runs")).update(
-        queued_count=F("queued_count") + 1
-    )
+    q = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {q(Tenant._meta.db_table)} SET {q('queued_count')} = "  # noqa: S608 - names from model meta
+            f"{q('queued_count')} + 1 WHERE {q('id')} = %s "
+            f"AND {q('queued_count')} < {q('max_queued_runs')}",
+            [tenant.pk],
+        )
+        taken = cursor.rowcount == 1
     if not taken:
         raise LimitExceeded(
             "max_queued_runs",

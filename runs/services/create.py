@@ -16,6 +16,7 @@ from runs.models import Checkpoint, Graph, Run, Thread
 from runs.services.dbretry import retry_transient
 from runs.services.errors import BlockedByHook, Conflict, NotFound, ValidationFailed
 from runs.services.graphs import get_graph, problems_to_details, spec_for
+from runs.sql import insert_instance
 from tenants import limits
 from tenants.models import AuditLog, Tenant
 
@@ -227,7 +228,7 @@ def _admit_and_write(
         run.state = checkpoint.state
         run.position = {**checkpoint.position, "step": 0}
         run.metadata = {**run.metadata, "forked_from": str(checkpoint.public_id)}
-    run.save()
+    insert_instance(run)
     run.tenant = tenant
     append_events(run, [("run.queued", {"graph": graph_row.name, "version": graph_row.version})])
     limits.record_usage(tenant.pk, runs=1)

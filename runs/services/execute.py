@@ -82,37 +82,57 @@ def claim_run(run_pk: int, *, worker: str | None = None) -> Run | None:
 
     def claim() -> Run | None:
         with transaction.atomic():
-            now = timezone.now()
-            taken = guarded_update(
-                Run,
-                run_pk,
-                where={"status": RunStatus.QUEUED, "dispatched_at": NOT_NULL},
-                sets={
-                    "status": RunStatus.RUNNING,
-                    "lease_owner": worker,
-                    "lease_expires_at": now + dt.timedelta(seconds=conf("LEASE_SECONDS")),
-                    "heartbeat_at": now,
-                },
-                increments={"epoch": 1, "claims": 1},
-            )
-            if not taken:
-                return None
-            run = Run.objects.select_related("tenant", "graph", "thread").get(pk=run_pk)
-            updates: dict[str, Any] = {}
-            if run.started_at is None:
-                updates = _first_claim(run, now)
-            append_events(
-                run,
-                [("run.started", {"claim": run.claims, "worker": worker})],
-                fence={"epoch": run.epoch},
-                **updates,
-            )
-            for key, value in updates.items():
-                setattr(run, key, value)
-            release_queue_slot(run)  # a started run no longer counts as queued
-            return run
+            return _claim(run_pk, worker)
 
     return retry_transient(claim)
+
+
+def claim_next(*, worker: str | None = None) -> Run | None:
+    """Dispatch the next run owed a slot to this worker and claim it, in one transaction;
+    None when nothing is owed (or the cluster is at capacity)."""
+    from runs.dispatch import dispatch_here
+
+    worker = worker or worker_id()
+
+    def claim() -> Run | None:
+        with transaction.atomic():
+            run_pk = dispatch_here()
+            return None if run_pk is None else _claim(run_pk, worker)
+
+    return retry_transient(claim)
+
+
+def _claim(run_pk: int, worker: str) -> Run | None:
+    """The guarded claim; in the caller's transaction."""
+    now = timezone.now()
+    taken = guarded_update(
+        Run,
+        run_pk,
+        where={"status": RunStatus.QUEUED, "dispatched_at": NOT_NULL},
+        sets={
+            "status": RunStatus.RUNNING,
+            "lease_owner": worker,
+            "lease_expires_at": now + dt.timedelta(seconds=conf("LEASE_SECONDS")),
+            "heartbeat_at": now,
+        },
+        increments={"epoch": 1, "claims": 1},
+    )
+    if not taken:
+        return None
+    run = Run.objects.select_related("tenant", "graph", "thread").get(pk=run_pk)
+    updates: dict[str, Any] = {}
+    if run.started_at is None:
+        updates = _first_claim(run, now)
+    append_events(
+        run,
+        [("run.started", {"claim": run.claims, "worker": worker})],
+        fence={"epoch": run.epoch},
+        **updates,
+    )
+    for key, value in updates.items():
+        setattr(run, key, value)
+    release_queue_slot(run)  # a started run no longer counts as queued
+    return run
 
 
 def _first_claim(run: Run, now: dt.datetime) -> dict[str, Any]:
@@ -596,14 +616,14 @@ def run_segment(run_pk: int) -> str:
     close_old_connections()
     task_started = time.monotonic()
     outcome = _execute_one(run_pk, task_started)
-    from runs.dispatch import dispatch_here, dispatch_once
+    from runs.dispatch import dispatch_once
 
     try:
         while time.monotonic() - task_started < conf("SEGMENT_SECONDS"):
-            next_pk = dispatch_here()
-            if next_pk is None:
+            run = claim_next()
+            if run is None:
                 break
-            _execute_one(next_pk, task_started)
+            _execute_claimed(run, task_started)
         dispatch_once()
     except Exception:  # noqa: BLE001 - the scheduler dispatches on its next tick anyway
         log.warning("dispatch after segment failed", exc_info=True)
@@ -618,6 +638,10 @@ def _execute_one(run_pk: int, task_started: float) -> str:
         return _fail_unclaimable(run_pk, exc)
     if run is None:
         return "not_claimed"
+    return _execute_claimed(run, task_started)
+
+
+def _execute_claimed(run: Run, task_started: float) -> str:
     try:
         return Segment(run, slice_started=task_started).execute()
     except NodeError as exc:  # a node error escaping the engine is a bug in a node kind

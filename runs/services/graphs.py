@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Max
 
 from runs.engine import GraphSpec, SpecError, parse_spec
@@ -82,14 +83,30 @@ def create_graph_version(tenant: Tenant, data: Any, *, by: str = "") -> Graph:
 
 
 def get_graph(tenant: Tenant, name: str, version: int | None = None) -> Graph:
-    graphs = Graph.objects.for_tenant(tenant).filter(name=name)
-    graph = (
-        graphs.filter(version=version).first() if version else graphs.order_by("-version").first()
+    """The tenant's graph `name` at `version` (default: the latest). Every run start asks, so
+    the id is looked up in plain SQL and the row (immutable once written) kept per process."""
+    q = connection.ops.quote_name
+    sql = (
+        f"SELECT {q('id')}, {q('hash')}, {q('version')} FROM {q(Graph._meta.db_table)} "  # noqa: S608 - names from model meta
+        f"WHERE {q('tenant_id')} = %s AND {q('name')} = %s"
     )
-    if graph is None:
+    params: list[Any] = [tenant.pk, name]
+    if version:
+        sql += f" AND {q('version')} = %s"
+        params.append(version)
+    with connection.cursor() as cursor:
+        cursor.execute(sql + f" ORDER BY {q('version')} DESC LIMIT 1", params)
+        row = cursor.fetchone()
+    if row is None:
         what = f"{name}@{version}" if version else name
         raise NotFound(f"Graph {what} does not exist.")
-    return graph
+    return _graph_row(row[0], tenant.pk, row[1], row[2])
+
+
+@functools.lru_cache(maxsize=1024)
+def _graph_row(pk: int, tenant_id: int, spec_hash: str, version: int) -> Graph:
+    """Keyed by more than the pk, so a row id reused after a rollback (tests) never hits."""
+    return Graph.objects.get(pk=pk, tenant_id=tenant_id, hash=spec_hash, version=version)
 
 
 def latest_versions(tenant: Tenant) -> list[Graph]:
