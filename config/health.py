@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import asyncio
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -42,13 +42,25 @@ def _check_channel_layer() -> str | None:
     layer = get_channel_layer()
     if layer is None:
         return "no channel layer configured"
-    channel = f"readyz.{uuid.uuid4().hex}"
 
     async def round_trip() -> dict:
-        await layer.send(channel, {"type": "readyz.ping"})
-        return await layer.receive(channel)
+        # new_channel subscribes first: a pub/sub layer drops what nobody listens to yet, and
+        # its subscription may land a moment after, so the ping is sent again until it arrives.
+        channel = await layer.new_channel("readyz.")
+        receiving = asyncio.ensure_future(layer.receive(channel))
+        try:
+            for _ in range(10):
+                await layer.send(channel, {"type": "readyz.ping"})
+                done, _ = await asyncio.wait({receiving}, timeout=0.2)
+                if done:
+                    return receiving.result()
+            return {}
+        finally:
+            receiving.cancel()
 
     message = async_to_sync(round_trip)()
+    if not message:
+        return "channel layer did not answer within 2 s"
     if message.get("type") != "readyz.ping":
         return "channel layer returned the wrong message"
     return None
