@@ -57,16 +57,7 @@ def admit_run(tenant: Tenant, *, now: dt.datetime | None = None) -> None:
     now = now or timezone.now()
     check_budgets(tenant, now=now, refusing="new runs")
     _take_rate_token(tenant, now)
-    q = connection.ops.quote_name
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {q(Tenant._meta.db_table)} SET {q('queued_count')} = "  # noqa: S608 - names from model meta
-            f"{q('queued_count')} + 1 WHERE {q('id')} = %s "
-            f"AND {q('queued_count')} < {q('max_queued_runs')}",
-            [tenant.pk],
-        )
-        taken = cursor.rowcount == 1
-    if not taken:
+    if not _take(tenant.pk, "queued_count", "max_queued_runs"):
         raise LimitExceeded(
             "max_queued_runs",
             f"Tenant {tenant.slug} already has {tenant.max_queued_runs} queued runs "
@@ -101,6 +92,23 @@ def _take_rate_token(tenant: Tenant, now: dt.datetime) -> None:
         )
 
 
+def _take(tenant_id: int, counter: str, cap: str, *, stamp: str = "", when: Any = None) -> bool:
+    """Add one to `counter` while it is below `cap` (and set `stamp` to `when`): one guarded
+    UPDATE in plain SQL, since run creation and dispatch run it for every run."""
+    q = connection.ops.quote_name
+    sets, params = f"{q(counter)} = {q(counter)} + 1", [tenant_id]
+    if stamp:
+        prepared = cast(Field, Tenant._meta.get_field(stamp)).get_db_prep_save(when, connection)
+        sets, params = f"{sets}, {q(stamp)} = %s", [prepared, tenant_id]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {q(Tenant._meta.db_table)} SET {sets} "  # noqa: S608 - names from model meta
+            f"WHERE {q('id')} = %s AND {q(counter)} < {q(cap)}",
+            params,
+        )
+        return cursor.rowcount == 1
+
+
 def _decrement(tenant_id: int, counter: str) -> None:
     q, column = connection.ops.quote_name, connection.ops.quote_name(counter)
     with connection.cursor() as cursor:
@@ -117,20 +125,14 @@ def release_queue_slot(tenant_id: int) -> None:
 
 def acquire_run_slot(tenant_id: int, *, dispatched_at: dt.datetime | None = None) -> bool:
     """Take one of the tenant's `max_concurrent_runs` slots; False when none is free. Also
-    stamps `last_dispatched_at`, the dispatcher's round robin. One guarded UPDATE, in plain
-    SQL: the dispatcher runs it for every run."""
-    q = connection.ops.quote_name
-    when = cast(Field, Tenant._meta.get_field("last_dispatched_at")).get_db_prep_save(
-        dispatched_at or timezone.now(), connection
+    stamps `last_dispatched_at`, the dispatcher's round robin."""
+    return _take(
+        tenant_id,
+        "running_count",
+        "max_concurrent_runs",
+        stamp="last_dispatched_at",
+        when=dispatched_at or timezone.now(),
     )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {q(Tenant._meta.db_table)} SET {q('running_count')} = "  # noqa: S608 - names from model meta
-            f"{q('running_count')} + 1, {q('last_dispatched_at')} = %s "
-            f"WHERE {q('id')} = %s AND {q('running_count')} < {q('max_concurrent_runs')}",
-            [when, tenant_id],
-        )
-        return cursor.rowcount == 1
 
 
 def running_total() -> int:
