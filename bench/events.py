@@ -18,8 +18,13 @@ the websocket protocol's `data_received`, before the client's own parsing and qu
 - `commit_to_receipt` (Redis only): receipt minus the `committed_at` that `events.publish`
   stamps on each transaction's channel-layer message just after the commit; the bench reads
   those messages through the channel layer itself.
-Every viewer's stream is also checked: seq 1..last, in order, no duplicate. `cpu_seconds`
-counts each role's processes, and `bench_clients` this process (the websocket clients).
+- `commit_to_bench_subscriber` (Redis only): when this process read those same messages off
+  Redis, minus `committed_at`: the worker -> Redis leg alone, without daphne.
+A scenario repeats rounds (new runs, new viewers) until it has measured MIN_SAMPLES live
+frames, so a small scenario's p95 is not just its largest sample; the raw round trip beside it
+is sampled only while rounds stream. Every viewer's stream is also checked: seq 1..last, in
+order, no duplicate. `cpu_seconds` counts each role's processes, and `bench_clients` this
+process (the websocket clients).
 
 Targets: redis p95 <= 50 ms and <= 3x the raw pub/sub round trip; embedded p95 <= 250 ms.
 `--setup` runs one setup only; `--matrix 100x10,1x1` picks scenarios (runs x viewers).
@@ -82,9 +87,14 @@ def summary(samples_ms: list[float]) -> dict[str, Any]:
 
 
 async def redis_roundtrip(
-    url: str, count: int, gap: float, stop: asyncio.Event | None = None
+    url: str,
+    count: int,
+    gap: float,
+    stop: asyncio.Event | None = None,
+    active: asyncio.Event | None = None,
 ) -> list[float]:
-    """Publish timestamps on a channel this process subscribes to; the delays, in ms."""
+    """Publish timestamps on a channel this process subscribes to; the delays, in ms.
+    With `active`, only while it is set (between rounds it waits)."""
     import redis.asyncio as redis
 
     client = redis.from_url(url, socket_timeout=None)
@@ -103,6 +113,9 @@ async def redis_roundtrip(
     task = asyncio.create_task(reader())
     sent = 0
     while sent < count and not (stop is not None and stop.is_set()):
+        if active is not None and not active.is_set():
+            await asyncio.sleep(gap)
+            continue
         await client.publish(channel, repr(time.perf_counter()))
         sent += 1
         await asyncio.sleep(gap)
@@ -489,6 +502,7 @@ class CommitClock:
 
     def __init__(self) -> None:
         self.at: dict[tuple[str, int], float] = {}
+        self.heard: dict[tuple[str, int], float] = {}  # when this process read it
         self.task: asyncio.Task[None] | None = None
 
     async def follow(self, run_hexes: list[str]) -> None:
@@ -505,9 +519,11 @@ class CommitClock:
     async def _receive(self, layer: Any, channel: str) -> None:
         while True:
             message = await layer.receive(channel)
+            heard = time.time()
             for event in message.get("events", ()):
                 if "committed_at" in message:
                     self.at[(event["run"], event["seq"])] = message["committed_at"]
+                    self.heard[(event["run"], event["seq"])] = heard
 
     async def stop(self) -> None:
         if self.task is not None:
@@ -565,46 +581,100 @@ class Viewer:
         return self.error is None and self.seqs == list(range(1, len(self.seqs) + 1))
 
 
+# A scenario repeats rounds (fresh runs, fresh viewers) until it has this many live frames,
+# so that a small one's p95 is not simply its largest sample: 1 run x 1 viewer gives ~12.
+MIN_SAMPLES = 300
+MAX_ROUNDS = 30
+
+
+class Round:
+    """One round of a scenario: `runs` gated runs, `viewers` clients each, approved at once."""
+
+    def __init__(self, runs: int, viewers: int) -> None:
+        self.runs, self.viewers = runs, viewers
+        self.watchers: list[Viewer] = []
+        self.clock = CommitClock()
+        self.elapsed = 0.0
+        self.cpu: dict[str, float] = {}
+
+    async def play(
+        self, procs: Processes, url: str, key: str, with_raw: bool, measuring: asyncio.Event
+    ) -> None:
+        created = await asyncio.to_thread(create_gated_runs, self.runs)
+        if with_raw:
+            await self.clock.follow([run_hex for run_hex, _ in created])
+        self.watchers = [Viewer(run_hex) for run_hex, _ in created for _ in range(self.viewers)]
+        tasks = []
+        for i in range(0, len(self.watchers), 50):  # in waves: daphne accepts ~hundreds/s
+            batch = self.watchers[i : i + 50]
+            tasks += [asyncio.create_task(w.watch(url, key)) for w in batch]
+            await asyncio.gather(*(w.synced.wait() for w in batch))
+        measuring.set()
+        started = time.monotonic()
+        cpu_before = {**procs.cpu_seconds(), "bench_clients": own_cpu_seconds()}
+        await asyncio.to_thread(approve_elsewhere, [pk for _, pk in created])
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(w.done.wait() for w in self.watchers)), 120)
+        self.elapsed = time.monotonic() - started
+        cpu_after = {**procs.cpu_seconds(), "bench_clients": own_cpu_seconds()}
+        measuring.clear()
+        self.cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_after}
+        await self.clock.stop()
+        for task in tasks:
+            task.cancel()
+
+    @property
+    def samples(self) -> list[float]:
+        return [x for w in self.watchers for x in w.latencies]
+
+    @property
+    def stamped(self) -> list[float]:
+        at = self.clock.at
+        return [
+            (received - at[(w.run_hex, seq)]) * 1000
+            for w in self.watchers
+            for seq, received in w.live
+            if (w.run_hex, seq) in at
+        ]
+
+
 async def scenario(
-    procs: Processes, url: str, key: str, runs: int, viewers: int, with_raw: bool
+    procs: Processes,
+    url: str,
+    key: str,
+    runs: int,
+    viewers: int,
+    with_raw: bool,
+    min_samples: int = MIN_SAMPLES,
 ) -> dict[str, Any]:
-    created = await asyncio.to_thread(create_gated_runs, runs)
-    clock = CommitClock()
-    if with_raw:
-        await clock.follow([run_hex for run_hex, _ in created])
-    watchers = [Viewer(run_hex) for run_hex, _ in created for _ in range(viewers)]
-    tasks = []
-    for i in range(0, len(watchers), 50):  # connect in waves: daphne accepts ~hundreds/s
-        batch = watchers[i : i + 50]
-        tasks += [asyncio.create_task(w.watch(url, key)) for w in batch]
-        await asyncio.gather(*(w.synced.wait() for w in batch))
+    measuring = asyncio.Event()  # the raw round trip is sampled only while rounds stream
     stop = asyncio.Event()
     raw_task = (
-        asyncio.create_task(redis_roundtrip(REDIS_URL, 100000, 0.005, stop)) if with_raw else None
+        asyncio.create_task(redis_roundtrip(REDIS_URL, 10**6, 0.005, stop, measuring))
+        if with_raw
+        else None
     )
-    started = time.monotonic()
-    cpu_before = {**procs.cpu_seconds(), "bench_clients": own_cpu_seconds()}
-    await asyncio.to_thread(approve_elsewhere, [pk for _, pk in created])
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.gather(*(w.done.wait() for w in watchers)), 120)
-    elapsed = time.monotonic() - started
-    cpu_after = {**procs.cpu_seconds(), "bench_clients": own_cpu_seconds()}
+    rounds: list[Round] = []
+    while len(rounds) < MAX_ROUNDS:
+        rounds.append(Round(runs, viewers))
+        await rounds[-1].play(procs, url, key, with_raw, measuring)
+        if sum(len(r.samples) for r in rounds) >= min_samples:
+            break
     stop.set()
     raw = await raw_task if raw_task is not None else None
-    await clock.stop()
-    for task in tasks:
-        task.cancel()
-    samples = [x for w in watchers for x in w.latencies]
+    watchers = [w for r in rounds for w in r.watchers]
     errors = sorted({w.error for w in watchers if w.error})
+    cpu = {k: round(sum(r.cpu[k] for r in rounds), 2) for k in rounds[0].cpu}
     result: dict[str, Any] = {
         "runs": runs,
         "viewers_per_run": viewers,
-        "connections": len(watchers),
-        **summary(samples),
+        "connections": len(rounds[0].watchers),
+        "rounds": len(rounds),
+        **summary([x for r in rounds for x in r.samples]),
         "events_per_run": max((len(w.seqs) for w in watchers), default=0),
-        "seconds": round(elapsed, 2),
+        "seconds": round(sum(r.elapsed for r in rounds), 2),
         "all_streams_complete_in_order": all(w.complete for w in watchers),
-        "cpu_seconds": {k: round(cpu_after[k] - cpu_before[k], 2) for k in cpu_after},
+        "cpu_seconds": cpu,
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
     if errors:
@@ -612,16 +682,15 @@ async def scenario(
     if raw is not None:
         result["raw_redis_under_load"] = summary(raw)
     if with_raw:
-        stamped = [
-            (received - clock.at[(w.run_hex, seq)]) * 1000
-            for w in watchers
-            for seq, received in w.live
-            if (w.run_hex, seq) in clock.at
-        ]
+        stamped = [x for r in rounds for x in r.stamped]
         result["commit_to_receipt"] = {
             **summary(stamped),
             "unstamped": sum(len(w.live) for w in watchers) - len(stamped),
         }
+        # The same messages read off Redis by this process: the worker -> Redis leg alone.
+        result["commit_to_bench_subscriber"] = summary(
+            [(r.clock.heard[k] - r.clock.at[k]) * 1000 for r in rounds for k in r.clock.heard]
+        )
     return result
 
 
@@ -663,7 +732,7 @@ def child(args: argparse.Namespace) -> int:
     }
     try:
         procs.start()
-        asyncio.run(scenario(procs, url, key, 2, 1, False))  # warm up every process
+        asyncio.run(scenario(procs, url, key, 2, 1, False, min_samples=0))  # warm up processes
         results = []
         for runs, viewers in matrix:
             log(f"{args.child}: {runs} runs x {viewers} viewers")

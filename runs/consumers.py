@@ -33,7 +33,9 @@ instead (`run.*` events are few), and looks back a few seconds for ids that Post
 committed after higher ones.
 
 Frames leave through a bounded per-consumer outbox drained by one writer task that waits while
-the transport is backed up (config/asgi.py exposes daphne's socket buffer). Hints are handled
+the transport is backed up (config/asgi.py exposes daphne's socket buffer). When nothing waits
+in the outbox, a frame goes straight to the socket (`SendFlow.write_text`) without waking the
+writer. Hints are handled
 without waiting for the client, so a slow client never slows the feed, workers or other
 clients: its outbox fills, and past `max_buffered` frames (or `max_buffered_bytes`) it is
 closed with 4008.
@@ -104,6 +106,9 @@ class SendFlow(Protocol):
     def closed(self) -> bool: ...
 
     async def wait_writable(self) -> None: ...
+
+    def write_text(self, text: str) -> bool:
+        """Put a text frame on the socket now if it takes one; False: use `send`."""
 
 
 def parse_after(scope: dict[str, Any]) -> int | None | Literal[False]:
@@ -237,6 +242,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
         )
 
     def _push_text(self, text: str, key: int | None) -> None:
+        if not self._outbox and not self._stalled and self._write_now(text, key):
+            return  # nothing queued or in flight: straight to the socket, no writer wake-up
         self._outbox.append((key, text))
         self._outbox_bytes += len(text)
         self._drained.clear()
@@ -292,17 +299,26 @@ class StreamConsumer(AsyncWebsocketConsumer):
                     and self._outbox_bytes <= self.max_buffered_bytes // 2
                 ):
                     self._drained.set()
-                self._stalled = True  # until a send that waits (not daphne's) returns
-                await self.send(text_data=text)
-                self._stalled = False
-                if key is not None:
-                    self.written = key
+                if not self._write_now(text, key):
+                    self._stalled = True  # until a send that waits (not daphne's) returns
+                    await self.send(text_data=text)
+                    self._stalled = False
+                    if key is not None:
+                        self.written = key
                 sent += 1
                 if sent % 64 == 0:
                     await asyncio.sleep(0)  # a long backlog must not hog the loop
         finally:
             self._closed = True
             self._drained.set()
+
+    def _write_now(self, text: str, key: int | None) -> bool:
+        flow = self._flow
+        if flow is None or self._closed or not flow.write_text(text):
+            return False
+        if key is not None:
+            self.written = key
+        return True
 
     async def _overflow(self) -> None:
         """Close a client that fell too far behind, telling it where to resume."""

@@ -54,6 +54,9 @@ class StalledFlow:
     async def wait_writable(self) -> None:
         await self._writable.wait()
 
+    def write_text(self, text: str) -> bool:
+        return False  # frames go through the consumer's `send`, where the test reads them
+
 
 def with_flow(flow: StalledFlow) -> Callable[[Any], Any]:
     def wrap(app: Any) -> Any:
