@@ -732,7 +732,9 @@ def child(args: argparse.Namespace) -> int:
     }
     try:
         procs.start()
-        asyncio.run(scenario(procs, url, key, 2, 1, False, min_samples=0))  # warm up processes
+        # Warm up every worker process (imports, connections, caches): with fewer runs than
+        # workers, the first scenario measured some workers' first run instead.
+        asyncio.run(scenario(procs, url, key, 2 * WORKERS, 1, False, min_samples=0))
         results = []
         for runs, viewers in matrix:
             log(f"{args.child}: {runs} runs x {viewers} viewers")
