@@ -199,6 +199,9 @@ RUNYARD: dict[str, Any] = {
     # Consecutive pure steps (transform, end) committed in one transaction, at most this many;
     # 1 commits every step on its own.
     "PURE_BATCH_STEPS": int(os.environ.get("RUNYARD_PURE_BATCH_STEPS", 100)),
+    # Usage-ledger rows per tenant and day: a run's steps add to row run_id % this, so one
+    # tenant's concurrent runs do not wait on a single row's lock (tenants/limits.py).
+    "USAGE_SHARDS": int(os.environ.get("RUNYARD_USAGE_SHARDS", 16)),
     # Runs handed to the broker at once, cluster-wide; default: Q_CLUSTER["workers"]. Set it to
     # the total worker count when several worker machines share the queue.
     "DISPATCH_CAPACITY": int(os.environ.get("RUNYARD_DISPATCH_CAPACITY", 0)) or None,

@@ -413,7 +413,16 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 @admin.register(UsageDay)
 class UsageDayAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["day", "tenant", "runs", "steps", "tokens_in", "tokens_out", "cost_usd"]
+    list_display = [
+        "day",
+        "tenant",
+        "shard",
+        "runs",
+        "steps",
+        "tokens_in",
+        "tokens_out",
+        "cost_usd",
+    ]
     list_filter = ["tenant"]
     date_hierarchy = "day"
     list_select_related = ["tenant"]
@@ -421,7 +430,16 @@ class UsageDayAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(UsageModelDay)
 class UsageModelDayAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["day", "tenant", "model", "calls", "tokens_in", "tokens_out", "cost_usd"]
+    list_display = [
+        "day",
+        "tenant",
+        "model",
+        "shard",
+        "calls",
+        "tokens_in",
+        "tokens_out",
+        "cost_usd",
+    ]
     list_filter = ["tenant", "model"]
     date_hierarchy = "day"
     list_select_related = ["tenant"]

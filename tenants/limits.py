@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, cast
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import F, Field, Q, Sum
 from django.utils import timezone
@@ -152,7 +153,17 @@ def release_run_slot(tenant_id: int) -> None:
 # --- usage ledger ----------------------------------------------------------------------------
 
 
-def _increment_day(tenant_id: int, day: dt.date, **amounts: int | Decimal) -> bool:
+def usage_shard(run_id: int) -> int:
+    """The ledger shard a run's usage goes to (RUNYARD["USAGE_SHARDS"] rows per tenant-day).
+
+    On PostgreSQL a step's ledger UPDATE holds the row until its transaction commits, so with
+    one row per tenant and day every step of that tenant waited for the previous one's commit
+    (bench/events.py: 100 concurrent runs of one tenant). Changing the count later is safe:
+    readers sum whatever shards exist."""
+    return run_id % max(1, int(settings.RUNYARD["USAGE_SHARDS"]))
+
+
+def _increment_day(tenant_id: int, day: dt.date, shard: int, **amounts: int | Decimal) -> bool:
     """One plain UPDATE of the ledger row: this runs in every step's transaction."""
     q = connection.ops.quote_name
     columns = [q(cast(str, cast(Field, UsageDay._meta.get_field(name)).column)) for name in amounts]
@@ -161,8 +172,8 @@ def _increment_day(tenant_id: int, day: dt.date, **amounts: int | Decimal) -> bo
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {q(UsageDay._meta.db_table)} SET {sets} WHERE {q('tenant_id')} = %s "  # noqa: S608 - names from model meta
-            f"AND {q('day')} = %s",
-            [*amounts.values(), tenant_id, day_value],
+            f"AND {q('day')} = %s AND {q('shard')} = %s",
+            [*amounts.values(), tenant_id, day_value, shard],
         )
         return cursor.rowcount == 1
 
@@ -177,8 +188,10 @@ def record_usage(
     cost_usd: float | Decimal = 0,
     by_model: dict[str, dict[str, Any]] | None = None,
     day: dt.date | None = None,
+    shard: int = 0,
 ) -> None:
-    """Add to today's ledger row (and per model). Call in the transaction of the change."""
+    """Add to today's ledger row of `shard` (and per model). Call in the transaction of the
+    change; a run's changes go to `usage_shard(run.pk)`."""
     day = day or timezone.now().date()
     cost = Decimal(str(cost_usd))
     increments = {
@@ -191,6 +204,7 @@ def record_usage(
     if not _increment_day(
         tenant_id,
         day,
+        shard,
         runs=runs,
         steps=steps,
         tokens_in=tokens_in,
@@ -200,6 +214,7 @@ def record_usage(
         _, created = UsageDay.objects.get_or_create(
             tenant_id=tenant_id,
             day=day,
+            shard=shard,
             defaults={
                 "runs": runs,
                 "steps": steps,
@@ -209,7 +224,7 @@ def record_usage(
             },
         )
         if not created:  # another transaction created it between our UPDATE and INSERT
-            UsageDay.objects.filter(tenant_id=tenant_id, day=day).update(**increments)
+            UsageDay.objects.filter(tenant_id=tenant_id, day=day, shard=shard).update(**increments)
     for model, u in (by_model or {}).items():
         m_inc = {
             "calls": F("calls") + int(u.get("calls", 0)),
@@ -217,12 +232,13 @@ def record_usage(
             "tokens_out": F("tokens_out") + int(u.get("tokens_out", 0)),
             "cost_usd": F("cost_usd") + Decimal(str(u.get("cost_usd", 0))),
         }
-        row = UsageModelDay.objects.filter(tenant_id=tenant_id, day=day, model=model)
+        row = UsageModelDay.objects.filter(tenant_id=tenant_id, day=day, model=model, shard=shard)
         if not row.update(**m_inc):
             _, created = UsageModelDay.objects.get_or_create(
                 tenant_id=tenant_id,
                 day=day,
                 model=model,
+                shard=shard,
                 defaults={
                     "calls": int(u.get("calls", 0)),
                     "tokens_in": int(u.get("tokens_in", 0)),

@@ -109,10 +109,15 @@ class ApiKey(models.Model):
 
 
 class UsageDay(models.Model):
-    """The usage ledger: one row per tenant and UTC day, updated in each step's transaction."""
+    """The usage ledger: rows per tenant, UTC day and shard, updated in each step's transaction.
+
+    A step adds to the shard of its run (`limits.usage_shard`), so concurrent runs of one
+    tenant do not queue on one row lock until each other's commit; readers sum the shards.
+    """
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="usage_days")
     day = models.DateField()
+    shard = models.PositiveSmallIntegerField(default=0)
     runs = models.IntegerField(default=0)
     steps = models.IntegerField(default=0)
     tokens_in = models.BigIntegerField(default=0)
@@ -120,7 +125,9 @@ class UsageDay(models.Model):
     cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0))
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["tenant", "day"], name="uniq_usage_day")]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "day", "shard"], name="uniq_usage_day_shard")
+        ]
         ordering = ["-day"]
 
     def __str__(self) -> str:
@@ -132,9 +139,12 @@ class UsageDay(models.Model):
 
 
 class UsageModelDay(models.Model):
+    """Usage per model, sharded like UsageDay."""
+
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="usage_models")
     day = models.DateField()
     model = models.CharField(max_length=100)
+    shard = models.PositiveSmallIntegerField(default=0)
     calls = models.IntegerField(default=0)
     tokens_in = models.BigIntegerField(default=0)
     tokens_out = models.BigIntegerField(default=0)
@@ -142,7 +152,9 @@ class UsageModelDay(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["tenant", "day", "model"], name="uniq_usage_model_day")
+            models.UniqueConstraint(
+                fields=["tenant", "day", "model", "shard"], name="uniq_usage_model_day_shard"
+            )
         ]
 
     def __str__(self) -> str:

@@ -231,6 +231,6 @@ def _admit_and_write(
     insert_instance(run)
     run.tenant = tenant
     append_events(run, [("run.queued", {"graph": graph_row.name, "version": graph_row.version})])
-    limits.record_usage(tenant.pk, runs=1)
+    limits.record_usage(tenant.pk, runs=1, shard=limits.usage_shard(run.pk))
     dispatch_on_commit()
     return run

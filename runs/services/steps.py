@@ -189,6 +189,7 @@ def record_step_usage(run: Run, written: Written) -> None:
     u = written.usage
     limits.record_usage(
         run.tenant_id,
+        shard=limits.usage_shard(run.pk),
         steps=len(written.steps),
         tokens_in=u.tokens_in,
         tokens_out=u.tokens_out,

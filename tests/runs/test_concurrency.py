@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import pytest
 from django.db import connection, transaction
+from django.utils import timezone
 
 from runs import dispatch
 from runs.events import append_events
@@ -121,3 +122,35 @@ def test_max_concurrent_runs_holds_with_four_workers_racing(tenant, monkeypatch,
     assert max(observed) == 2  # and the cap was actually reached
     tenant.refresh_from_db()
     assert tenant.running_count == 0
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="SQLite serialises every writer anyway"
+)
+def test_concurrent_runs_of_one_tenant_do_not_wait_on_each_others_ledger_row(tenant) -> None:
+    """A step's ledger UPDATE holds its row until commit: two runs in other shards go on."""
+    holding, release = threading.Event(), threading.Event()
+
+    def slow_step() -> None:
+        with transaction.atomic():
+            limits.record_usage(tenant.pk, steps=1, shard=limits.usage_shard(1))
+            holding.set()
+            release.wait(30)
+
+    other = threading.Thread(target=lambda: (slow_step(), connection.close()))
+    other.start()
+    try:
+        assert holding.wait(10)
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '2s'")
+            limits.record_usage(tenant.pk, steps=1, shard=limits.usage_shard(2))
+            with pytest.raises(Exception, match="lock timeout"), transaction.atomic():
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL lock_timeout = '200ms'")
+                limits.record_usage(tenant.pk, steps=1, shard=limits.usage_shard(1))
+    finally:
+        release.set()
+        other.join(30)
+    today = timezone.now().date()
+    assert limits.usage_between(tenant.pk, today, today).steps == 2

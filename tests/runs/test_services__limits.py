@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from django.utils import timezone
 
 from runs.models import Event, Run
 from runs.services import create_run
 from runs.status import RunStatus
-from tenants.models import UsageDay
+from tenants import limits
+from tenants.limits import LimitExceeded
+from tenants.models import UsageDay, UsageModelDay
 from tests.runs.conftest import chain_spec
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -89,12 +92,41 @@ def test_usage_ledger_matches_the_runs_counters(tenant, make_graph, queue) -> No
     for _ in range(3):
         create_run(tenant, graph="talk")
     queue.drain()
-    day = UsageDay.objects.get(tenant=tenant)
+    today = timezone.now().date()
+    day = limits.usage_between(tenant.pk, today, today)
     runs = Run.objects.filter(tenant=tenant)
     assert day.runs == 3
     assert day.steps == sum(r.steps for r in runs)
-    assert day.tokens_in == sum(r.tokens_in for r in runs)
-    assert day.tokens_out == sum(r.tokens_out for r in runs)
+    assert day.tokens == sum(r.tokens_in + r.tokens_out for r in runs)
+    assert day.cost_usd == sum(r.cost_usd for r in runs)
+    models = limits.usage_by_model(tenant.pk, today, today)
+    assert sum(m["calls"] for m in models) == 3 * 3  # three llm nodes a run
+
+
+def test_each_run_adds_to_its_own_ledger_shard(tenant, make_graph, queue, settings) -> None:
+    settings.RUNYARD = {**settings.RUNYARD, "USAGE_SHARDS": 4}
+    make_graph(tenant, llm_chain(2))
+    runs = [create_run(tenant, graph="talk") for _ in range(4)]
+    queue.drain()
+    rows = {row.shard: row for row in UsageDay.objects.filter(tenant=tenant)}
+    assert sorted(rows) == sorted({r.pk % 4 for r in runs})
+    for shard, row in rows.items():
+        mine = [Run.objects.get(pk=r.pk) for r in runs if r.pk % 4 == shard]
+        assert row.runs == len(mine)
+        assert row.steps == sum(r.steps for r in mine)
+    shards = set(UsageModelDay.objects.filter(tenant=tenant).values_list("shard", flat=True))
+    assert shards == set(rows)
+
+
+def test_budgets_count_every_shard(tenant, make_graph, queue) -> None:
+    tenant.daily_token_budget = 100
+    tenant.save()
+    for shard in range(4):  # 4 x 30 tokens spread over shards: over budget only together
+        limits.record_usage(tenant.pk, tokens_in=30, shard=shard)
+    make_graph(tenant, llm_chain(1))
+    with pytest.raises(LimitExceeded) as refused:
+        create_run(tenant, graph="talk")
+    assert refused.value.limit == "daily_token_budget"
 
 
 def test_daily_token_budget_refuses_new_runs_saying_when_it_resets(
