@@ -192,6 +192,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         async with self._lock:
             await self.replay()
             self._push(SyncedFrame(type="synced", seq=self.last), None)
+        inbox.direct = self.take_now  # live from here: hints in order go out as they arrive
         self._tasks.append(asyncio.create_task(self._pump(inbox)))
         self._tasks.append(asyncio.create_task(self._heartbeat_loop()))
 
@@ -214,14 +215,22 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 await task
         self._tasks = []
 
+    def take_now(self, hints: list[live.Hint]) -> list[live.Hint]:
+        """Handle live hints synchronously where nothing needs waiting for; the rest back.
+        The run stream overrides this; by default everything goes through the pump."""
+        return hints
+
     async def _pump(self, inbox: live.Inbox) -> None:
         while not self._closed:
             hints, overflowed = await inbox.get()
-            async with self._lock:
-                if overflowed:
-                    await self.resync()  # the inbox dropped hints: read them instead
-                if hints and not self._closed:
-                    await self.on_hints(hints)
+            try:
+                async with self._lock:
+                    if overflowed:
+                        await self.resync()  # the inbox dropped hints: read them instead
+                    if hints and not self._closed:
+                        await self.on_hints(hints)
+            finally:
+                inbox.done()
 
     async def _heartbeat_loop(self) -> None:
         while not self._closed:
@@ -398,6 +407,18 @@ class RunStreamConsumer(StreamConsumer):
             if len(page) < self.page_size:
                 break
         return not self._closed
+
+    def take_now(self, hints: list[live.Hint]) -> list[live.Hint]:
+        """The next seqs in order go out at once; a gap (backfill), a full outbox (possible
+        overflow) or a replay in progress leaves the rest to the pump."""
+        for i, (seq, text) in enumerate(hints):
+            if seq <= self.last:
+                continue  # replayed or backfilled already
+            if seq != self.last + 1 or self._closed or self._lock.locked() or self._full():
+                return hints[i:]
+            self._push_text(text, seq)
+            self.last = seq
+        return []
 
     async def on_hints(self, hints: list[live.Hint]) -> None:
         for seq, text in hints:

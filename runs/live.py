@@ -10,10 +10,12 @@ Two sources, one per configuration:
   consumer, and confirms the subscription with a probe before its first viewer replays.
 
 Either way an event is encoded to JSON once per process and put in the inbox of every local
-consumer of its group. Consumers take no channel-layer channel of their own. Measured with 100
-runs x 10 viewers (bench/events.py), one channel per consumer cost too much: the in-memory
-layer scans every channel and group on each send and receive and deep-copies each message per
-member; channels-redis delivers a separate message per consumer through one serial receive
+consumer of its group; an idle live consumer takes the next seqs straight from `put` and
+writes them to its socket there and then (no task wake-up per consumer and event).
+Consumers take no channel-layer channel of their own. Measured with 100 runs x 10 viewers
+(bench/events.py), one channel per consumer cost too much: the in-memory layer scans every
+channel and group on each send and receive and deep-copies each message per member;
+channels-redis delivers a separate message per consumer through one serial receive
 loop per process, several Redis round trips each.
 
 The feed starts lazily on the first websocket connect and stops after a minute without
@@ -32,7 +34,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -86,15 +88,29 @@ def encode(events: Iterable[Mapping[str, Any]], key: str) -> list[Hint]:
 
 class Inbox:
     """One consumer's hints, in arrival order. Bounded: past `limit` batches it is emptied and
-    marked `overflowed`, and its consumer reads what it missed from the database."""
+    marked `overflowed`, and its consumer reads what it missed from the database.
 
-    def __init__(self, limit: int = INBOX_BATCHES) -> None:
+    `direct`, when given, is offered each batch first while nothing else waits here and the
+    consumer is not working through an earlier one: it handles what it can at once (no task
+    wake-up per consumer and event) and returns the hints it left, which queue as usual."""
+
+    def __init__(
+        self,
+        limit: int = INBOX_BATCHES,
+        direct: Callable[[list[Hint]], list[Hint]] | None = None,
+    ) -> None:
         self.limit = limit
+        self.direct = direct
         self.batches: collections.deque[list[Hint]] = collections.deque()
         self.overflowed = False
+        self.busy = False  # from get() until the consumer calls done()
         self._ready = asyncio.Event()
 
     def put(self, hints: list[Hint]) -> None:
+        if self.direct is not None and not (self.batches or self.overflowed or self.busy):
+            hints = self.direct(hints)
+            if not hints:
+                return
         if len(self.batches) >= self.limit:
             self.batches.clear()
             self.overflowed = True
@@ -103,13 +119,17 @@ class Inbox:
         self._ready.set()
 
     async def get(self) -> tuple[list[Hint], bool]:
-        """Everything waiting (at least one batch, or the overflow flag)."""
+        """Everything waiting (at least one batch, or the overflow flag); call done() after."""
         await self._ready.wait()
         self._ready.clear()
         hints = [h for batch in self.batches for h in batch]
         self.batches.clear()
         overflowed, self.overflowed = self.overflowed, False
+        self.busy = True
         return hints, overflowed
+
+    def done(self) -> None:
+        self.busy = False
 
 
 class Feed:
