@@ -21,10 +21,10 @@ the websocket protocol's `data_received`, before the client's own parsing and qu
 - `commit_to_bench_subscriber` (Redis only): when this process read those same messages off
   Redis, minus `committed_at`: the worker -> Redis leg alone, without daphne.
 A scenario repeats rounds (new runs, new viewers) until it has measured MIN_SAMPLES live
-frames, so a small scenario's p95 is not just its largest sample; the raw round trip beside it
-is sampled only while rounds stream. Every viewer's stream is also checked: seq 1..last, in
-order, no duplicate. `cpu_seconds` counts each role's processes, and `bench_clients` this
-process (the websocket clients).
+frames over MIN_SECONDS of streaming, so a small scenario's p95 is not just its largest
+sample; the raw round trip beside it is sampled only while rounds stream. Every viewer's
+stream is also checked: seq 1..last, in order, no duplicate. `cpu_seconds` counts each role's
+processes, and `bench_clients` this process (the websocket clients).
 
 Targets: redis p95 <= 50 ms and <= 3x the raw pub/sub round trip; embedded p95 <= 250 ms.
 `--setup` runs one setup only; `--matrix 100x10,1x1` picks scenarios (runs x viewers).
@@ -626,9 +626,12 @@ class Viewer:
         return self.error is None and self.seqs == list(range(1, len(self.seqs) + 1))
 
 
-# A scenario repeats rounds (fresh runs, fresh viewers) until it has this many live frames,
-# so that a small one's p95 is not simply its largest sample: 1 run x 1 viewer gives ~12.
+# A scenario repeats rounds (fresh runs, fresh viewers) until it has this many live frames
+# and has streamed this long, so that a small one's p95 is not simply its largest sample
+# (1 run x 1 viewer gives ~12) and the raw round trip beside it has hundreds of samples too
+# (10 runs x 10 viewers stream for half a second).
 MIN_SAMPLES = 1000
+MIN_SECONDS = 2.0
 MAX_ROUNDS = 100
 
 
@@ -699,6 +702,7 @@ async def scenario(
     viewers: int,
     with_raw: bool,
     min_samples: int = MIN_SAMPLES,
+    min_seconds: float = MIN_SECONDS,
 ) -> dict[str, Any]:
     measuring = asyncio.Event()  # the raw round trip is sampled only while rounds stream
     stop = asyncio.Event()
@@ -711,7 +715,10 @@ async def scenario(
     while len(rounds) < MAX_ROUNDS:
         rounds.append(Round(runs, viewers))
         await rounds[-1].play(procs, url, key, with_raw, measuring)
-        if sum(len(r.samples) for r in rounds) >= min_samples:
+        if (
+            sum(len(r.samples) for r in rounds) >= min_samples
+            and sum(r.elapsed for r in rounds) >= min_seconds
+        ):
             break
     stop.set()
     raw = await raw_task if raw_task is not None else None
@@ -787,7 +794,7 @@ def child(args: argparse.Namespace) -> int:
         procs.start()
         # Warm up every worker process (imports, connections, caches): with fewer runs than
         # workers, the first scenario measured some workers' first run instead.
-        asyncio.run(scenario(procs, url, key, 2 * WORKERS, 1, False, min_samples=0))
+        asyncio.run(scenario(procs, url, key, 2 * WORKERS, 1, False, 0, 0.0))
         results = []
         for runs, viewers in matrix:
             log(f"{args.child}: {runs} runs x {viewers} viewers")
