@@ -35,10 +35,9 @@ committed after higher ones.
 Frames leave through a bounded per-consumer outbox drained by one writer task that waits while
 the transport is backed up (config/asgi.py exposes daphne's socket buffer). When nothing waits
 in the outbox, a frame goes straight to the socket (`SendFlow.write_text`) without waking the
-writer. Hints are handled
-without waiting for the client, so a slow client never slows the feed, workers or other
-clients: its outbox fills, and past `max_buffered` frames (or `max_buffered_bytes`) it is
-closed with 4008.
+writer. Hints are handled without waiting for the client, so a slow client never slows the
+feed, workers or other clients: its outbox fills, and past `max_buffered` frames (or
+`max_buffered_bytes`) it is closed with 4008.
 """
 
 from __future__ import annotations
