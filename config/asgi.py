@@ -18,6 +18,7 @@ import gc
 import logging
 import os
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 from django.core.asgi import get_asgi_application
@@ -99,17 +100,19 @@ class DaphneSendFlow:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._writable.wait(), timeout=1.0)
 
-    def write_text(self, text: str) -> bool:
-        """Write one text frame straight to the socket, or say no (False: use `send`).
+    def write_texts(self, texts: Sequence[str]) -> bool:
+        """Write text frames straight to the socket, or say no (False: use `send`).
 
-        This is the frame autobahn would build for daphne's `websocket.send`, minus the layers
-        around it (channels' session wrapper, daphne's reply routing, autobahn's per-frame
-        debug-log formatting) and, when Twisted holds nothing unsent for this socket, minus
-        Twisted's buffering: the frame goes out in one `send()` now instead of registering
-        the socket for writability (two epoll changes and another loop pass per frame). With
-        ten viewers per run that was over half of daphne's CPU per frame (bench/events.py).
-        Only on an open connection with no extension (daphne negotiates none) and nothing
-        queued inside autobahn, so frames stay whole and in order.
+        These are the frames autobahn would build for daphne's `websocket.send`, minus the
+        layers around it (channels' session wrapper, daphne's reply routing, autobahn's
+        per-frame debug-log formatting) and, when Twisted holds nothing unsent for this socket,
+        minus Twisted's buffering: the frames go out in one `send()` now instead of
+        registering the socket for writability (two epoll changes and another loop pass per
+        frame). With ten viewers per run that was over half of daphne's CPU per frame
+        (bench/events.py); one `send()` for a transaction's several events also wakes the
+        client once instead of once per event. Only on an open connection with no extension
+        (daphne negotiates none) and nothing queued inside autobahn, so frames stay whole and
+        in order.
         """
         protocol = self._protocol
         if (
@@ -120,18 +123,17 @@ class DaphneSendFlow:
             or getattr(protocol, "send_queue", None)
         ):
             return False
-        payload = text.encode()
-        frame = text_frame_header(len(payload)) + payload
+        data = b"".join(text_frame(text) for text in texts)
         transport = protocol.transport
         if _nothing_buffered(transport):
             try:
-                sent = transport.getHandle().send(frame)
+                sent = transport.getHandle().send(data)
             except OSError:  # EAGAIN, or a dead peer: Twisted meets it on its own write
                 sent = 0
-            if sent == len(frame):
+            if sent == len(data):
                 return True
-            frame = frame[sent:]
-        transport.write(frame)  # the rest waits in Twisted's buffer, in order
+            data = data[sent:]
+        transport.write(data)  # the rest waits in Twisted's buffer, in order
         return True
 
 
@@ -144,6 +146,11 @@ def _nothing_buffered(transport: Any) -> bool:
         and getattr(transport, "_tempDataLen", 1) == 0
         and len(getattr(transport, "dataBuffer", b"x")) == getattr(transport, "offset", -1)
     )
+
+
+def text_frame(text: str) -> bytes:
+    payload = text.encode()
+    return text_frame_header(len(payload)) + payload
 
 
 def text_frame_header(length: int) -> bytes:

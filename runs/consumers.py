@@ -34,8 +34,9 @@ committed after higher ones.
 
 Frames leave through a bounded per-consumer outbox drained by one writer task that waits while
 the transport is backed up (config/asgi.py exposes daphne's socket buffer). When nothing waits
-in the outbox, a frame goes straight to the socket (`SendFlow.write_text`) without waking the
-writer. Hints are handled without waiting for the client, so a slow client never slows the
+in the outbox, frames go straight to the socket (`SendFlow.write_texts`: a transaction's events
+in one write) without waking the writer, and the writer too hands over what has queued up in
+one write. Hints are handled without waiting for the client, so a slow client never slows the
 feed, workers or other clients: its outbox fills, and past `max_buffered` frames (or
 `max_buffered_bytes`) it is closed with 4008.
 """
@@ -45,10 +46,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import json
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any, Literal, Protocol, TypedDict
 from urllib.parse import parse_qs
 
@@ -79,6 +82,9 @@ CLOSE_TOO_SLOW = 4008
 
 # Where config/asgi.py puts the transport's backpressure for this connection.
 FLOW_SCOPE_KEY = "runyard.send_flow"
+# The most the writer hands the socket in one write when frames have queued up.
+WRITE_BATCH_FRAMES = 64
+WRITE_BATCH_BYTES = 256 << 10
 
 
 class SyncedFrame(TypedDict):
@@ -106,8 +112,8 @@ class SendFlow(Protocol):
 
     async def wait_writable(self) -> None: ...
 
-    def write_text(self, text: str) -> bool:
-        """Put a text frame on the socket now if it takes one; False: use `send`."""
+    def write_texts(self, texts: Sequence[str]) -> bool:
+        """Put text frames on the socket now, in order, if it takes them; False: use `send`."""
 
 
 def parse_after(scope: dict[str, Any]) -> int | None | Literal[False]:
@@ -250,7 +256,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         )
 
     def _push_text(self, text: str, key: int | None) -> None:
-        if not self._outbox and not self._stalled and self._write_now(text, key):
+        if not self._outbox and not self._stalled and self._write_now([(key, text)]):
             return  # nothing queued or in flight: straight to the socket, no writer wake-up
         self._outbox.append((key, text))
         self._outbox_bytes += len(text)
@@ -300,32 +306,51 @@ class StreamConsumer(AsyncWebsocketConsumer):
                     if flow.closed:
                         return  # the connection is gone
                     continue
-                key, text = self._outbox.popleft()
-                self._outbox_bytes -= len(text)
+                batch = self._next_batch()
+                if self._write_now(batch):
+                    taken = len(batch)
+                else:  # one frame through a `send` that waits (not daphne's)
+                    taken = 1
+                    key, text = batch[0]
+                    self._stalled = True
+                    await self.send(text_data=text)
+                    self._stalled = False
+                    if key is not None:
+                        self.written = key
+                for _ in range(taken):
+                    self._outbox_bytes -= len(self._outbox.popleft()[1])
                 if (
                     len(self._outbox) <= self.max_buffered // 2
                     and self._outbox_bytes <= self.max_buffered_bytes // 2
                 ):
                     self._drained.set()
-                if not self._write_now(text, key):
-                    self._stalled = True  # until a send that waits (not daphne's) returns
-                    await self.send(text_data=text)
-                    self._stalled = False
-                    if key is not None:
-                        self.written = key
-                sent += 1
-                if sent % 64 == 0:
+                sent += taken
+                if sent >= WRITE_BATCH_FRAMES:
+                    sent = 0
                     await asyncio.sleep(0)  # a long backlog must not hog the loop
         finally:
             self._closed = True
             self._drained.set()
 
-    def _write_now(self, text: str, key: int | None) -> bool:
+    def _next_batch(self) -> list[tuple[int | None, str]]:
+        """The outbox's first frames (at least one), as many as one socket write should take."""
+        batch: list[tuple[int | None, str]] = []
+        size = 0
+        for key, text in itertools.islice(self._outbox, WRITE_BATCH_FRAMES):
+            if batch and size + len(text) > WRITE_BATCH_BYTES:
+                break
+            batch.append((key, text))
+            size += len(text)
+        return batch
+
+    def _write_now(self, frames: Sequence[tuple[int | None, str]]) -> bool:
+        """Frames straight to the socket, in one write; False: the flow took none of them."""
         flow = self._flow
-        if flow is None or self._closed or not flow.write_text(text):
+        if flow is None or self._closed or not flow.write_texts([text for _, text in frames]):
             return False
-        if key is not None:
-            self.written = key
+        keys = [key for key, _ in frames if key is not None]
+        if keys:
+            self.written = keys[-1]
         return True
 
     async def _overflow(self) -> None:
@@ -408,16 +433,31 @@ class RunStreamConsumer(StreamConsumer):
         return not self._closed
 
     def take_now(self, hints: list[live.Hint]) -> list[live.Hint]:
-        """The next seqs in order go out at once; a gap (backfill), a full outbox (possible
-        overflow) or a replay in progress leaves the rest to the pump."""
+        """The next seqs in order go out at once, in one socket write when nothing waits in
+        the outbox; a gap (backfill), a full outbox (possible overflow) or a replay in
+        progress leaves the rest to the pump."""
+        if self._closed or self._lock.locked():
+            return hints
+        ready: list[live.Hint] = []
+        rest: list[live.Hint] = []
         for i, (seq, text) in enumerate(hints):
-            if seq <= self.last:
+            if seq <= self.last + len(ready):
                 continue  # replayed or backfilled already
-            if seq != self.last + 1 or self._closed or self._lock.locked() or self._full():
-                return hints[i:]
+            if seq != self.last + len(ready) + 1:
+                rest = hints[i:]
+                break
+            ready.append((seq, text))
+        if not ready:
+            return rest
+        if not self._outbox and not self._stalled and self._write_now(ready):
+            self.last = ready[-1][0]
+            return rest
+        for i, (seq, text) in enumerate(ready):
+            if self._full():
+                return ready[i:] + rest
             self._push_text(text, seq)
             self.last = seq
-        return []
+        return rest
 
     async def on_hints(self, hints: list[live.Hint]) -> None:
         for seq, text in hints:

@@ -38,7 +38,7 @@ def test_a_written_frame_is_byte_for_byte_what_autobahn_sends(length: int) -> No
     protocol, transport = open_protocol()
     flow = DaphneSendFlow(protocol)
 
-    assert flow.write_text(text) is True
+    assert flow.write_texts([text]) is True
     ours = transport.value()
     transport.clear()
     protocol.sendMessage(text.encode(), isBinary=False)
@@ -48,20 +48,32 @@ def test_a_written_frame_is_byte_for_byte_what_autobahn_sends(length: int) -> No
 def test_frames_keep_their_order_with_autobahns_own() -> None:
     protocol, transport = open_protocol()
     flow = DaphneSendFlow(protocol)
-    flow.write_text("one")
+    flow.write_texts(["one"])
     protocol.sendMessage(b"two", isBinary=False)
-    flow.write_text("three")
+    flow.write_texts(["three"])
     assert transport.value() == b"\x81\x03one\x81\x03two\x81\x05three"
+
+
+def test_several_frames_go_out_in_one_write_as_autobahn_would_send_them_one_by_one() -> None:
+    protocol, transport = open_protocol()
+    flow = DaphneSendFlow(protocol)
+    texts = ["one", "é" * 100, "x" * 70_000]
+    assert flow.write_texts(texts) is True
+    ours = transport.value()
+    transport.clear()
+    for text in texts:
+        protocol.sendMessage(text.encode(), isBinary=False)
+    assert ours == transport.value()
 
 
 def test_it_declines_while_the_socket_buffer_is_full() -> None:
     protocol, transport = open_protocol()
     flow = DaphneSendFlow(protocol)
     flow.pauseProducing()  # what Twisted calls once its write buffer passes bufferSize
-    assert flow.write_text("held") is False
+    assert flow.write_texts(["held"]) is False
     assert transport.value() == b""
     flow.resumeProducing()
-    assert flow.write_text("now") is True
+    assert flow.write_texts(["now"]) is True
 
 
 def test_it_declines_once_the_connection_is_closing() -> None:
@@ -69,7 +81,7 @@ def test_it_declines_once_the_connection_is_closing() -> None:
     flow = DaphneSendFlow(protocol)
     protocol.sendClose(code=1000)
     transport.clear()
-    assert flow.write_text("late") is False
+    assert flow.write_texts(["late"]) is False
     assert transport.value() == b""
 
 
@@ -77,7 +89,7 @@ def test_it_declines_when_an_extension_shapes_the_frames() -> None:
     protocol, _ = open_protocol()
     flow = DaphneSendFlow(protocol)
     protocol.websocket_extensions_in_use = ["permessage-deflate"]
-    assert flow.write_text("compressed elsewhere") is False
+    assert flow.write_texts(["compressed elsewhere"]) is False
 
 
 def frames_in(data: bytes) -> list[str]:
@@ -118,23 +130,23 @@ def test_over_a_real_socket_frames_go_out_whole_and_in_order_when_the_kernel_is_
     protocol.transport = connection
     flow = DaphneSendFlow(protocol)
 
-    assert flow.write_text("first") is True
+    assert flow.write_texts(["first"]) is True
     assert peer.recv(100) == b"\x81\x05first"  # on the wire already, nothing left in Twisted
     assert connection._tempDataLen == 0 and connection not in reactor.getWriters()
 
     texts = [f"{i:04d}" + "x" * 3000 for i in range(200)]
     accepted = []
     for text in texts:  # until the kernel buffer is full and Twisted holds the rest
-        assert flow.write_text(text) is True
+        assert flow.write_texts([text]) is True
         accepted.append(text)
         if connection._tempDataLen:
             break
     assert connection in reactor.getWriters()
     received = peer.recv(1 << 16)  # the kernel has room again, but Twisted still holds bytes:
-    assert flow.write_text("late") is True  # this frame must queue behind them
+    assert flow.write_texts(["late"]) is True  # this frame must queue behind them
     accepted.append("late")
     for text in texts[len(accepted) - 1 :]:  # past Twisted's bufferSize the producer pauses
-        if not flow.write_text(text):
+        if not flow.write_texts([text]):
             break
         accepted.append(text)
     assert flow.paused

@@ -8,7 +8,8 @@ with a real socket that stops being read.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -54,7 +55,7 @@ class StalledFlow:
     async def wait_writable(self) -> None:
         await self._writable.wait()
 
-    def write_text(self, text: str) -> bool:
+    def write_texts(self, texts: Sequence[str]) -> bool:
         return False  # frames go through the consumer's `send`, where the test reads them
 
 
@@ -149,3 +150,71 @@ async def test_tenant_stream_closes_a_slow_client_too(tenant: Tenant, bound: int
     closed = await frame(slow)
     assert (closed["type"], closed["code"]) == ("close", CLOSE_TOO_SLOW)
     await slow.disconnect()
+
+
+class WritingFlow(StalledFlow):
+    """A transport that takes frames straight away (as daphne's socket does) and records each
+    write: the frames it carried, decoded."""
+
+    def __init__(self, *, paused: bool = False) -> None:
+        super().__init__(paused=paused)
+        self.writes: list[list[dict[str, Any]]] = []
+
+    def write_texts(self, texts: Sequence[str]) -> bool:
+        if self.paused:
+            return False
+        self.writes.append([json.loads(text) for text in texts])
+        return True
+
+    async def written_until(self, seq: int, kind: str = "event") -> list[list[dict[str, Any]]]:
+        """The writes up to the one carrying frame `kind` with `seq`; later ones stay."""
+        async with asyncio.timeout(5):
+            while True:
+                for i, write in enumerate(self.writes):
+                    if any(f["type"] == kind and f.get("seq") == seq for f in write):
+                        done, self.writes = self.writes[: i + 1], self.writes[i + 1 :]
+                        return done
+                await asyncio.sleep(0.01)
+
+
+def events_in(writes: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    return [f for write in writes for f in write if f["type"] == "event"]
+
+
+@async_db
+async def test_a_transactions_events_reach_the_socket_in_one_write(tenant: Tenant) -> None:
+    raw = await api_key(tenant)
+    run = await new_run(tenant)  # seq 1: run.queued
+    flow = WritingFlow()
+    ws = await open_ws(f"/ws/runs/{run.public_id}/?after=0", bearer(raw), with_flow(flow))
+    replayed = await flow.written_until(1, "synced")
+    assert events_in(replayed) == await stored(run)
+
+    await emit(run, "run.started", "step.started", "step.completed")
+    first = await flow.written_until(4)
+    assert [[f["seq"] for f in w] for w in first if w[0]["type"] == "event"] == [[2, 3, 4]]
+    await emit(run, "llm.delta")
+    second = await flow.written_until(5)
+    assert [[f["seq"] for f in w] for w in second if w[0]["type"] == "event"] == [[5]]
+    assert events_in(first + second) == await stored(run, after=1)
+    await ws.disconnect()
+
+
+@async_db
+async def test_frames_queued_while_the_socket_was_full_leave_in_one_write(tenant: Tenant) -> None:
+    raw = await api_key(tenant)
+    run = await new_run(tenant)
+    flow = WritingFlow()
+    ws = await open_ws(f"/ws/runs/{run.public_id}/?after=0", bearer(raw), with_flow(flow))
+    await flow.written_until(1, "synced")
+    flow.pause()
+    for _ in range(3):
+        await emit(run, "llm.delta", "llm.delta")
+    await asyncio.sleep(0.3)  # delivered to the consumer, held in its outbox
+    assert flow.writes == []
+
+    flow.resume()
+    writes = await flow.written_until(7)
+    assert [[f["seq"] for f in w] for w in writes] == [[2, 3, 4, 5, 6, 7]]
+    assert events_in(writes) == await stored(run, after=1)
+    await ws.disconnect()
