@@ -542,39 +542,44 @@ def stamped_connection() -> type:
 
 
 class CommitClock:
-    """The `committed_at` of every event of the followed runs, read from the channel layer
-    (the messages `events.publish` sends on commit), keyed by (run hex, seq)."""
+    """The `committed_at` of every event of the followed runs, read off Redis (the messages
+    `events.publish` sends on commit), keyed by (run hex, seq). It subscribes the way daphne's
+    relay does (runs/relay.py) and only stores the bytes while a round runs: decoding them
+    then would take this process's time from the viewers it stamps."""
 
     def __init__(self) -> None:
         self.at: dict[tuple[str, int], float] = {}
         self.heard: dict[tuple[str, int], float] = {}  # when this process read it
-        self.task: asyncio.Task[None] | None = None
+        self.raw: list[tuple[bytes, float]] = []
+        self.conn: Any = None
 
     async def follow(self, run_hexes: list[str]) -> None:
         from channels.layers import get_channel_layer
 
-        from runs.events import run_group
+        from runs.events import pubsub_address, pubsub_channel, run_group
+        from runs.relay import open_subscription
 
-        layer = get_channel_layer()
-        channel = await layer.new_channel()
-        for run_hex in run_hexes:
-            await layer.group_add(run_group(run_hex), channel)
-        self.task = asyncio.create_task(self._receive(layer, channel))
+        self.layer = get_channel_layer()
+        address = pubsub_address(self.layer)
+        assert address, "the Redis setup uses channels-redis' pub/sub layer on one Redis"
+        self.conn = await open_subscription(address, self._heard)
+        channels = [pubsub_channel(self.layer, run_group(h)) for h in run_hexes]
+        await asyncio.gather(*(self.conn.command("SUBSCRIBE", c) for c in channels))
 
-    async def _receive(self, layer: Any, channel: str) -> None:
-        while True:
-            message = await layer.receive(channel)
-            heard = time.time()
+    def _heard(self, channel: bytes, data: bytes) -> None:
+        self.raw.append((data, time.time()))
+
+    async def stop(self) -> None:
+        if self.conn is None:
+            return
+        self.conn.close()
+        for data, heard in self.raw:
+            message = self.layer.deserialize(data)
             for event in message.get("events", ()):
                 if "committed_at" in message:
                     self.at[(event["run"], event["seq"])] = message["committed_at"]
                     self.heard[(event["run"], event["seq"])] = heard
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        self.raw = []
 
 
 class Viewer:

@@ -151,7 +151,7 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             # Pub/sub: a group_send is one PUBLISH, and each daphne process's relay
-            # (runs/live.py) is subscribed to the groups it has viewers for. Nothing is
+            # (runs/relay.py) is subscribed to the groups it has viewers for. Nothing is
             # stored, which is fine: the Event table is the log and the layer only wakes.
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             # redis-py 8 defaults to a 5 s read timeout; the subscriber's reads must wait.

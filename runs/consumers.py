@@ -23,8 +23,8 @@ close frame (a refused handshake is a bare HTTP 403):
           overflow frame say what the server last handed to the socket.
 
 Delivery. The Event table is the log. Live events arrive as hints through this process's feed
-(runs/live.py: the embedded poller, or a relay of the channel layer's group messages with
-Redis), which may lose some. A consumer subscribes to its group before replaying from the
+(runs/live.py: the embedded poller; runs/relay.py: a Redis subscriber with Redis), which
+may lose some. A consumer subscribes to its group before replaying from the
 database, so nothing falls between replay and live. The run stream remembers the last seq
 sent: a hint at or below it is dropped, one beyond the next is preceded by the missing events
 read from the database, and every `ping_seconds` the run's `last_seq` is checked in case the

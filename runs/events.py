@@ -213,13 +213,8 @@ class _PubSubPublisher:
     def __init__(self, layer: Any, address: str) -> None:
         self.layer = layer
         self.address = address
-        # The channel a RedisPubSubLoopLayer publishes a group on (its _get_group_channel_name).
-        self.prefix = f"{layer._kwargs.get('prefix', 'asgi')}__group__"
         self._client: redis.Redis | None = None
         self._paused_until = 0.0
-
-    def channel(self, group: str) -> str:
-        return self.prefix + group
 
     def submit(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
         if time.monotonic() < self._paused_until:
@@ -233,7 +228,7 @@ class _PubSubPublisher:
                 )
             pipe = self._client.pipeline(transaction=False)
             for group, message in messages:
-                pipe.publish(self.channel(group), self.layer.serialize(message))
+                pipe.publish(pubsub_channel(self.layer, group), self.layer.serialize(message))
             pipe.execute()
         except redis.RedisError:
             self._paused_until = time.monotonic() + self.pause_seconds
@@ -256,8 +251,10 @@ def _publisher() -> _LoopPublisher | _PubSubPublisher:
     return found
 
 
-def _make_publisher() -> _LoopPublisher | _PubSubPublisher:
-    layer = get_channel_layer()
+def pubsub_address(layer: Any) -> str | None:
+    """The Redis URL when `layer` is channels-redis' pub/sub layer on a single Redis (our
+    setup): then a group_send is one PUBLISH on a channel named after the group, and the
+    publisher and the relay (runs/relay.py) talk to Redis directly. None for any other layer."""
     hosts = getattr(layer, "_kwargs", {}).get("hosts") or []
     if (
         isinstance(layer, RedisPubSubChannelLayer)
@@ -265,8 +262,19 @@ def _make_publisher() -> _LoopPublisher | _PubSubPublisher:
         and isinstance(hosts[0], dict)
         and "address" in hosts[0]
     ):
-        return _PubSubPublisher(layer, hosts[0]["address"])
-    return _LoopPublisher()
+        return str(hosts[0]["address"])
+    return None
+
+
+def pubsub_channel(layer: Any, group: str) -> str:
+    """The Redis channel the pub/sub layer publishes `group` on (its _get_group_channel_name)."""
+    return f"{layer._kwargs.get('prefix', 'asgi')}__group__{group}"
+
+
+def _make_publisher() -> _LoopPublisher | _PubSubPublisher:
+    layer = get_channel_layer()
+    address = pubsub_address(layer)
+    return _PubSubPublisher(layer, address) if address else _LoopPublisher()
 
 
 def publish(rows: list[Event], run_hex: str, tenant_hex: str) -> None:
@@ -278,7 +286,7 @@ def publish(rows: list[Event], run_hex: str, tenant_hex: str) -> None:
 def messages_for(
     rows: list[Event], run_hex: str, tenant_hex: str
 ) -> list[tuple[str, dict[str, Any]]]:
-    """One message per group per transaction; the per-process relay (runs/live.py) fans out.
+    """One message per group per transaction; the per-process relay (runs/relay.py) fans out.
 
     `committed_at` (epoch seconds, taken just after the commit) lets bench/events.py measure
     commit -> receipt; receivers need not read it."""

@@ -4,10 +4,10 @@ Two sources, one per configuration:
 - Embedded default (no REDIS_URL): the in-memory channel layer cannot cross processes and
   `append_events` pushes nothing, so a `Poller` tails the Event table by id: one indexed query
   per tick (RUNYARD["EVENT_POLL_SECONDS"]) however many clients are connected.
-- REDIS_URL set: `events.publish` sends every transaction's events to the channel layer on
-  commit (one Redis PUBLISH per group with the pub/sub layer). A `Relay` joins each group that
-  has viewers in this process once (one channel-layer channel per group), not once per
-  consumer, and confirms the subscription with a probe before its first viewer replays.
+- REDIS_URL set: `events.publish` sends every transaction's events on commit (one Redis
+  PUBLISH per group with the pub/sub layer). A relay (runs/relay.py) subscribes to each group
+  that has viewers in this process once, not once per consumer, and returns from `watch` once
+  Redis has confirmed the subscription.
 
 Either way an event is encoded to JSON once per process and put in the inbox of every local
 consumer of its group; an idle live consumer takes the next seqs straight from `put` and
@@ -33,12 +33,10 @@ import contextlib
 import json
 import logging
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import close_old_connections, connections
 from django.db.models import Max, Q
@@ -62,12 +60,6 @@ HOLE_SECONDS = 10.0
 MAX_HOLES = 2000
 IDLE_EXIT_SECONDS = 60.0
 ERROR_BACKOFF_SECONDS = 1.0
-# channels-redis forgets group members after a day (group_expiry): join again well before.
-REJOIN_SECONDS = 600.0
-# The relay's subscription probe (Relay._confirm): how long to wait for it, how many times.
-PROBE_TYPE = "relay.probe"
-PROBE_TIMEOUT_SECONDS = 0.5
-PROBE_ATTEMPTS = 4
 # A consumer's inbox holds this many batches before it is told to catch up from the database.
 INBOX_BATCHES = 1000
 # Consumers set this as their channel_layer_alias: no alias of that name exists, so channels
@@ -130,6 +122,12 @@ class Inbox:
 
     def done(self) -> None:
         self.busy = False
+
+    def lost(self) -> None:
+        """The feed may have missed events: the consumer reads them from the database."""
+        self.batches.clear()
+        self.overflowed = True
+        self._ready.set()
 
 
 class Feed:
@@ -317,101 +315,6 @@ class Poller(Feed):
             self.executor.shutdown(wait=False)
 
 
-class Relay(Feed):
-    """With Redis: one channel-layer member per group per process, relaying to subscribers."""
-
-    def __init__(self) -> None:
-        self.layer: Any = get_channel_layer()
-        self.channels: dict[str, tuple[str, asyncio.Task[None]]] = {}  # group -> its receiver
-        self.probes: dict[str, asyncio.Future[None]] = {}  # nonce -> its watch() waiting
-        super().__init__()
-
-    async def watch(self, group: str) -> None:
-        channel = await self.layer.new_channel()
-        await self.layer.group_add(group, channel)
-        task = self.loop.create_task(self._receive(group, channel), name=f"relay {group}")
-        self.channels[group] = (channel, task)
-        await self._confirm(group)
-
-    async def _confirm(self, group: str) -> None:
-        """Wait until the group's messages reach this relay.
-
-        With Redis pub/sub, `group_add` returns once SUBSCRIBE is written, not once Redis has
-        applied it. A probe sent to the group and received back proves the subscription is
-        live, so an event published after this returns is seen. Without the probe coming
-        back, go on anyway: consumers still find lost events by seq gap or periodic resync.
-        """
-        for _ in range(PROBE_ATTEMPTS):
-            nonce = uuid.uuid4().hex
-            arrived = self.loop.create_future()
-            self.probes[nonce] = arrived
-            try:
-                await self.layer.group_send(group, {"type": PROBE_TYPE, "probe": nonce})
-                await asyncio.wait_for(arrived, PROBE_TIMEOUT_SECONDS)
-                return
-            except TimeoutError:
-                continue
-            finally:
-                self.probes.pop(nonce, None)
-        log.warning("relay %s: the subscription did not confirm; going on", group)
-
-    async def unwatch(self, group: str) -> None:
-        entry = self.channels.pop(group, None)
-        if entry is None:
-            return
-        channel, task = entry
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-        with contextlib.suppress(Exception):
-            await self.layer.group_discard(group, channel)
-
-    async def _receive(self, group: str, channel: str) -> None:
-        key = "seq" if group.startswith("run.") else "id"
-        while True:
-            try:
-                message = await self.layer.receive(channel)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the loop must outlive Redis hiccups
-                # redis-py 8 cuts blocking reads after its default 5 s socket timeout; that
-                # is no error here, and receiving again is safe (channels-redis keeps a backup).
-                if type(exc).__name__ != "TimeoutError":
-                    log.warning("relay %s: receive failed", group, exc_info=True)
-                    await asyncio.sleep(ERROR_BACKOFF_SECONDS)
-                continue
-            if message.get("type") == PROBE_TYPE:  # other processes' probes come here too
-                arrived = self.probes.get(message.get("probe", ""))
-                if arrived is not None and not arrived.done():
-                    arrived.set_result(None)
-                continue
-            if "events" in message:  # a batch: one transaction's events (TenantWireEvents
-                events = message["events"]  # on a tenant group, with their ids)
-            elif "event" in message:
-                events = [message["event"]]
-                if "id" in message:  # a tenant event: its id is the tenant stream's cursor
-                    events = [{**events[0], "id": message["id"]}]
-            else:
-                continue
-            self.deliver(group, encode(events, key))
-
-    async def _run(self) -> None:
-        self.ready.set()
-        last_join = time.monotonic()
-        try:
-            while not self._idle():
-                await asyncio.sleep(min(IDLE_EXIT_SECONDS, REJOIN_SECONDS) / 4)
-                if time.monotonic() - last_join > REJOIN_SECONDS:
-                    last_join = time.monotonic()
-                    for group, (channel, _) in list(self.channels.items()):
-                        with contextlib.suppress(Exception):
-                            await self.layer.group_add(group, channel)
-        finally:
-            self.closing = True
-            for group in list(self.channels):
-                await asyncio.shield(self.unwatch(group))
-
-
 _feed: Feed | None = None
 
 
@@ -431,7 +334,12 @@ async def subscribe(group: str, inbox: Inbox) -> None:
     global _feed
     loop = asyncio.get_running_loop()
     if _feed is None or _feed.closing or _feed.loop is not loop:
-        _feed = Poller(settings.RUNYARD["EVENT_POLL_SECONDS"]) if enabled() else Relay()
+        if enabled():
+            _feed = Poller(settings.RUNYARD["EVENT_POLL_SECONDS"])
+        else:
+            from runs.relay import make_relay  # it builds on this module
+
+            _feed = make_relay()
     await _feed.subscribe(group, inbox)
 
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import pytest
+import redis
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
@@ -31,6 +32,7 @@ from runs.events import (
     to_wire,
 )
 from runs.models import Event, Run
+from runs.relay import PubSubRelay
 from runs.services import create_graph_version, create_run
 from tenants.models import Tenant
 from tenants.services import create_api_key
@@ -62,6 +64,15 @@ def no_push(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     hands hints to the feed itself, as if the poller or the relay had received them."""
     settings.REDIS_URL = ""
     monkeypatch.setattr(live.EventTail, "fetch", lambda self, limit=0: [])
+
+
+def redis_subscribers(channel: bytes) -> int:
+    """How many connections Redis has subscribed to `channel`."""
+    client = redis.Redis.from_url(django_settings.REDIS_URL)
+    try:
+        return int(dict(client.pubsub_numsub(channel))[channel])
+    finally:
+        client.close()
 
 
 def bearer(raw: str) -> list[tuple[bytes, bytes]]:
@@ -533,16 +544,22 @@ async def test_with_redis_a_process_joins_each_group_once_for_all_its_viewers(
     dashboard = await open_ws("/ws/tenant/", bearer(raw))
     for ws in [*viewers, dashboard]:
         await synced(ws)
-    relay = live.current()
-    assert isinstance(relay, live.Relay)
-    assert set(relay.channels) == {run_group(run.public_id.hex), tenant_group(tenant.public_id.hex)}
+    feed = live.current()
+    assert isinstance(feed, PubSubRelay)
+    channels = [
+        feed.channel(run_group(run.public_id.hex)),
+        feed.channel(tenant_group(tenant.public_id.hex)),
+    ]
+    assert set(feed.groups) == set(channels)
+    assert [await sync_to_async(redis_subscribers)(c) for c in channels] == [1, 1]
     await emit(run, "run.started", "step.started")
     for ws in viewers:
         assert await frames_until(ws, lambda f: f["seq"] == 3) == await stored(run, after=1)
     assert (await frame(dashboard))["event"] == "run.started"
     await close(*viewers, dashboard)
     for _ in range(50):
-        if not relay.channels:
+        if not feed.groups:
             break
         await asyncio.sleep(0.02)
-    assert relay.channels == {}
+    assert feed.groups == {}
+    assert [await sync_to_async(redis_subscribers)(c) for c in channels] == [0, 0]
