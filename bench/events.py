@@ -14,10 +14,10 @@ the websocket protocol's `data_received`, before the client's own parsing and qu
 1,000 clients in this one process those waits are the bench's, not the server's).
 - `p50_ms`/`p95_ms`: receipt minus the event's `ts` (`created_at`, taken before the INSERT in
   the worker's transaction): an upper bound of commit -> receipt that also counts the rest of
-  that transaction (other statements, row-lock waits, the COMMIT itself).
+  that transaction (other statements, row-lock waits, the COMMIT itself, waiting for a CPU).
 - `commit_to_receipt` (Redis only): receipt minus the `committed_at` that `events.publish`
-  stamps on each transaction's channel-layer message just after the commit; the bench reads
-  those messages through the channel layer itself.
+  stamps on each transaction's message just after the commit; the bench subscribes to those
+  messages on Redis the way daphne's relay does.
 - `commit_to_bench_subscriber` (Redis only): when this process read those same messages off
   Redis, minus `committed_at`: the worker -> Redis leg alone, without daphne.
 A scenario repeats rounds (new runs, new viewers) until it has measured MIN_SAMPLES live
@@ -26,7 +26,8 @@ sample; the raw round trip beside it is sampled only while rounds stream. Every 
 stream is also checked: seq 1..last, in order, no duplicate. `cpu_seconds` counts each role's
 processes, and `bench_clients` this process (the websocket clients).
 
-Targets: redis p95 <= 50 ms and <= 3x the raw pub/sub round trip; embedded p95 <= 250 ms.
+Targets: redis commit -> receipt p95 <= 50 ms and <= 3x the raw pub/sub round trip sampled
+under the same load; embedded p95 (from `created_at`) <= 250 ms.
 `--setup` runs one setup only; `--matrix 100x10,1x1` picks scenarios (runs x viewers).
 """
 
@@ -188,43 +189,32 @@ def run_setup(name: str, quick: bool, matrix: str | None) -> dict[str, Any]:
 
 
 def verdict(report: dict[str, Any]) -> dict[str, Any]:
+    """The targets. With Redis they are checked on commit -> receipt (the issue's measure);
+    `from_created_at` beside it also counts the worker's transaction. The embedded setup has
+    no commit stamps, so it is checked from `created_at`, which can only make it look worse."""
     out: dict[str, Any] = {}
-    raw = report.get("raw_redis_pubsub", {}).get("idle", {})
-    for name, key in (("embedded", "embedded_p95_ms"), ("redis", "redis_p95_ms")):
-        if name not in report:
-            continue
-        setup = report[name]
-        worst = max((s.get("p95_ms", 0.0) for s in setup.get("scenarios", [])), default=None)
-        if worst is None:
-            out[name] = {"met": False, "why": setup.get("error", setup.get("skipped", "no data"))}
-            continue
-        entry: dict[str, Any] = {"worst_p95_ms": worst, "target_ms": TARGETS[key]}
-        entry["met"] = worst <= TARGETS[key]
-        if name == "redis" and raw.get("p95_ms"):
-            entry["ratio_to_raw_idle_p95"] = round(worst / raw["p95_ms"], 2)
-            loaded = [s.get("raw_redis_under_load", {}).get("p95_ms") for s in setup["scenarios"]]
-            ratios = [
-                s["p95_ms"] / s["raw_redis_under_load"]["p95_ms"]
-                for s in setup["scenarios"]
-                if s.get("raw_redis_under_load", {}).get("p95_ms") and s.get("p95_ms")
-            ]
-            if ratios:
-                entry["worst_ratio_to_raw_under_same_load"] = round(max(ratios), 2)
-            entry["raw_under_load_p95_ms"] = [x for x in loaded if x is not None]
-            entry["met_ratio_idle"] = (
-                entry["ratio_to_raw_idle_p95"] <= TARGETS["redis_vs_raw_max_ratio"]
-            )
-            entry["met_ratio_same_load"] = (
-                bool(ratios) and max(ratios) <= TARGETS["redis_vs_raw_max_ratio"]
-            )
-        if name == "redis":
-            entry["commit_to_receipt"] = commit_verdict(setup["scenarios"], raw)
-        out[name] = entry
+    if "embedded" in report:
+        out["embedded"] = created_at_verdict(report["embedded"], TARGETS["embedded_p95_ms"])
+    if "redis" in report:
+        raw_idle = report.get("raw_redis_pubsub", {}).get("idle", {})
+        scenarios = report["redis"].get("scenarios", [])
+        out["redis"] = commit_verdict(scenarios, raw_idle) if scenarios else {"met": False}
+        out["redis"]["from_created_at"] = created_at_verdict(report["redis"], None)
     return out
 
 
+def created_at_verdict(setup: dict[str, Any], target: float | None) -> dict[str, Any]:
+    worst = max((s.get("p95_ms", 0.0) for s in setup.get("scenarios", [])), default=None)
+    if worst is None:
+        return {"met": False, "why": setup.get("error", setup.get("skipped", "no data"))}
+    if target is None:
+        return {"worst_p95_ms": worst}
+    return {"worst_p95_ms": worst, "target_ms": target, "met": worst <= target}
+
+
 def commit_verdict(scenarios: list[dict[str, Any]], raw_idle: dict[str, Any]) -> dict[str, Any]:
-    """The Redis targets on commit -> receipt (from the publisher's commit stamps)."""
+    """The Redis targets on commit -> receipt (from the publisher's commit stamps): p95 and its
+    ratio to the raw round trip sampled while the same scenario streamed."""
     measured = [s for s in scenarios if s.get("commit_to_receipt", {}).get("p95_ms") is not None]
     if not measured:
         return {"met": False, "why": "no commit stamps"}
@@ -236,6 +226,7 @@ def commit_verdict(scenarios: list[dict[str, Any]], raw_idle: dict[str, Any]) ->
     ]
     entry: dict[str, Any] = {
         "worst_p95_ms": worst,
+        "target_ms": TARGETS["redis_p95_ms"],
         "met": worst <= TARGETS["redis_p95_ms"],
         "worst_ratio_to_raw_under_same_load": round(max(ratios), 2) if ratios else None,
         "met_ratio_same_load": bool(ratios) and max(ratios) <= TARGETS["redis_vs_raw_max_ratio"],
