@@ -186,9 +186,16 @@ class PubSubRelay(Feed):
     async def watch(self, group: str) -> None:
         channel = self.channel(group)
         self.groups[channel] = group
-        conn = await self._connection()
-        if channel not in conn.subscribed:
-            await self._subscribe(conn, [channel])
+        for attempt in range(2):
+            try:
+                conn = await self._connection()
+                if channel not in conn.subscribed:
+                    await self._subscribe(conn, [channel])
+                return
+            except ConnectionError:
+                if attempt:
+                    raise
+                # Lost before Redis answered: the next connection subscribes every group.
 
     async def unwatch(self, group: str) -> None:
         channel = self.channel(group)

@@ -5,6 +5,8 @@ for other channel layers. The real-Redis tests run only with REDIS_URL."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import hiredis
@@ -12,6 +14,7 @@ import pytest
 import redis
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
+from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.conf import settings as django_settings
 
 from runs import events, live, relay
@@ -37,10 +40,14 @@ async def publish(group: str, message: dict[str, Any]) -> None:
 # --- the protocol, against a fake Redis ----------------------------------------------------------
 
 
-class FakeRedis:
-    """A RESP server on 127.0.0.1 that records the commands it reads and answers from a script."""
+Answer = bytes | Callable[[list[bytes], int], bytes | None]
 
-    def __init__(self, answers: dict[bytes, bytes]) -> None:
+
+class FakeRedis:
+    """A RESP server on 127.0.0.1 that records the commands it reads and answers from a script:
+    bytes, or a function of the command and the connection's number (None hangs up)."""
+
+    def __init__(self, answers: dict[bytes, Answer]) -> None:
         self.answers = answers
         self.commands: list[list[bytes]] = []
         self.writers: list[asyncio.StreamWriter] = []
@@ -58,12 +65,18 @@ class FakeRedis:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writers.append(writer)
+        number = len(self.writers)
         parser = hiredis.Reader()
         while data := await reader.read(4096):
             parser.feed(data)
             while (command := parser.gets()) is not False:
                 self.commands.append(command)
-                writer.write(self.answers[command[0].upper()])
+                answer = self.answers[command[0].upper()]
+                reply = answer if isinstance(answer, bytes) else answer(command, number)
+                if reply is None:
+                    writer.close()
+                    return
+                writer.write(reply)
 
 
 async def test_the_subscriber_logs_in_with_the_urls_user_and_password() -> None:
@@ -79,6 +92,39 @@ async def test_a_refused_login_fails_the_connection() -> None:
     async with FakeRedis({b"AUTH": b"-WRONGPASS invalid username-password pair\r\n"}) as server:
         with pytest.raises(hiredis.ReplyError, match="WRONGPASS"):
             await relay.open_subscription(f"redis://:nope@127.0.0.1:{server.port}", print)
+
+
+async def test_a_subscribe_cut_off_by_a_lost_connection_is_made_on_the_next() -> None:
+    """Redis hangs up before confirming: the relay connects again, subscribes every group
+    there, and the viewer's subscribe() still returns with the group live."""
+
+    def subscribe(command: list[bytes], connection: int) -> bytes | None:
+        if connection == 1:
+            return None
+        return b"*3\r\n$9\r\nsubscribe\r\n$%d\r\n%s\r\n:1\r\n" % (len(command[1]), command[1])
+
+    async with FakeRedis({b"SUBSCRIBE": subscribe}) as server:
+        address = f"redis://127.0.0.1:{server.port}"
+        layer = RedisPubSubChannelLayer(hosts=[{"address": address}])
+        feed = relay.PubSubRelay(layer, address)
+        inbox = live.Inbox()
+        try:
+            await asyncio.wait_for(feed.subscribe("run.cut-off", inbox), TIMEOUT)
+            channel = feed.channel("run.cut-off")
+            assert feed.conn is not None and channel in feed.conn.subscribed
+            assert len(server.writers) == 2
+
+            message = layer.serialize(message_for(3))
+            server.writers[1].write(
+                b"*3\r\n$7\r\nmessage\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
+                % (len(channel), channel, len(message), message)
+            )
+            hints, _ = await asyncio.wait_for(inbox.get(), TIMEOUT)
+            assert [seq for seq, _ in hints] == [3]
+        finally:
+            feed.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feed.task
 
 
 class Transport(asyncio.Transport):
