@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 from django.contrib.staticfiles import finders
-from django.db import connections
 from django.utils import timezone
 
 from runs.models import Run
@@ -24,11 +23,10 @@ from runs.services import claim_run, create_graph_version, create_run
 from runs.status import RunStatus
 from runs.tasks import execute_run
 from tests.e2e.browser import (  # noqa: F401 - the fixture overrides the suite's
-    CHROMIUM,
-    CHROMIUM_ARGS,
     PASSWORD,
     SHOTS,
     _fast_password_hashing,
+    chromium_context,
     require_browser,
 )
 from tests.e2e.processes import platform
@@ -37,7 +35,7 @@ from tests.runs.conftest import approval_spec, slow_spec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
-sync_api = require_browser()
+require_browser()  # skips the module without playwright or chromium
 
 
 def serve_static(route: Any) -> None:
@@ -58,24 +56,11 @@ def serve_static(route: Any) -> None:
 
 @pytest.fixture
 def browser_page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    # Playwright's sync API keeps an event loop on this thread; the test's own ORM calls in
-    # between are plain blocking calls, which Django would otherwise refuse next to a loop.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1500, "height": 950})
+    with chromium_context(monkeypatch, width=1500, height=950) as context:
         context.route("**/static/**", serve_static)
         page = context.new_page()
         page.set_default_timeout(20_000)
-        try:
-            yield page
-        finally:
-            context.close()
-            browser.close()
-            # With Playwright's loop on this thread, Django keys connections differently, so the
-            # test's ORM calls above used a connection of their own: close it, or it outlives
-            # the test and blocks dropping the PostgreSQL test database.
-            connections.close_all()
+        yield page
 
 
 def log_in(page: Any, base: str, user: Any, next_path: str) -> None:

@@ -19,11 +19,10 @@ from runs.models import Run
 from runs.services import create_graph_version, create_run
 from runs.status import RunStatus
 from tests.e2e.browser import (  # noqa: F401 - the fixture overrides the suite's
-    CHROMIUM,
-    CHROMIUM_ARGS,
     PASSWORD,
     SHOTS,
     _fast_password_hashing,
+    chromium_context,
     require_browser,
 )
 from tests.factories import make_tenant, make_user
@@ -31,24 +30,15 @@ from tests.runs.conftest import approval_spec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
-sync_api = require_browser()
+require_browser()  # skips the module without playwright or chromium
 
 
 @pytest.fixture
 def browser_page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    # Playwright's sync API keeps an event loop on this thread; the test's own ORM calls in
-    # between are plain blocking calls, which Django would otherwise refuse next to a loop.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    with chromium_context(monkeypatch, width=1440, height=1000) as context:
         page = context.new_page()
         page.set_default_timeout(30_000)
-        try:
-            yield page
-        finally:
-            context.close()
-            browser.close()
+        yield page
 
 
 def slow_approval_spec() -> dict[str, Any]:
