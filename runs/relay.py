@@ -177,6 +177,7 @@ class PubSubRelay(Feed):
         self.groups: dict[bytes, str] = {}  # Redis channel -> group, for every watched group
         self.conn: Subscription | None = None
         self._connecting = asyncio.Lock()
+        self._recovering: asyncio.Task[None] | None = None  # held: the loop keeps weak refs
         self.reconnects = 0
         super().__init__()
 
@@ -244,7 +245,7 @@ class PubSubRelay(Feed):
     def _lost(self, conn: Subscription) -> None:
         if conn is self.conn and not self.closing:
             log.warning("relay: Redis subscriber connection lost; reconnecting")
-            self.loop.create_task(self._recover(), name="relay reconnect")
+            self._recovering = self.loop.create_task(self._recover(), name="relay reconnect")
 
     async def _recover(self) -> None:
         """Connect again (the groups re-subscribed), then send every consumer to the database
