@@ -136,7 +136,16 @@ class TenantAdmin(admin.ModelAdmin):
         ("Admission", {"fields": ["max_concurrent_runs", "max_queued_runs", "runs_per_minute"]}),
         (
             "Per run",
-            {"fields": ["max_steps", "max_tokens", "max_cost_usd", "max_wall_seconds"]},
+            {
+                "fields": [
+                    "max_steps",
+                    "max_tokens",
+                    "max_cost_usd",
+                    "max_wall_seconds",
+                    "max_state_bytes",
+                    "max_child_runs",
+                ]
+            },
         ),
         (
             "Budgets",

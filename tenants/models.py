@@ -35,6 +35,10 @@ class Tenant(models.Model):
     max_tokens = models.PositiveBigIntegerField(null=True, blank=True)
     max_cost_usd = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
     max_wall_seconds = models.PositiveIntegerField(null=True, blank=True, default=3600)
+    # Containment: a run's merged state, in bytes of JSON; and the child runs one root run's
+    # tree may start (subgraphs), each admitted through the tenant gate.
+    max_state_bytes = models.PositiveBigIntegerField(null=True, blank=True, default=8 * 1024 * 1024)
+    max_child_runs = models.PositiveIntegerField(null=True, blank=True, default=25)
     daily_token_budget = models.PositiveBigIntegerField(null=True, blank=True)
     monthly_token_budget = models.PositiveBigIntegerField(null=True, blank=True)
     daily_cost_budget_usd = models.DecimalField(

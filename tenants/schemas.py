@@ -84,6 +84,8 @@ class LimitsOut(Schema):
     max_tokens: int | None
     max_cost_usd: float | None
     max_wall_seconds: int | None
+    max_state_bytes: int | None
+    max_child_runs: int | None
     daily_token_budget: int | None
     monthly_token_budget: int | None
     daily_cost_budget_usd: float | None

@@ -48,6 +48,8 @@ LIMIT_FIELDS: tuple[str, ...] = (
     "max_tokens",
     "max_cost_usd",
     "max_wall_seconds",
+    "max_state_bytes",
+    "max_child_runs",
     "daily_token_budget",
     "monthly_token_budget",
     "daily_cost_budget_usd",
