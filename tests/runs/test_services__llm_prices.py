@@ -20,6 +20,7 @@ from runs.models import Graph, Run
 from runs.services import create_run
 from runs.status import RunStatus
 from tenants import limits
+from tenants.limits import LimitExceeded
 from tenants.models import Tenant
 from tests.runs.engine.helpers import LocalServer
 from tests.runs.engine.test_nodes__llm_openai import streaming
@@ -91,6 +92,18 @@ def test_openai_run_pays_the_table_price_and_trips_max_cost(
     assert run.error["code"] == "limit_exceeded.max_cost_usd"
     assert run.steps == 2 and len(openai.requests) == 2
     assert float(run.cost_usd) == pytest.approx(2 * PER_CALL)
+
+
+def test_openai_spend_uses_up_the_daily_cost_budget(tenant, make_graph, queue, openai) -> None:
+    make_graph(tenant, ask_chain(4))
+    tenant.daily_cost_budget_usd = Decimal("0.0010")  # reached by the 3rd call
+    tenant.save()
+    run = finished(create_run(tenant, graph="paid"), queue)
+    assert run.error["code"] == "limit_exceeded.daily_cost_budget_usd"
+    assert len(openai.requests) == 3
+    with pytest.raises(LimitExceeded) as refused:
+        create_run(tenant, graph="paid")
+    assert refused.value.limit == "daily_cost_budget_usd"
 
 
 def test_a_stored_zero_price_on_openai_is_ignored(tenant, queue, openai) -> None:
