@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,18 @@ def env_bool(name: str, default: bool) -> bool:
 
 def env_float(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
+
+
+def env_json_or_file(name: str) -> Any:
+    """A JSON value given inline, or the path of a file holding it; None when unset."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        text = value if value[0] in "{[" else Path(value).read_text()
+        return json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise ImproperlyConfigured(f"{name}: not JSON nor a readable JSON file: {exc}") from None
 
 
 SECRET_KEY = os.environ.get(
@@ -217,6 +230,11 @@ RUNYARD: dict[str, Any] = {
     "HOOK_MODULES": [m for m in os.environ.get("RUNYARD_HOOK_MODULES", "").split(",") if m.strip()],
     "OPENAI_BASE_URL": os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1"),
     "OPENAI_API_KEY": os.environ.get("OPENAI_API_KEY", ""),
+    # The operator's LLM price table, on top of the built-in list prices of well-known OpenAI
+    # models (runs/engine/pricing.py): {provider: {model: {"input": x, "output": y} | null}},
+    # USD per million tokens; null removes a built-in model. Models of billed providers
+    # (openai) that are not in the table are refused; specs cannot set their price.
+    "LLM_PRICES": env_json_or_file("RUNYARD_LLM_PRICES"),
 }
 
 LOGGING = {

@@ -1,4 +1,9 @@
+from typing import Any
+
 from django.apps import AppConfig
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 
 
 class RunsConfig(AppConfig):
@@ -11,3 +16,20 @@ class RunsConfig(AppConfig):
         # Operator functions and hooks must be registered in every process (web validates
         # specs, workers run them) before the first spec is parsed.
         hooks.load_hook_modules()
+        # Likewise the operator's price table: validation refuses unpriced models against it.
+        configure_llm_prices()
+        setting_changed.connect(_on_setting_changed)
+
+
+def configure_llm_prices() -> None:
+    from runs.engine.pricing import configure_prices
+
+    try:
+        configure_prices(settings.RUNYARD.get("LLM_PRICES"))
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"RUNYARD_LLM_PRICES: {exc}") from None
+
+
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting == "RUNYARD":  # tests override settings.RUNYARD whole
+        configure_llm_prices()

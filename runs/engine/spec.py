@@ -74,13 +74,14 @@ def check_spec(data: dict | str | bytes) -> list[Problem]:
     return []
 
 
-def parse_spec(data: dict | str | bytes) -> GraphSpec:
+def parse_spec(data: dict | str | bytes, *, stored: bool = False) -> GraphSpec:
     """Parse and validate a spec (a dict, or JSON/YAML text).
 
-    Raises SpecError listing ALL problems found; nothing runs until a spec parses.
+    Raises SpecError listing ALL problems found; nothing runs until a spec parses. `stored`:
+    a version already accepted, whose operator-policy checks (prices) run at run time instead.
     """
     raw = load_text(data) if isinstance(data, (str, bytes)) else data
-    problems = check_raw(raw)
+    problems = check_raw(raw, stored=stored)
     if problems:
         raise SpecError(problems)
     raw = copy.deepcopy(raw)

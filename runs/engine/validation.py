@@ -40,8 +40,11 @@ _NUMBER_REDUCERS = {"add", "max", "min"}
 class SpecCheck:
     """Collects problems while a spec is checked; node kinds report through it."""
 
-    def __init__(self, raw: dict) -> None:
+    def __init__(self, raw: dict, *, stored: bool = False) -> None:
         self.raw = raw
+        # A stored version passed the operator's policy (prices) of its day; kinds leave that
+        # policy to run time for it, so a table change never makes a stored version unloadable.
+        self.stored = stored
         self.problems: list[Problem] = []
         nodes = raw.get("nodes")
         self.nodes: dict[str, Any] = nodes if isinstance(nodes, dict) else {}
@@ -111,11 +114,11 @@ class SpecCheck:
             self.add(where, f"`{field}` must be {kind} {bound}, got {value!r}")
 
 
-def check_raw(raw: Any) -> list[Problem]:
+def check_raw(raw: Any, *, stored: bool = False) -> list[Problem]:
     """Every problem in a parsed (but not yet trusted) spec."""
     if not isinstance(raw, dict):
         return [Problem("spec", f"must be a JSON object, got {type(raw).__name__}")]
-    check = SpecCheck(raw)
+    check = SpecCheck(raw, stored=stored)
     _check_top(raw, check)
     _check_state(raw.get("state"), check)
     _check_nodes(raw.get("nodes"), check)

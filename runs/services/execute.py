@@ -35,6 +35,7 @@ from runs.engine import (
     apply_update,
     initial_state,
 )
+from runs.engine.pricing import price_table
 from runs.events import Fenced, append_events
 from runs.models import Checkpoint, Control, ControlKind, Run
 from runs.services.dbretry import retry_transient
@@ -309,6 +310,7 @@ class Segment:
                 "openai": {
                     "base_url": settings.RUNYARD["OPENAI_BASE_URL"],
                     "api_key": settings.RUNYARD["OPENAI_API_KEY"],
+                    "prices": price_table().get("openai", {}),  # the operator's, never a spec's
                 }
             },
             metadata=dict(self.run.metadata),

@@ -41,7 +41,7 @@ def parse_or_fail(data: Any) -> GraphSpec:
 def spec_for(graph: Graph) -> GraphSpec:
     spec = _SPECS.get(graph.hash)
     if spec is None:
-        spec = _SPECS[graph.hash] = parse_spec(graph.spec)
+        spec = _SPECS[graph.hash] = parse_spec(graph.spec, stored=True)
     return spec
 
 

@@ -28,6 +28,8 @@ class Provider:
     #: Node fields only this provider accepts.
     fields: ClassVar[frozenset[str]] = frozenset()
     default_model: ClassVar[str] = ""
+    #: Spends the operator's money: priced only by the operator's table, never by a spec.
+    billed: ClassVar[bool] = True
 
     def validate(self, name: str, node: dict, check: SpecCheck) -> None:
         """Report provider-specific problems."""

@@ -34,6 +34,7 @@ class ScriptedProvider(Provider):
     name = "scripted"
     fields = frozenset({"responses", "latency_ms", "fail_times", "cycle"})
     default_model = "scripted"
+    billed = False  # offline: a spec may set `price` to simulate costs
 
     def validate(self, name: str, node: dict, check: SpecCheck) -> None:
         where = f"nodes.{name}"

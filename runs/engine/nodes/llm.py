@@ -2,18 +2,28 @@
 
 Fields: provider, model?, prompt | messages, system?, history? (expression giving a list of
 {role, content} put before the prompt), output, format? ("text" | "json": parse the reply),
-temperature?, max_tokens?, price? ({input, output} USD per million tokens), plus the
+temperature?, max_tokens?, price? ({input, output} USD per million tokens; `scripted` only:
+billed providers are priced by the operator's table, see runs/engine/pricing.py), plus the
 provider's own fields (see runs/engine/llm/).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NodeError
-from ..llm import get_provider, providers
-from ..pricing import cost_usd
+from ..llm import Provider, get_provider, providers
+from ..pricing import (
+    MAX_MODEL_LENGTH,
+    MODEL_NAME,
+    Price,
+    cost_usd,
+    lookup,
+    price_table,
+    simulated_price,
+)
 from ..values import is_int, is_number
 from .base import NodeKind, Outcome, register_kind
 
@@ -76,31 +86,55 @@ class LLMNode(NodeKind):
             check.expression(where, node["history"], "`history`")
         if node.get("format", "text") not in ("text", "json"):
             check.add(where, "`format` must be 'text' or 'json'")
-        if "model" in node and (not isinstance(node["model"], str) or not node["model"]):
-            check.add(where, "`model` must be a non-empty string")
+        if "model" in node and not _model_ok(node["model"], check.stored):
+            check.add(
+                where,
+                f"`model` must be a model name: 1-{MAX_MODEL_LENGTH} letters, digits or "
+                "'._:/@+-', starting with a letter or digit",
+            )
         if "temperature" in node and not is_number(node["temperature"]):
             check.add(where, "`temperature` must be a number")
         if "max_tokens" in node and (not is_int(node["max_tokens"]) or node["max_tokens"] < 1):
             check.add(where, "`max_tokens` must be a positive integer")
-        price = node.get("price")
-        if price is not None and (
-            not isinstance(price, dict)
-            or set(price) - {"input", "output"}
-            or not all(is_number(v) and v >= 0 for v in price.values())
-        ):
+        if provider is not None and provider.billed:
+            self._check_operator_price(name, node, provider, check)
+        elif "price" in node and not _simulated_price_ok(node["price"]):
             check.add(where, "`price` must be {input, output}: USD per million tokens, >= 0")
+
+    def _check_operator_price(
+        self, name: str, node: dict, provider: Provider, check: SpecCheck
+    ) -> None:
+        if check.stored:
+            return  # priced at run time, by the table of the day (`_price`)
+        where = f"nodes.{name}"
+        if "price" in node:
+            check.add(
+                where,
+                f"`price` is not allowed with provider {provider.name!r}: prices of real "
+                "providers are set by the operator's price table",
+            )
+        model = node.get("model", provider.default_model)
+        if not isinstance(model, str) or not MODEL_NAME.fullmatch(model):
+            return  # reported above
+        if lookup(price_table().get(provider.name, {}), model) is None:
+            check.add(
+                where,
+                f"model {model!r} of provider {provider.name!r} is not in the operator's price "
+                "table; ask the operator to price it",
+            )
 
     def run(self, nc: NodeContext) -> Outcome:
         node = nc.node
         provider = get_provider(node["provider"])
         assert provider is not None  # validated
         model = node.get("model") or provider.default_model
+        price = _price(nc, provider, model)
         reply = provider.complete(nc, self._messages(nc), model)
         nc.usage.record(
             reply.model,
             reply.tokens_in,
             reply.tokens_out,
-            cost_usd(reply.model, reply.tokens_in, reply.tokens_out, node.get("price")),
+            cost_usd(price, reply.tokens_in, reply.tokens_out),
         )
         value: Any
         if node.get("format") == "json":
@@ -138,6 +172,43 @@ class LLMNode(NodeKind):
                 for m in node["messages"]
             )
         return messages
+
+
+def _model_ok(model: Any, stored: bool) -> bool:
+    # Versions stored before model names were bounded load as they were; `_price` refuses them.
+    if stored:
+        return isinstance(model, str) and bool(model)
+    return isinstance(model, str) and MODEL_NAME.fullmatch(model) is not None
+
+
+def _simulated_price_ok(price: Any) -> bool:
+    return (
+        isinstance(price, dict)
+        and not set(price) - {"input", "output"}
+        and all(is_number(v) and math.isfinite(v) and v >= 0 for v in price.values())
+    )
+
+
+def _price(nc: NodeContext, provider: Provider, model: str) -> Price:
+    """Looked up before the call, so an unpriced model never spends the operator's money."""
+    if not MODEL_NAME.fullmatch(model):
+        raise NodeError(
+            "llm_request", f"`model` is not a model name: {model[:MAX_MODEL_LENGTH]!r}", fatal=True
+        )
+    if not provider.billed:
+        return simulated_price(model, nc.node.get("price"))
+    # The run's own table (RunContext.llm_config[provider]["prices"]) else this process's; a
+    # spec's `price` is ignored here, even in a version stored before it was refused.
+    prices = (nc.run.llm_config.get(provider.name) or {}).get("prices")
+    price = lookup(price_table().get(provider.name, {}) if prices is None else prices, model)
+    if price is None:
+        raise NodeError(
+            "model_not_priced",
+            f"model {model!r} of provider {provider.name!r} is not in the operator's price "
+            "table; ask the operator to price it",
+            fatal=True,
+        )
+    return price
 
 
 def _strip_fence(text: str) -> str:

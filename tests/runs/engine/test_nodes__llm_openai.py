@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 
 from runs.engine import RunContext
-from runs.engine.pricing import cost_usd
+from runs.engine.pricing import DEFAULT_PRICES, cost_usd
 
 from .helpers import LocalServer, chain, run_all, send
 
@@ -75,7 +75,7 @@ def test_streams_deltas_and_records_usage_and_cost(server: LocalServer) -> None:
     assert deltas == ["Hel", "lo", " there"]
     usage = results[0].usage
     assert (usage.tokens_in, usage.tokens_out) == (21, 3)
-    assert usage.cost_usd == pytest.approx(cost_usd("gpt-4o-mini", 21, 3))
+    assert usage.cost_usd == pytest.approx(cost_usd(DEFAULT_PRICES["openai"]["gpt-4o-mini"], 21, 3))
     assert usage.by_model["gpt-4o-mini"]["calls"] == 1
     request = server.requests[0]
     body = json.loads(request["body"])

@@ -6,7 +6,7 @@ import pytest
 
 from runs.engine import Executor, RunContext, initial_state, parse_spec
 from runs.engine.llm import count_tokens, split_tokens
-from runs.engine.pricing import cost_usd, price_for
+from runs.engine.pricing import SCRIPTED_PRICE, cost_usd, simulated_price
 
 from .helpers import chain, run_all
 
@@ -86,16 +86,16 @@ def test_tokens_and_cost_are_counted_per_model() -> None:
     results = run_all(spec, {"text": "my printer is on fire"})
     first = results[0].usage
     assert (first.tokens_in, first.tokens_out) == (7, 2)  # Classify : my printer is on fire
-    assert first.cost_usd == pytest.approx(cost_usd("scripted", 7, 2))
+    assert first.cost_usd == pytest.approx(cost_usd(SCRIPTED_PRICE, 7, 2))
     assert first.by_model == {
         "scripted": {"tokens_in": 7, "tokens_out": 2, "cost_usd": first.cost_usd, "calls": 1}
     }
     assert set(results[1].usage.by_model) == {"gpt-4o-mini"}
 
 
-def test_price_override_and_dated_model_names() -> None:
-    assert price_for("gpt-4o-mini-2024-07-18") == price_for("gpt-4o-mini")
-    assert price_for("unknown-model") == (0.0, 0.0)
+def test_a_scripted_spec_may_simulate_any_price() -> None:
+    assert simulated_price("gpt-4o-mini-2024-07-18") == simulated_price("gpt-4o-mini") != (0, 0)
+    assert simulated_price("unknown-model") == (0.0, 0.0)
     spec = chain(("a", llm(responses=["x"], price={"input": 1000000, "output": 0})))
     assert run_all(spec, {"text": "a b"})[0].usage.cost_usd == pytest.approx(4.0)
 
