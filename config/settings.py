@@ -215,8 +215,8 @@ RUNYARD: dict[str, Any] = {
     # Usage-ledger rows per tenant and day: a run's steps add to row run_id % this, so one
     # tenant's concurrent runs do not wait on a single row's lock (tenants/limits.py).
     "USAGE_SHARDS": int(os.environ.get("RUNYARD_USAGE_SHARDS", 16)),
-    # Runs handed to the broker at once, cluster-wide; default: Q_CLUSTER["workers"]. Set it to
-    # the total worker count when several worker machines share the queue.
+    # Runs in flight at once, cluster-wide. Unset: the workers of every qcluster seen lately on
+    # any machine (they register themselves, runs/workers.py), else Q_CLUSTER["workers"].
     "DISPATCH_CAPACITY": int(os.environ.get("RUNYARD_DISPATCH_CAPACITY", 0)) or None,
     "EVENT_POLL_SECONDS": env_float("RUNYARD_EVENT_POLL_SECONDS", 0.05),
     # A websocket client further behind than this is closed (4008) and resumes with ?after=.

@@ -20,6 +20,13 @@ class RunsConfig(AppConfig):
         configure_llm_prices()
         setting_changed.connect(_on_setting_changed)
 
+        # Each qcluster worker registers its cluster's size (the default dispatch capacity).
+        from django_q.signals import post_spawn
+
+        from runs.workers import on_worker_spawned
+
+        post_spawn.connect(on_worker_spawned, dispatch_uid="runyard-worker-heartbeat")
+
 
 def configure_llm_prices() -> None:
     from runs.engine.pricing import configure_prices

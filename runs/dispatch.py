@@ -3,9 +3,12 @@
 Fair share: each free slot goes to the tenant with the fewest runs in flight, then to the one
 served longest ago (round robin among equals), each tenant capped by `max_concurrent_runs` (a
 guarded UPDATE in tenants/limits.py).
-The whole cluster is capped too (`DISPATCH_CAPACITY`, default the worker count): runs wait
-here, in the database, rather than in the broker's FIFO queue, where one tenant's backlog
-would sit in front of everyone else's runs.
+The whole cluster is capped too: runs wait here, in the database, rather than in the broker's
+FIFO queue, where one tenant's backlog would sit in front of everyone else's runs. The cap is
+`DISPATCH_CAPACITY` when set, else the workers of every qcluster seen lately on any machine
+(runs/workers.py registers them), else this process's `Q_CLUSTER["workers"]`. Dispatchers on
+every machine pass one gate (tenants/cluster.py `enter_dispatch_gate`) in the transaction that
+takes a slot, so the cap holds however many of them race.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from django_q.tasks import async_task
 from runs.models import Run
 from runs.sql import fetch_all, guarded_update
 from runs.status import ACTIVE, RunStatus
-from tenants import limits
+from tenants import cluster, limits
 from tenants.models import Tenant
 
 log = logging.getLogger(__name__)
@@ -33,9 +36,19 @@ log = logging.getLogger(__name__)
 CANDIDATES = 4
 
 
-def capacity() -> int:
+def configured_capacity() -> int | None:
     conf: dict[str, Any] = settings.RUNYARD
-    return int(conf.get("DISPATCH_CAPACITY") or settings.Q_CLUSTER["workers"])
+    return int(conf["DISPATCH_CAPACITY"]) if conf.get("DISPATCH_CAPACITY") else None
+
+
+def fallback_capacity() -> int:
+    """This process's worker count: the capacity while no qcluster has registered."""
+    return int(settings.Q_CLUSTER["workers"])
+
+
+def capacity() -> int:
+    """Runs that may be in flight cluster-wide (what the gate compares with)."""
+    return configured_capacity() or cluster.registered_workers() or fallback_capacity()
 
 
 def in_flight() -> int:
@@ -69,27 +82,32 @@ def candidates() -> QuerySet:
 
 def dispatch_once(*, max_runs: int | None = None) -> int:
     """One dispatcher pass. Returns how many runs it handed to the queue."""
-    free = capacity() - in_flight()
-    if max_runs is not None:
-        free = min(free, max_runs)
     dispatched = 0
-    while free > 0 and _dispatch_next(to_broker=True) is not None:
+    while max_runs is None or dispatched < max_runs:
+        if _dispatch_next(to_broker=True) is None:
+            break
         dispatched += 1
-        free -= 1
     return dispatched
 
 
 def dispatch_here() -> int | None:
     """Dispatch the next run owed a slot to the calling worker, not to the broker: a worker
     that has just finished a segment takes it on in the same queue task. Same fair order and
-    caps as `dispatch_once`. Returns the run's pk (the caller claims it), or None."""
-    if in_flight() >= capacity():
-        return None
+    caps as `dispatch_once`. Returns the run's pk (the caller claims it in the same
+    transaction), or None."""
     return _dispatch_next(to_broker=False)
 
 
 def _dispatch_next(*, to_broker: bool) -> int | None:
+    """Take one slot, in the caller's transaction when there is one (a claim), else in its
+    own. The capacity check and the slot it allows are one step under the gate: checked
+    apart, four dispatchers each saw room for 8 and put 20 runs in flight together."""
     with transaction.atomic():
+        room = cluster.enter_dispatch_gate(
+            capacity=configured_capacity(), fallback=fallback_capacity()
+        )
+        if room <= 0:
+            return None
         for tenant_id, run_pk in fetch_all(candidates):
             if _take_slot(tenant_id, run_pk):
                 if to_broker:

@@ -274,6 +274,35 @@ def usage_between(tenant_id: int, first: dt.date, last: dt.date) -> Period:
     )
 
 
+def _day_and_month(tenant_id: int, today: dt.date) -> tuple[Period, Period]:
+    """Today's and this month's usage in one query (budget checks run it at every step)."""
+    is_today = Q(day=today)
+    agg = UsageDay.objects.filter(
+        tenant_id=tenant_id, day__gte=today.replace(day=1), day__lte=today
+    ).aggregate(
+        d_tin=Sum("tokens_in", filter=is_today),
+        d_tout=Sum("tokens_out", filter=is_today),
+        d_cost=Sum("cost_usd", filter=is_today),
+        d_runs=Sum("runs", filter=is_today),
+        d_steps=Sum("steps", filter=is_today),
+        tin=Sum("tokens_in"),
+        tout=Sum("tokens_out"),
+        cost=Sum("cost_usd"),
+        runs=Sum("runs"),
+        steps=Sum("steps"),
+    )
+
+    def period(prefix: str) -> Period:
+        return Period(
+            tokens=(agg[f"{prefix}tin"] or 0) + (agg[f"{prefix}tout"] or 0),
+            cost_usd=agg[f"{prefix}cost"] or Decimal(0),
+            runs=agg[f"{prefix}runs"] or 0,
+            steps=agg[f"{prefix}steps"] or 0,
+        )
+
+    return period("d_"), period("")
+
+
 def usage_by_model(tenant_id: int, first: dt.date, last: dt.date) -> list[dict[str, Any]]:
     """Per-model usage between two days, most expensive first."""
     rows = (
@@ -307,8 +336,7 @@ def budget_usage(tenant: Tenant, *, now: dt.datetime | None = None) -> dict[str,
     """Usage today and this month against the tenant's budgets, with reset times."""
     now = now or timezone.now()
     today = now.date()
-    day = usage_between(tenant.pk, today, today)
-    month = usage_between(tenant.pk, today.replace(day=1), today)
+    day, month = _day_and_month(tenant.pk, today)
     tomorrow = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(), dt.UTC)
     month_reset = dt.datetime.combine(_next_month(today), dt.time(), dt.UTC)
     return {
@@ -327,6 +355,43 @@ def budget_usage(tenant: Tenant, *, now: dt.datetime | None = None) -> dict[str,
     }
 
 
+def has_budgets(tenant: Tenant) -> bool:
+    return any(
+        [
+            tenant.daily_token_budget,
+            tenant.monthly_token_budget,
+            tenant.daily_cost_budget_usd,
+            tenant.monthly_cost_budget_usd,
+        ]
+    )
+
+
+def check_spend(
+    tenant: Tenant, *, tokens: int, cost_usd: float | Decimal, now: dt.datetime | None = None
+) -> LimitExceeded | None:
+    """The budget check of a step that spent `tokens` and `cost_usd`, race-free: the budget
+    it crosses, or None.
+
+    Call in the step's transaction, before its ledger increment (`record_usage`, last). The
+    tenant row is locked until that transaction ends, so the spending steps of one tenant
+    check one after another, each reading the ledger with every earlier one's usage in it
+    (counted apart, concurrent runs each saw room and all went on). The run whose step
+    crosses a budget stops there; a run whose step was in flight meanwhile stops at that
+    step's commit: each overshoots by at most one step. Steps that spent nothing take no
+    lock (`check_run_limits` stops them once the budget is used up).
+    """
+    cost = Decimal(str(cost_usd))
+    if not has_budgets(tenant) or (tokens <= 0 and cost <= 0):
+        return None
+    # A no-op on SQLite, whose IMMEDIATE transactions already hold the database.
+    list(Tenant.objects.select_for_update().filter(pk=tenant.pk).values_list("pk", flat=True))
+    try:
+        check_budgets(tenant, now=now, pending_tokens=tokens, pending_cost=cost)
+    except LimitExceeded as exc:
+        return exc
+    return None
+
+
 def check_budgets(
     tenant: Tenant,
     *,
@@ -335,15 +400,9 @@ def check_budgets(
     pending_tokens: int = 0,
     pending_cost: Decimal = Decimal(0),
 ) -> None:
-    """Raise LimitExceeded when a day or month token/cost budget is used up."""
-    if not any(
-        [
-            tenant.daily_token_budget,
-            tenant.monthly_token_budget,
-            tenant.daily_cost_budget_usd,
-            tenant.monthly_cost_budget_usd,
-        ]
-    ):
+    """Raise LimitExceeded when a day or month token/cost budget is used up. Reads what is
+    committed: concurrent callers may all see room (see `check_spend` for the race-free one)."""
+    if not has_budgets(tenant):
         return
     now = now or timezone.now()
     usage = budget_usage(tenant, now=now)
@@ -426,7 +485,9 @@ def check_run_limits(
             )
         elif used >= ratio * cap and name not in already_warned:
             result.warnings.append((name, used, cap))
-    if result.exceeded is None:
+    # A step that spent meets the budgets at its commit, race-free (`check_spend`); one that
+    # spent nothing stops here once others have used them up.
+    if result.exceeded is None and not (step_tokens or step_cost):
         try:
             check_budgets(
                 tenant,

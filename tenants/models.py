@@ -187,3 +187,26 @@ class AuditLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.target_type}:{self.target_id} by {self.actor_label}"
+
+
+class DispatchGate(models.Model):
+    """One row that every dispatcher locks (a guarded UPDATE) before it compares the runs in
+    flight with the cluster's capacity and takes a slot: dispatchers on any machine then
+    check and take one after another (tenants/limits.py `enter_dispatch_gate`)."""
+
+    turns = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"dispatch gate ({self.turns} turns)"
+
+
+class WorkerCluster(models.Model):
+    """A qcluster's heartbeat: its worker processes refresh `seen_at` while it runs, so the
+    default dispatch capacity is the workers of every cluster seen lately, on any machine."""
+
+    name = models.CharField(max_length=255, unique=True)
+    workers = models.PositiveIntegerField()
+    seen_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.workers} workers)"

@@ -47,7 +47,12 @@ from runs.services.lifecycle import (
     requeue,
     transition,
 )
-from runs.services.steps import PendingStep, record_step_usage, write_steps
+from runs.services.steps import (
+    PendingStep,
+    record_step_usage,
+    record_unwritten_usage,
+    write_steps,
+)
 from runs.services.watcher import watcher
 from runs.sql import NOT_NULL, guarded_update, insert_rows
 from runs.status import RunStatus
@@ -321,7 +326,7 @@ class Segment:
     def execute(self) -> str:
         watcher.add(self)
         try:
-            return self._loop()
+            return self._stop_if_budget_used_up() or self._loop()
         except Fenced:
             if not self.fenced:  # a commit's guard failed: maybe a cancel landed meanwhile
                 return self._on_cancelled("commit_fenced")
@@ -341,6 +346,7 @@ class Segment:
             executor = Executor(self.spec, self.context())
             for result in executor.run(self.run.state, self.run.position):
                 if self.fenced:
+                    record_unwritten_usage(self.run, [p.result for p in self.pending] + [result])
                     raise Fenced("lease lost")
                 if result.status == "suspended":
                     return self._commit_pending() or self._suspend(result)
@@ -422,6 +428,11 @@ class Segment:
                             consumed_at=timezone.now()
                         )
                     last = written.steps[-1]
+                    if written.check.exceeded is None:
+                        u = written.usage
+                        written.check.exceeded = limits.check_spend(
+                            run.tenant, tokens=u.tokens_in + u.tokens_out, cost_usd=u.cost_usd
+                        )
                     outcome = self._after_step(
                         last.result, written.check, last.prev_state, last.prev_position
                     )
@@ -431,7 +442,11 @@ class Segment:
                 run.__dict__.update(saved)  # the transaction rolled back; so does the run
                 raise
 
-        outcome = retry_transient(commit)
+        try:
+            outcome = retry_transient(commit)
+        except Exception:
+            record_unwritten_usage(run, [p.result for p in batch])
+            raise
         with self.lock:
             self.pending = []
         self.consumed = []
@@ -451,18 +466,35 @@ class Segment:
         if result.run_error:
             return self._fail_or_resurrect(result, prev_state, prev_position)
         if check.exceeded is not None:
-            exc = check.exceeded
-            finish(
-                run,
-                RunStatus.FAILED,
-                fence={"epoch": self.epoch},
-                err=error(exc.code, exc.message, **exc.details),
-                extra_events=[
-                    ("limit.exceeded", {"limit": exc.limit, "message": exc.message, **exc.details})
-                ],
-            )
-            return "failed"
+            return self._fail_at_limit(check.exceeded)
         return None
+
+    def _fail_at_limit(self, exc: limits.LimitExceeded) -> str:
+        finish(
+            self.run,
+            RunStatus.FAILED,
+            fence={"epoch": self.epoch},
+            err=error(exc.code, exc.message, **exc.details),
+            extra_events=[
+                ("limit.exceeded", {"limit": exc.limit, "message": exc.message, **exc.details})
+            ],
+        )
+        return "failed"
+
+    def _stop_if_budget_used_up(self) -> str | None:
+        """A run that starts (or resumes) once its tenant's budget is used up stops before its
+        next step spends anything; one in flight stops at its step's commit (check_spend)."""
+        try:
+            limits.check_budgets(self.run.tenant, refusing="the run")
+            return None
+        except limits.LimitExceeded as exc:
+            used_up = exc
+
+        def commit() -> str:
+            with transaction.atomic():
+                return self._fail_at_limit(used_up)
+
+        return retry_transient(commit)
 
     def _fail_or_resurrect(
         self, result: StepResult, prev_state: dict[str, Any], prev_position: dict[str, Any] | None

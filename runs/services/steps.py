@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
@@ -19,6 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile
+from django.db import transaction
 from django.utils import timezone
 
 from runs.engine import StepResult, Usage
@@ -27,6 +29,8 @@ from runs.models import Artifact, Checkpoint, Run, Step
 from runs.services.lifecycle import as_decimal
 from runs.sql import insert_rows
 from tenants import limits
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -196,6 +200,30 @@ def record_step_usage(run: Run, written: Written) -> None:
         cost_usd=Decimal(str(round(u.cost_usd, 6))),
         by_model=u.by_model,
     )
+
+
+def record_unwritten_usage(run: Run, results: list[StepResult]) -> None:
+    """Steps that will never be written (their commit was fenced: the lease was lost or the
+    run cancelled meanwhile) still spent what their LLM calls cost: it goes to the ledger, in
+    its own transaction, so budgets count what was really spent. Best effort: the caller is
+    already handling a failure."""
+    usage = Usage()
+    for r in results:
+        usage.add(r.usage)
+    if not (usage.tokens_in or usage.tokens_out or usage.cost_usd):
+        return
+    try:
+        with transaction.atomic():
+            limits.record_usage(
+                run.tenant_id,
+                shard=limits.usage_shard(run.pk),
+                tokens_in=usage.tokens_in,
+                tokens_out=usage.tokens_out,
+                cost_usd=Decimal(str(round(usage.cost_usd, 6))),
+                by_model=usage.by_model,
+            )
+    except Exception:  # noqa: BLE001 - the run's own failure is what the caller reports
+        log.exception("usage of unwritten steps of run %s was not recorded", run.public_id)
 
 
 def store_artifacts(run: Run, step: Step, result: StepResult, fence: dict[str, Any]) -> None:

@@ -1,0 +1,131 @@
+"""The cluster-wide dispatch capacity holds under racing dispatchers, and its default is the
+workers of every qcluster sharing the database."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.db.models import Sum
+from django.utils import timezone
+from django_q.signals import post_spawn
+
+from runs import dispatch, workers
+from runs.models import Run
+from runs.services import create_graph_version, create_run
+from runs.services.execute import claim_next
+from runs.services.lifecycle import release_run_slot
+from tenants import cluster
+from tenants.models import Tenant, WorkerCluster
+from tests.factories import make_tenant
+from tests.runs.conftest import chain_spec
+from tests.runs.test_concurrency import in_threads
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def in_flight() -> tuple[int, int]:
+    """(runs flagged holding a slot, the tenants' counters summed): both must stay in step."""
+    flagged = Run.objects.filter(holds_slot=True).count()
+    counted = Tenant.objects.aggregate(n=Sum("running_count"))["n"] or 0
+    return flagged, counted
+
+
+def queue_runs(tenants: int, runs_each: int) -> list[Tenant]:
+    made = []
+    for i in range(tenants):
+        t = make_tenant(f"racer-{i}", max_concurrent_runs=10, runs_per_minute=None)
+        create_graph_version(t, chain_spec())
+        for _ in range(runs_each):
+            create_run(t, graph="chain")
+        made.append(t)
+    return made
+
+
+def test_capacity_holds_with_four_dispatchers_racing(monkeypatch, settings) -> None:
+    settings.RUNYARD = {**settings.RUNYARD, "DISPATCH_CAPACITY": 8}
+    enqueued: list[int] = []
+    monkeypatch.setattr(dispatch, "enqueue_run", enqueued.append)
+    monkeypatch.setattr(dispatch, "dispatch_on_commit", lambda: None)  # the backlog waits
+    queue_runs(tenants=12, runs_each=5)
+    assert in_flight() == (0, 0)
+    claimed: list[int] = []
+    observed: list[tuple[int, int]] = []
+
+    def race(i: int) -> None:
+        for _ in range(6):
+            if i % 2:  # a worker that has just finished a segment takes the next run itself
+                run = claim_next()
+                if run is not None:
+                    claimed.append(run.pk)
+            else:  # a scheduler or a worker's end-of-segment pass
+                dispatch.dispatch_once()
+            observed.append(in_flight())
+
+    for round_ in range(4):
+        in_threads(4, race)
+        assert in_flight() == (8, 8), f"round {round_}"
+        # Three runs end and give their slots back; the next round may fill exactly those.
+        for run in Run.objects.filter(holds_slot=True).select_related("tenant")[:3]:
+            release_run_slot(run)
+        assert in_flight() == (5, 5)
+    assert max(n for pair in observed for n in pair) <= 8, max(observed)
+    assert len(enqueued) + len(claimed) == 8 + 4 * 3 - 3
+    assert claimed and enqueued  # both paths raced for the slots
+
+
+def test_default_capacity_is_the_workers_of_every_cluster_seen_lately(
+    monkeypatch, settings
+) -> None:
+    settings.RUNYARD = {**settings.RUNYARD, "DISPATCH_CAPACITY": None}
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "workers": 2}
+    assert dispatch.capacity() == 2  # no cluster registered: this process's worker count
+    now = timezone.now()
+    cluster.register_workers("machine-a:runyard:101", 4, now=now)
+    cluster.register_workers("machine-b:runyard:202", 6, now=now - dt.timedelta(seconds=5))
+    cluster.register_workers("machine-c:runyard:303", 16, now=now - dt.timedelta(minutes=5))
+    assert dispatch.capacity() == 10  # a and b; c stopped beating minutes ago
+    cluster.register_workers("machine-a:runyard:101", 5)  # a heartbeat updates its row
+    assert dispatch.capacity() == 11
+    assert WorkerCluster.objects.count() == 3
+
+    enqueued: list[int] = []
+    monkeypatch.setattr(dispatch, "enqueue_run", enqueued.append)
+    monkeypatch.setattr(dispatch, "dispatch_on_commit", lambda: None)
+    queue_runs(tenants=3, runs_each=6)
+    assert dispatch.dispatch_once() == 11
+    assert in_flight() == (11, 11)
+
+    settings.RUNYARD = {**settings.RUNYARD, "DISPATCH_CAPACITY": 12}  # the operator's wins
+    assert dispatch.capacity() == 12
+    assert dispatch.dispatch_once() == 1
+
+
+def test_clusters_gone_for_a_day_are_forgotten() -> None:
+    now = timezone.now()
+    cluster.register_workers("old:runyard:1", 4, now=now - dt.timedelta(days=2))
+    cluster.register_workers("new:runyard:2", 4, now=now)
+    assert cluster.forget_stopped_clusters(now=now) == 1
+    assert list(WorkerCluster.objects.values_list("name", flat=True)) == ["new:runyard:2"]
+
+
+def test_a_spawned_worker_registers_its_cluster_and_keeps_beating(monkeypatch, settings) -> None:
+    from django_q.conf import Conf
+
+    settings.RUNYARD = {**settings.RUNYARD, "DISPATCH_CAPACITY": None}
+    beat = workers.Heartbeat()
+    monkeypatch.setattr(workers, "heartbeat", beat)
+    monkeypatch.setattr(workers, "HEARTBEAT_SECONDS", 0.05)
+    try:
+        post_spawn.send(sender="django_q", proc_name="Process-1:1")  # what django-q2 sends
+        row = WorkerCluster.objects.get()
+        assert row.name == workers.cluster_name() and row.workers == Conf.WORKERS
+        assert dispatch.capacity() == Conf.WORKERS
+        first_seen = row.seen_at
+        post_spawn.send(sender="django_q", proc_name="Process-1:2")  # a sibling: same cluster
+        deadline = timezone.now() + dt.timedelta(seconds=10)
+        while WorkerCluster.objects.get().seen_at == first_seen:
+            assert timezone.now() < deadline, "the heartbeat thread never beat"
+        assert WorkerCluster.objects.count() == 1
+    finally:
+        beat.stop()
