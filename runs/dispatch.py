@@ -62,9 +62,11 @@ def dispatchable() -> QuerySet[Run]:
     older_on_thread = Run.objects.filter(
         thread_id=OuterRef("thread_id"), status__in=ACTIVE, id__lt=OuterRef("id")
     )
-    return Run.objects.filter(status=RunStatus.QUEUED, dispatched_at__isnull=True).filter(
-        Q(thread__isnull=True) | ~Exists(older_on_thread)
-    )
+    # Child runs (subgraphs) are never dispatched: their parent's worker runs them inline,
+    # inside the slot the root holds (runs/services/subgraphs.py).
+    return Run.objects.filter(
+        status=RunStatus.QUEUED, dispatched_at__isnull=True, root__isnull=True
+    ).filter(Q(thread__isnull=True) | ~Exists(older_on_thread))
 
 
 def candidates() -> QuerySet:

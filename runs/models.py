@@ -63,6 +63,26 @@ class Run(models.Model):
         "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
     )
     depth = models.PositiveSmallIntegerField(default=0)
+    # Run trees (subgraphs): every descendant points at its root, which holds the tree's
+    # shared counters. Nothing looks runs up by root, so no index (one less per insert).
+    root = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="descendants",
+        db_index=False,
+    )
+    # Which subgraph call of the parent started this child (step, node, branch, attempt):
+    # a parent re-running that call after a crash finds and reuses this child.
+    child_key = models.CharField(max_length=200, blank=True)
+    # On a root only: children started in its tree (a guarded UPDATE caps it at the tenant's
+    # max_child_runs) and the usage its descendants' steps committed, so the per-run limits
+    # apply to the whole tree (runs/services/trees.py).
+    tree_children = models.PositiveIntegerField(default=0)
+    tree_steps = models.PositiveIntegerField(default=0)
+    tree_tokens = models.PositiveBigIntegerField(default=0)
+    tree_cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0))
 
     status = models.CharField(
         max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True
@@ -125,7 +145,12 @@ class Run(models.Model):
                 fields=["tenant", "idempotency_key"],
                 condition=~models.Q(idempotency_key=""),
                 name="uniq_run_idempotency_key",
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["parent", "child_key"],
+                condition=~models.Q(child_key=""),
+                name="uniq_run_child_key",
+            ),
         ]
 
     def __str__(self) -> str:

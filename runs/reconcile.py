@@ -5,6 +5,11 @@
 - a run dispatched but never claimed (the broker lost the task): dispatched again;
 - a wait past its deadline: the approval's default applies, a sleep wakes, an input fails.
 
+- a child run (subgraph) is never resumed or redispatched here: while its parent is active,
+  the parent's worker (or the parent's own recovery, re-running its subgraph node) takes the
+  child over, and resuming it here too would run it twice, outside the root's slot. Once the
+  parent has ended, an active child is cancelled (`parent_ended`).
+
 Runs at worker start, on the scheduler's tick, from the admin and as `reconcile_runs`.
 """
 
@@ -23,7 +28,7 @@ from django.utils import timezone
 from runs.models import Control, ControlKind, Run
 from runs.services.errors import ServiceError
 from runs.services.lifecycle import error, finish, requeue
-from runs.status import RunStatus
+from runs.status import ACTIVE, TERMINAL, RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +37,7 @@ log = logging.getLogger(__name__)
 class Finding:
     run_id: str
     tenant: str
-    problem: str  # lease_expired | never_claimed | deadline_passed
+    problem: str  # lease_expired | never_claimed | deadline_passed | parent_ended
     action: str  # resume | interrupt | redispatch | approve | reject | wake | fail | cancel
     evidence: dict[str, Any] = field(default_factory=dict)
     result: str = ""
@@ -68,9 +73,13 @@ def candidates(now: dt.datetime | None = None) -> list[Finding]:
     grace = dt.timedelta(seconds=float(conf["DISPATCH_GRACE_SECONDS"]))
     max_recoveries = int(conf["MAX_RECOVERIES"])
     found: list[Finding] = []
-    expired = Run.objects.filter(
-        status__in=[RunStatus.RUNNING, RunStatus.CANCELLING], lease_expires_at__lt=now
-    ).select_related("tenant")
+    expired = (
+        Run.objects.filter(
+            status__in=[RunStatus.RUNNING, RunStatus.CANCELLING], lease_expires_at__lt=now
+        )
+        .filter(root__isnull=True)
+        .select_related("tenant")
+    )
     for run in expired:
         if run.status == RunStatus.CANCELLING:
             action = "cancel"
@@ -80,7 +89,7 @@ def candidates(now: dt.datetime | None = None) -> list[Finding]:
             Finding(str(run.public_id), run.tenant.slug, "lease_expired", action, evidence_of(run))
         )
     unclaimed = Run.objects.filter(
-        status=RunStatus.QUEUED, dispatched_at__lt=now - grace
+        status=RunStatus.QUEUED, dispatched_at__lt=now - grace, root__isnull=True
     ).select_related("tenant")
     for run in unclaimed:
         found.append(
@@ -88,9 +97,9 @@ def candidates(now: dt.datetime | None = None) -> list[Finding]:
                 str(run.public_id), run.tenant.slug, "never_claimed", "redispatch", evidence_of(run)
             )
         )
-    overdue = Run.objects.filter(status=RunStatus.WAITING, wait_deadline__lt=now).select_related(
-        "tenant"
-    )
+    overdue = Run.objects.filter(
+        status=RunStatus.WAITING, wait_deadline__lt=now, root__isnull=True
+    ).select_related("tenant")
     for run in overdue:
         kind = (run.waiting_for or {}).get("kind")
         if kind == "approval":
@@ -103,6 +112,14 @@ def candidates(now: dt.datetime | None = None) -> list[Finding]:
             Finding(
                 str(run.public_id), run.tenant.slug, "deadline_passed", action, evidence_of(run)
             )
+        )
+    orphans = Run.objects.filter(
+        root__isnull=False, status__in=ACTIVE, parent__status__in=TERMINAL
+    ).select_related("tenant", "parent")
+    for run in orphans:
+        evidence = {**evidence_of(run), "parent_status": run.parent.status if run.parent else None}
+        found.append(
+            Finding(str(run.public_id), run.tenant.slug, "parent_ended", "cancel", evidence)
         )
     return found
 
@@ -139,6 +156,12 @@ def _resolve(finding: Finding) -> str:
     ):
         return "skipped: the run changed"
     fence = {"epoch": run.epoch}
+    if finding.problem == "parent_ended":
+        from runs.services.controls import cancel_run
+
+        # Force: the child's worker, if any, is its parent's, which has moved on.
+        cancel_run(run, by="reconciler", force=True, reason="its parent run ended")
+        return "cancelled"
     if finding.problem == "lease_expired":
         if finding.action == "cancel":
             finish(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, cast
@@ -499,3 +500,47 @@ def check_run_limits(
         except LimitExceeded as exc:
             result.exceeded = exc
     return result
+
+
+# --- run trees (subgraphs) --------------------------------------------------------------------
+
+
+def admit_child_run(
+    tenant: Tenant,
+    *,
+    depth: int,
+    max_depth: int,
+    take_child: Callable[[int | None], bool],
+    now: dt.datetime | None = None,
+) -> None:
+    """Admit a child run (a subgraph call) into a run tree, or raise LimitExceeded.
+
+    The gate for children differs from `admit_run` on purpose:
+    - no queue slot and no concurrency slot: a child runs inline in its parent's worker and
+      inside the slot its root already holds. Asking for a second slot would deadlock a tenant
+      capped at one concurrent run (the parent would wait for a slot it holds itself);
+    - no `runs_per_minute` token: that limit paces requests to start runs, which a client can
+      retry after `retry_after`; a child cannot wait, and refusing it would fail work that was
+      admitted at its root. Children are instead bounded per root by `max_child_runs` (so
+      run creation stays bounded by runs_per_minute * (1 + max_child_runs)) and by depth;
+    - the day/month budgets apply as for any run: a used-up budget refuses the child.
+
+    `max_depth` is the depth the calling graph allows, already clamped by the caller to the
+    platform's ceiling; `take_child(cap)` takes one of the root's child slots with a guarded
+    UPDATE on the root's row (the runs app owns that row) and says whether it got one. Call
+    inside the transaction that creates the child, so a refusal leaves the counter as it was.
+    """
+    if depth > max_depth:
+        raise LimitExceeded(
+            "max_depth",
+            f"A subgraph would nest {depth} deep; run trees are bounded at max_depth={max_depth}.",
+            details={"cap": max_depth, "depth": depth},
+        )
+    check_budgets(tenant, now=now, refusing="new child runs")
+    if not take_child(tenant.max_child_runs):
+        raise LimitExceeded(
+            "max_child_runs",
+            f"The run tree already started {tenant.max_child_runs} child runs "
+            f"(max_child_runs of tenant {tenant.slug}).",
+            details={"cap": tenant.max_child_runs},
+        )

@@ -28,6 +28,7 @@ PROBLEMS = {
     "lease_expired": "lease expired",
     "never_claimed": "dispatched, never claimed",
     "deadline_passed": "wait past its deadline",
+    "parent_ended": "child of a run that ended",
 }
 
 

@@ -42,7 +42,9 @@ class RunContext:
     resolve: Callable[[Suspension], Resolution | None] = _no_resolution
     on_step_start: Callable[[int, str, int], None] | None = None
     on_delta: Callable[[str, str], None] | None = None
-    run_subgraph: Callable[[str, dict, int], dict] | None = None
+    # run_subgraph(graph, input, depth, call=<id of the call within its step>,
+    #              cancel=<the calling node's token>) -> the child's final state
+    run_subgraph: Callable[..., dict] | None = None
     depth: int = 0
     http_policy: HttpPolicy = field(default_factory=HttpPolicy)
     llm_config: dict[str, dict] = field(default_factory=dict)

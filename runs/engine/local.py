@@ -132,7 +132,7 @@ class LocalRunner:
             "fatal": True,
         }
 
-    def _run_subgraph(self, name: str, data: dict, depth: int) -> dict:
+    def _run_subgraph(self, name: str, data: dict, depth: int, **_: object) -> dict:
         path = next(
             (
                 self.base_dir / f"{name}{suffix}"

@@ -11,6 +11,7 @@ from jsonschema.exceptions import SchemaError
 from .errors import ExpressionError, Problem
 from .expressions import compile_expression, compile_template
 from .nodes import KINDS, NodeKind, get_kind
+from .nodes.subgraph import MAX_DEPTH_CEILING
 from .state import REDUCERS
 from .values import is_int, is_number
 
@@ -142,6 +143,12 @@ def _check_top(raw: dict, check: SpecCheck) -> None:
     check.number("max_steps", raw, "max_steps", minimum=1, integer=True)
     check.number("max_resurrections", raw, "max_resurrections", minimum=0, integer=True)
     check.number("max_depth", raw, "max_depth", minimum=1, integer=True)
+    if is_int(raw.get("max_depth")) and raw["max_depth"] > MAX_DEPTH_CEILING:
+        check.add(
+            "max_depth",
+            f"`max_depth` may be at most {MAX_DEPTH_CEILING} (the platform's ceiling on "
+            f"subgraph nesting), got {raw['max_depth']}",
+        )
     schema = raw.get("input_schema")
     if schema is not None:
         if not isinstance(schema, dict):

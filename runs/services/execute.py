@@ -196,6 +196,9 @@ class Segment:
         self.started_mono = slice_started or time.monotonic()
         self.next_beat = time.monotonic() + conf("HEARTBEAT_SECONDS")
         self.wall_started = run.started_at or timezone.now()
+        # A tenant limit a subgraph call hit (tree admission, or a child stopped by one): the
+        # run fails with it at this step's commit, whatever caught the node's error.
+        self.tree_limit: limits.LimitExceeded | None = None
 
     # --- the watcher: lease renewal, control polling, live events -----------------------------
 
@@ -293,10 +296,12 @@ class Segment:
             by=control.by,
         )
 
-    def run_subgraph(self, graph_name: str, data: dict[str, Any], depth: int) -> dict[str, Any]:
+    def run_subgraph(
+        self, graph_name: str, data: dict[str, Any], depth: int, **call: Any
+    ) -> dict[str, Any]:
         from runs.services.subgraphs import run_child
 
-        return run_child(self, graph_name, data, depth)
+        return run_child(self, graph_name, data, depth, **call)
 
     def context(self) -> RunContext:
         tenant = self.run.tenant
@@ -370,7 +375,10 @@ class Segment:
                     return outcome
                 if self.pause_requested:
                     return self._pause()
-                if time.monotonic() - self.started_mono > conf("SEGMENT_SECONDS"):
+                # A child runs inside its parent's turn; only a root hands the turn back.
+                if self.run.parent_id is None and (
+                    time.monotonic() - self.started_mono > conf("SEGMENT_SECONDS")
+                ):
                     return self._yield_turn()
                 if self.guidance_pending:
                     restart = True
@@ -463,10 +471,11 @@ class Segment:
         if result.done:
             finish(run, RunStatus.SUCCEEDED, fence={"epoch": self.epoch})
             return "succeeded"
-        if result.run_error:
+        if result.run_error and self.tree_limit is None:
             return self._fail_or_resurrect(result, prev_state, prev_position)
-        if check.exceeded is not None:
-            return self._fail_at_limit(check.exceeded)
+        exc = self.tree_limit or check.exceeded
+        if exc is not None:
+            return self._fail_at_limit(exc)
         return None
 
     def _fail_at_limit(self, exc: limits.LimitExceeded) -> str:

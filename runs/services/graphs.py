@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from typing import Any
@@ -10,6 +11,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Max
 
 from runs.engine import GraphSpec, SpecError, parse_spec
+from runs.engine.nodes.subgraph import MAX_DEPTH_CEILING
 from runs.models import Graph
 from runs.services.errors import NotFound, ValidationFailed
 from tenants.models import Tenant
@@ -41,8 +43,19 @@ def parse_or_fail(data: Any) -> GraphSpec:
 def spec_for(graph: Graph) -> GraphSpec:
     spec = _SPECS.get(graph.hash)
     if spec is None:
-        spec = _SPECS[graph.hash] = parse_spec(graph.spec, stored=True)
+        spec = _SPECS[graph.hash] = _parse_stored(graph.spec)
     return spec
+
+
+def _parse_stored(raw: Any) -> GraphSpec:
+    """A stored version may predate the max_depth ceiling: it still parses (its runs must
+    stay startable) and keeps its stored value; the tenant gate refuses any child past the
+    ceiling with `limit_exceeded.max_depth` (runs/services/subgraphs.py)."""
+    depth = raw.get("max_depth") if isinstance(raw, dict) else None
+    if not isinstance(depth, int) or depth <= MAX_DEPTH_CEILING:
+        return parse_spec(raw, stored=True)
+    spec = parse_spec({**raw, "max_depth": MAX_DEPTH_CEILING}, stored=True)
+    return dataclasses.replace(spec, raw={**spec.raw, "max_depth": depth}, max_depth=depth)
 
 
 def create_graph_version(tenant: Tenant, data: Any, *, by: str = "") -> Graph:

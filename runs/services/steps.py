@@ -26,6 +26,7 @@ from django.utils import timezone
 from runs.engine import StepResult, Usage
 from runs.events import append_events
 from runs.models import Artifact, Checkpoint, Run, Step
+from runs.services import trees
 from runs.services.lifecycle import as_decimal
 from runs.sql import insert_rows
 from tenants import limits
@@ -99,6 +100,7 @@ def write_steps(
     transaction fails.
     """
     now = timezone.now()
+    tree = trees.tree_base(run)  # first: a descendant locks its root's row before its own
     steps, tokens_in, tokens_out = run.steps, run.tokens_in, run.tokens_out
     cost = run.cost_usd
     warned = list(run.warned_limits)
@@ -118,9 +120,9 @@ def write_steps(
         events += step_events(p)
         check = limits.check_run_limits(
             run.tenant,
-            steps=steps,
-            tokens=tokens_in + tokens_out,
-            cost_usd=cost,
+            steps=steps + tree.steps,
+            tokens=tokens_in + tokens_out + tree.tokens,
+            cost_usd=cost + tree.cost_usd,
             wall_seconds=wall_seconds,
             already_warned=warned,
             now=now,
@@ -175,6 +177,12 @@ def write_steps(
         warned_limits=warned,
         heartbeat_at=now,
         lease_expires_at=now + lease,
+    )
+    trees.add_tree_usage(
+        run,
+        steps=steps - run.steps,
+        tokens=tokens_in + tokens_out - run.tokens_in - run.tokens_out,
+        cost_usd=cost - run.cost_usd,
     )
     run.state, run.position, run.steps = last.state, last.position, steps
     run.tokens_in, run.tokens_out, run.cost_usd = tokens_in, tokens_out, cost

@@ -2,7 +2,13 @@
 
 `input` maps the child's input keys to expressions over this run's state. The child's final
 state goes to `output`, or, without `output`, is merged into this state through the reducers.
-Nesting is bounded by the spec's `max_depth` (default 5).
+Nesting is bounded by the spec's `max_depth` (default 5), which validation caps at
+MAX_DEPTH_CEILING: the platform's hard ceiling. The durable runtime clamps a stored spec's
+larger value to the ceiling too (a `limit_exceeded.max_depth` from the tenant gate).
+
+The hook gets a `call` id naming this call within its step (node, visit, attempt): the
+runtime keys the child run by it, so a parent re-running the step after a crash reuses the
+child it already started instead of starting another.
 """
 
 from __future__ import annotations
@@ -15,6 +21,9 @@ from .base import NodeKind, Outcome, register_kind
 if TYPE_CHECKING:
     from ..context import NodeContext
     from ..validation import SpecCheck
+
+# The deepest a run tree may nest, whatever a spec says (#15: depth multiplies fan-out).
+MAX_DEPTH_CEILING = 8
 
 
 @register_kind
@@ -52,7 +61,9 @@ class SubgraphNode(NodeKind):
             )
         child_input = {key: nc.evaluate(src) for key, src in (node.get("input") or {}).items()}
         nc.cancel.raise_if_cancelled()
-        result = hook(node["graph"], child_input, depth)
+        call = f"{nc.name}@{nc.visit}#{nc.attempt}"
+        # The node's own token: a timeout or a fail_fast sibling stops the child run too.
+        result = hook(node["graph"], child_input, depth, call=call, cancel=nc.cancel)
         if not isinstance(result, dict):
             raise NodeError("subgraph_failed", "subgraph hook did not return a state object")
         if node.get("output"):

@@ -12,7 +12,7 @@ CHILD = parse_spec(
 def runner(calls: list) -> RunContext:
     ctx = RunContext()
 
-    def run_subgraph(name: str, data: dict, depth: int) -> dict:
+    def run_subgraph(name: str, data: dict, depth: int, **_: object) -> dict:
         calls.append((name, data, depth))
         if name != "child":
             raise NodeError("subgraph_failed", f"no graph {name!r}", fatal=True)
