@@ -224,6 +224,8 @@ RUNYARD: dict[str, Any] = {
     "WS_MAX_BUFFERED_BYTES": int(os.environ.get("RUNYARD_WS_MAX_BUFFERED_BYTES", 8 * 1024 * 1024)),
     "MAX_INPUT_BYTES": int(os.environ.get("RUNYARD_MAX_INPUT_BYTES", 256 * 1024)),
     "MAX_SPEC_BYTES": int(os.environ.get("RUNYARD_MAX_SPEC_BYTES", 1024 * 1024)),
+    # Largest value one expression or template may build (bytes); over it: `expression_limit`.
+    "MAX_VALUE_BYTES": int(os.environ.get("RUNYARD_MAX_VALUE_BYTES", 1_000_000)),
     "FUNCTION_MODULES": [
         m for m in os.environ.get("RUNYARD_FUNCTION_MODULES", "").split(",") if m.strip()
     ],

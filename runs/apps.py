@@ -18,6 +18,7 @@ class RunsConfig(AppConfig):
         hooks.load_hook_modules()
         # Likewise the operator's price table: validation refuses unpriced models against it.
         configure_llm_prices()
+        configure_expressions()
         setting_changed.connect(_on_setting_changed)
 
         # Each qcluster worker registers its cluster's size (the default dispatch capacity).
@@ -40,3 +41,11 @@ def configure_llm_prices() -> None:
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
     if setting == "RUNYARD":  # tests override settings.RUNYARD whole
         configure_llm_prices()
+        configure_expressions()
+
+
+def configure_expressions() -> None:
+    """Hand the engine (which reads no settings) its per-value cap for expressions."""
+    from runs.engine import bounds
+
+    bounds.configure(max_value_bytes=settings.RUNYARD["MAX_VALUE_BYTES"])

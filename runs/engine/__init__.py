@@ -8,7 +8,15 @@ runtime persists each result; the `run_graph` command just prints them.
 from . import builtin_functions  # noqa: F401  (registers the shipped functions)
 from .cancel import CancelToken
 from .context import HttpPolicy, NodeContext, RunContext
-from .errors import ExpressionError, NodeError, Problem, RunCancelled, RunFailed, SpecError
+from .errors import (
+    ExpressionError,
+    ExpressionLimit,
+    NodeError,
+    Problem,
+    RunCancelled,
+    RunFailed,
+    SpecError,
+)
 from .executor import Executor
 from .expressions import compile_expression, compile_template, evaluate, render_template
 from .functions import FunctionRegistry, get_function, register_function, registry
@@ -24,6 +32,7 @@ __all__ = [
     "CancelToken",
     "Executor",
     "ExpressionError",
+    "ExpressionLimit",
     "FunctionRegistry",
     "GraphSpec",
     "HttpPolicy",

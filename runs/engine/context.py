@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .cancel import CancelToken
-from .errors import NodeError
+from .errors import ExpressionError, NodeError
 from .results import ArtifactData, Resolution, Suspension, Usage
 
 if TYPE_CHECKING:
@@ -153,9 +153,33 @@ class NodeContext:
     def render(self, source: str, **extra: Any) -> str:
         from .expressions import render_template
 
-        return render_template(source, self.variables(**extra))
+        try:
+            return render_template(source, self.variables(**extra))
+        except ExpressionError as exc:
+            raise exc.located(self.name, field_of(self.node, source), source) from None
 
     def evaluate(self, source: str, **extra: Any) -> Any:
         from .expressions import evaluate
 
-        return evaluate(source, self.variables(**extra))
+        try:
+            return evaluate(source, self.variables(**extra))
+        except ExpressionError as exc:
+            raise exc.located(self.name, field_of(self.node, source), source) from None
+
+
+def field_of(node: Any, source: str, path: str = "") -> str | None:
+    """Where in the node spec `source` sits (`prompt`, `headers.Authorization`), for errors.
+
+    Looked up when an error is raised rather than passed in by every node kind.
+    """
+    if isinstance(node, dict):
+        items: Any = ((f"{path}.{k}" if path else str(k), v) for k, v in node.items())
+    elif isinstance(node, list):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(node))
+    else:
+        return path if node is source or node == source else None
+    for where, value in items:
+        found = field_of(value, source, where)
+        if found:
+            return found
+    return None

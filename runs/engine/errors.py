@@ -80,5 +80,37 @@ class RunFailed(NodeError):
 class ExpressionError(NodeError):
     """An expression or template failed to compile or evaluate (including sandbox refusals)."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__("expression_error", message, retryable=False, fatal=True)
+    code_name = "expression_error"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(self.code_name, message, retryable=False, fatal=True, details=details)
+
+    def located(self, node: str | None, key: str | None, source: str) -> ExpressionError:
+        """The same error naming where it happened: node, key (`set.total`, `prompt`...)."""
+        if node is None and key is None:
+            return self
+        where = " ".join(
+            part
+            for part in (f"node {node!r}" if node else "", f"key {key!r}" if key else "")
+            if part
+        )
+        message = f"{where}: {self.message}" if where else self.message
+        details = {**self.details, "node": node, "key": key, "source": source[:200]}
+        error = type(self).__new__(type(self))
+        ExpressionError.__init__(error, message, details=details)
+        return error
+
+
+class ExpressionLimit(ExpressionError):
+    """An expression would build a value over the per-value cap, or run past its budget.
+
+    `details.limit` names the bound: max_value_bytes, int_bits, work, steps, costly_input,
+    depth.
+    """
+
+    code_name = "expression_limit"
+
+    def __init__(
+        self, message: str, *, limit: str = "", details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, details={"limit": limit, **(details or {})})

@@ -20,7 +20,7 @@ from .spec import GraphSpec
 
 # Node error codes that become the run's error code as they are; the rest are `node_failed`.
 RUN_LEVEL_CODES = frozenset(
-    {"expression_error", "depth_exceeded", "approval_rejected", "reducer_error"}
+    {"expression_error", "expression_limit", "depth_exceeded", "approval_rejected", "reducer_error"}
 )
 
 
@@ -33,7 +33,8 @@ def node_run_error(node: str, error: NodeError) -> dict:
     if error.code in RUN_LEVEL_CODES:
         named = f"{node!r}" in error.message
         message = error.message if named else f"node {node!r}: {error.message}"
-        return run_error(error.code, message, node, fatal=error.fatal)
+        extra = {"details": error.details} if error.details else {}
+        return run_error(error.code, message, node, fatal=error.fatal, **extra)
     return run_error(
         "node_failed",
         f"node {node!r} failed: {error.code}: {error.message}",
@@ -136,7 +137,7 @@ class Executor:
                 target = plan.routes.normal.pick(self._variables(node, state))
             except ExpressionError as exc:
                 message = f"routing from node {node!r}: {exc.message}"
-                return None, run_error("expression_error", message, node)
+                return None, run_error(exc.code, message, node)
             if target is None:
                 message = f"node {node!r} matched no edge: {plan.routes.normal.describe()}"
                 return None, run_error("unrouted", message, node)
@@ -172,7 +173,7 @@ class Executor:
                 target = edges.pick(self._variables(node, state, error=error.to_dict()))
             except ExpressionError as exc:
                 message = f"on_error routing from node {node!r}: {exc.message}"
-                failure = run_error("expression_error", message, node)
+                failure = run_error(exc.code, message, node)
         if target is None and failure is None:
             failure = node_run_error(node, error)
         # Routed on: the position moves past the node. Ended: it stays AT the node, so

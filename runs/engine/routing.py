@@ -27,7 +27,7 @@ class EdgeSet:
 
     def pick(self, variables: dict[str, Any]) -> str | None:
         for target, when in self.conditional:
-            if holds(when, variables):
+            if holds(when, variables, key="when"):
                 return target
         return self.fallback
 

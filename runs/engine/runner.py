@@ -208,13 +208,18 @@ class NodeRunner:
     def _declared_artifacts(self, plan: NodePlan, state: dict) -> list[ArtifactData]:
         variables = {"state": state, "run": self.ctx.metadata, "node": plan.name}
         artifacts = []
-        for item in plan.artifacts:
+        for i, item in enumerate(plan.artifacts):
             data: Any
             if "json" in item:
-                data = artifact_bytes(evaluate(item["json"], variables))
+                value = evaluate(
+                    item["json"], variables, node=plan.name, key=f"artifacts[{i}].json"
+                )
+                data = artifact_bytes(value)
                 content_type = item.get("content_type") or "application/json"
             else:
-                data = render_template(item["text"], variables).encode("utf-8")
+                key = f"artifacts[{i}].text"
+                data = render_template(item["text"], variables, node=plan.name, key=key)
+                data = data.encode("utf-8")
                 content_type = item.get("content_type") or guess_content_type(item["name"], "")
             artifacts.append(ArtifactData(item["name"], content_type, data))
         return artifacts

@@ -9,7 +9,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from .errors import ExpressionError, Problem
-from .expressions import compile_expression, compile_template
+from .expressions import check_expression, check_template
 from .nodes import KINDS, NodeKind, get_kind
 from .nodes.subgraph import MAX_DEPTH_CEILING
 from .state import REDUCERS
@@ -37,6 +37,41 @@ EDGE_FIELDS = frozenset({"from", "to", "when", "on_error", "description", "label
 _LIST_REDUCERS = {"append", "extend", "union"}
 _NUMBER_REDUCERS = {"add", "max", "min"}
 
+# What one spec may hold, so validating the largest spec (MAX_SPEC_BYTES, 1 MB) costs well
+# under a second of the web process's CPU. Parsing an expression costs ~0.1 ms plus ~5 µs per
+# token, so expressions and template tags are counted by their code, not their text: a long
+# prompt of plain text costs nearly nothing, `{{ a }}` repeated 40,000 times took 1.1 s.
+MAX_NODES = 1_000
+MAX_EDGES = 5_000
+MAX_EXPRESSIONS = 1_000  # expressions and templates
+MAX_CODE_CHARS = 40_000  # expression text + template tags, each counted 16 chars extra
+MAX_NESTING = 64  # JSON depth of the spec document
+# jsonschema checks a schema against its metaschema at ~45 µs per JSON value: 100,000 took 4.4 s.
+MAX_SCHEMA_VALUES = 2_000
+MAX_PROBLEMS = 200
+_TAG_OPEN = re.compile(r"\{[{%#]")
+_TAG_CLOSE = {"{": "}}", "%": "%}", "#": "#}"}
+_TAG_OVERHEAD = 16
+
+
+def template_code(source: str, limit: int) -> int:
+    """Characters of code in a template's tags (plain text is nearly free to parse).
+
+    A linear scan that stops past `limit`: a regex for whole tags is quadratic on unclosed ones.
+    """
+    code = 0
+    pos = 0
+    while code <= limit:
+        opened = _TAG_OPEN.search(source, pos)
+        if opened is None:
+            break
+        end = source.find(_TAG_CLOSE[source[opened.end() - 1]], opened.end())
+        if end < 0:
+            return code + len(source) - opened.start() + _TAG_OVERHEAD
+        code += end + 2 - opened.start() + _TAG_OVERHEAD
+        pos = end + 2
+    return code
+
 
 class SpecCheck:
     """Collects problems while a spec is checked; node kinds report through it."""
@@ -49,16 +84,37 @@ class SpecCheck:
         self.problems: list[Problem] = []
         nodes = raw.get("nodes")
         self.nodes: dict[str, Any] = nodes if isinstance(nodes, dict) else {}
+        self.expressions = 0
+        self.code_chars = 0
+        self.over_budget = False
 
     def add(self, where: str, message: str) -> None:
         self.problems.append(Problem(where, message))
+
+    def _afford(self, where: str, code_chars: int) -> bool:
+        """Count one expression or template; False once the spec holds too many to check."""
+        self.expressions += 1
+        self.code_chars += code_chars
+        if self.expressions <= MAX_EXPRESSIONS and self.code_chars <= MAX_CODE_CHARS:
+            return True
+        if not self.over_budget:
+            self.over_budget = True
+            self.add(
+                where,
+                f"the spec holds too much expression code: at most {MAX_EXPRESSIONS:,} "
+                f"expressions and templates with {MAX_CODE_CHARS:,} characters of code in all "
+                "(the rest were not checked)",
+            )
+        return False
 
     def expression(self, where: str, source: Any, label: str) -> None:
         if not isinstance(source, str) or not source.strip():
             self.add(where, f"{label} must be a non-empty expression string")
             return
+        if not self._afford(where, len(source) + _TAG_OVERHEAD):
+            return
         try:
-            compile_expression(source)
+            check_expression(source)
         except ExpressionError as exc:
             self.add(where, f"{label}: {exc.message}")
 
@@ -68,8 +124,11 @@ class SpecCheck:
         if not isinstance(source, str):
             self.add(where, f"{label} must be a template string")
             return
+        remaining = MAX_CODE_CHARS - self.code_chars
+        if "{" in source and not self._afford(where, template_code(source, remaining)):
+            return
         try:
-            compile_template(source)
+            check_template(source)
         except ExpressionError as exc:
             self.add(where, f"{label}: {exc.message}")
 
@@ -119,6 +178,10 @@ def check_raw(raw: Any, *, stored: bool = False) -> list[Problem]:
     """Every problem in a parsed (but not yet trusted) spec."""
     if not isinstance(raw, dict):
         return [Problem("spec", f"must be a JSON object, got {type(raw).__name__}")]
+    # A stored version passed these caps (or predates them) when it was stored.
+    too_big = [] if stored else _check_size(raw)
+    if too_big:
+        return too_big
     check = SpecCheck(raw, stored=stored)
     _check_top(raw, check)
     _check_state(raw.get("state"), check)
@@ -131,7 +194,45 @@ def check_raw(raw: Any, *, stored: bool = False) -> list[Problem]:
         check.add("start", f"names unknown node {start!r}")
     # Graph checks run even when nodes or edges had problems, so one pass reports everything.
     _check_graph(check, edges)
+    if len(check.problems) > MAX_PROBLEMS:
+        more = len(check.problems) - MAX_PROBLEMS
+        return [*check.problems[:MAX_PROBLEMS], Problem("spec", f"and {more:,} more problems")]
     return check.problems
+
+
+def count_values(value: Any, limit: int) -> int:
+    """JSON values in `value` (objects, arrays, scalars), counting stopped past `limit`."""
+    count = 0
+    todo = [value]
+    while todo and count <= limit:
+        item = todo.pop()
+        count += 1
+        if isinstance(item, dict):
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+    return count
+
+
+def _check_size(raw: dict) -> list[Problem]:
+    """Bounds checked before anything else walks the spec (recursively, or per node pair)."""
+    problems = []
+    # Level by level, without recursion: the checks after this one (jsonschema, json.dumps)
+    # recurse, and a RecursionError would be a 500.
+    level: list[Any] = [raw]
+    for _ in range(MAX_NESTING):
+        children = [c for v in level for c in (v.values() if type(v) is dict else v)]
+        level = [c for c in children if type(c) is dict or type(c) is list]
+        if not level:
+            break
+    else:
+        problems.append(Problem("spec", f"nested more than {MAX_NESTING} levels deep"))
+    nodes, edges = raw.get("nodes"), raw.get("edges")
+    if isinstance(nodes, dict) and len(nodes) > MAX_NODES:
+        problems.append(Problem("nodes", f"{len(nodes):,} nodes; at most {MAX_NODES:,}"))
+    if isinstance(edges, list) and len(edges) > MAX_EDGES:
+        problems.append(Problem("edges", f"{len(edges):,} edges; at most {MAX_EDGES:,}"))
+    return problems
 
 
 def _check_top(raw: dict, check: SpecCheck) -> None:
@@ -153,6 +254,8 @@ def _check_top(raw: dict, check: SpecCheck) -> None:
     if schema is not None:
         if not isinstance(schema, dict):
             check.add("input_schema", "must be a JSON Schema object")
+        elif count_values(schema, MAX_SCHEMA_VALUES) > MAX_SCHEMA_VALUES:
+            check.add("input_schema", f"too large: at most {MAX_SCHEMA_VALUES:,} JSON values")
         else:
             try:
                 Draft202012Validator.check_schema(schema)
@@ -325,14 +428,18 @@ def _check_graph(check: SpecCheck, edges: list[dict]) -> None:
             if nxt in nodes and nxt not in reached:
                 reached.add(nxt)
                 todo.append(nxt)
+    # Backwards from the end nodes: linear, where a fixed point over all nodes was quadratic.
+    pred: dict[str, list[str]] = {name: [] for name in nodes}
+    for name, targets in succ.items():
+        for target in targets:
+            pred[target].append(name)
     reaches_end = {name for name, kind in kinds.items() if kind.terminal}
-    changed = True
-    while changed:
-        changed = False
-        for name in nodes:
-            if name not in reaches_end and any(t in reaches_end for t in succ[name]):
-                reaches_end.add(name)
-                changed = True
+    todo = list(reaches_end)
+    while todo:
+        for prev in pred[todo.pop()]:
+            if prev not in reaches_end:
+                reaches_end.add(prev)
+                todo.append(prev)
     if not any(kind.terminal for kind in kinds.values()):
         check.add("nodes", "no `end` node: a run could never succeed")
     for name in nodes:

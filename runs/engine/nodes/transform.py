@@ -29,4 +29,9 @@ class TransformNode(NodeKind):
 
     def run(self, nc: NodeContext) -> Outcome:
         variables = nc.variables()
-        return Outcome({key: evaluate(source, variables) for key, source in nc.node["set"].items()})
+        return Outcome(
+            {
+                key: evaluate(source, variables, node=nc.name, key=f"set.{key}")
+                for key, source in nc.node["set"].items()
+            }
+        )
