@@ -104,6 +104,31 @@ def storable_size(value: Any) -> int:
     return len(text)
 
 
+def _no_constant(name: str) -> Any:
+    raise Unstorable("", f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 parses as infinity
+        raise Unstorable("", f"{text} is out of range for a JSON number")
+    return value
+
+
+def loads_storable(text: str | bytes) -> Any:
+    """json.loads for what clients send: Python's accepts NaN, Infinity and numbers that
+    overflow to infinity, and a JSON string may carry U+0000; all raise Unstorable (a
+    ValueError) here, with the path of a NUL."""
+    data = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+    # Strict JSON has a NUL only as the escape \u0000: no escape, no walk.
+    escaped = b"\\u0000" if isinstance(text, bytes) else "\\u0000"
+    if escaped in text:  # type: ignore[operator]
+        found = find_unstorable(data)
+        if found is not None:
+            raise Unstorable(*found)
+    return data
+
+
 def storable_copy(value: Any) -> Any:
     """`value` with what the database cannot store replaced: NaN and infinities by their
     names as strings, NUL characters dropped, other objects by their repr. For messages and
