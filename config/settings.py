@@ -211,6 +211,9 @@ RUNYARD: dict[str, Any] = {
     "WS_MAX_BUFFERED_BYTES": int(os.environ.get("RUNYARD_WS_MAX_BUFFERED_BYTES", 8 * 1024 * 1024)),
     "MAX_INPUT_BYTES": int(os.environ.get("RUNYARD_MAX_INPUT_BYTES", 256 * 1024)),
     "MAX_SPEC_BYTES": int(os.environ.get("RUNYARD_MAX_SPEC_BYTES", 1024 * 1024)),
+    # An event's data (and a step row's update) is kept under this many bytes of JSON: larger
+    # values are replaced by {"truncated": true, "bytes": n}; the checkpoint keeps the state.
+    "MAX_EVENT_BYTES": int(os.environ.get("RUNYARD_MAX_EVENT_BYTES", 64 * 1024)),
     "FUNCTION_MODULES": [
         m for m in os.environ.get("RUNYARD_FUNCTION_MODULES", "").split(",") if m.strip()
     ],

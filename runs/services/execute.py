@@ -46,7 +46,7 @@ from runs.services.lifecycle import (
     requeue,
     transition,
 )
-from runs.services.steps import PendingStep, record_step_usage, write_steps
+from runs.services.steps import PendingStep, record_step_usage, state_size, write_steps
 from runs.services.watcher import watcher
 from runs.sql import NOT_NULL, guarded_update, insert_rows
 from runs.status import RunStatus
@@ -190,6 +190,9 @@ class Segment:
         self.started_mono = slice_started or time.monotonic()
         self.next_beat = time.monotonic() + conf("HEARTBEAT_SECONDS")
         self.wall_started = run.started_at or timezone.now()
+        # An upper bound of the run's state as JSON, kept from each step's update size so a
+        # step does not dump the whole state to check max_state_bytes (steps.write_steps).
+        self.state_bytes = 0
 
     # --- the watcher: lease renewal, control polling, live events -----------------------------
 
@@ -334,6 +337,16 @@ class Segment:
         while True:
             if self.guidance_pending:
                 self._apply_guidance()
+            # Measured once per (re)start: the state may come from input and a thread, a
+            # fork's checkpoint, or guidance; each step then adds its update's size.
+            if self.run.tenant.max_state_bytes is not None:
+                self.state_bytes = state_size(self.run.state)
+                over = limits.check_state_size(self.run.tenant, self.state_bytes)
+                if over is not None:
+                    # Over from the start (input on a thread's state): the thread keeps the
+                    # state it had, or every later run on it would fail the same way.
+                    before = self.run.thread_state_before if self.run.thread_id else None
+                    return self._fail_limit(over, **({} if before is None else {"state": before}))
             restart = False
             prev_state, prev_position = self.run.state, self.run.position
             executor = Executor(self.spec, self.context())
@@ -368,7 +381,7 @@ class Segment:
                     restart = True
                     break
             if not restart:
-                return "stopped"
+                return self._ended_at_position()
 
     def _fence(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "status": RunStatus.RUNNING}
@@ -414,7 +427,9 @@ class Segment:
                         epoch=self.epoch,
                         fence=self._fence(),
                         wall_started=self.wall_started,
+                        state_bytes=self.state_bytes,
                     )
+                    self.state_bytes = written.state_bytes
                     if self.consumed:
                         Control.objects.filter(pk__in=self.consumed).update(
                             consumed_at=timezone.now()
@@ -449,18 +464,46 @@ class Segment:
         if result.run_error:
             return self._fail_or_resurrect(result, prev_state, prev_position)
         if check.exceeded is not None:
-            exc = check.exceeded
-            finish(
-                run,
-                RunStatus.FAILED,
-                fence={"epoch": self.epoch},
-                err=error(exc.code, exc.message, **exc.details),
-                extra_events=[
-                    ("limit.exceeded", {"limit": exc.limit, "message": exc.message, **exc.details})
-                ],
-            )
-            return "failed"
+            return self._fail_limit(check.exceeded, in_transaction=True)
         return None
+
+    def _fail_limit(
+        self, exc: limits.LimitExceeded, *, in_transaction: bool = False, **updates: Any
+    ) -> str:
+        def commit() -> str:
+            with transaction.atomic():
+                finish(
+                    self.run,
+                    RunStatus.FAILED,
+                    fence={"epoch": self.epoch},
+                    err=error(exc.code, exc.message, **exc.details),
+                    extra_events=[
+                        (
+                            "limit.exceeded",
+                            {"limit": exc.limit, "message": exc.message, **exc.details},
+                        )
+                    ],
+                    **updates,
+                )
+            return "failed"
+
+        return commit() if in_transaction else retry_transient(commit)
+
+    def _ended_at_position(self) -> str:
+        """The engine had nothing to run: the position has no next node (a fork of a run's
+        final checkpoint). The run ends here with its state, as a LangGraph run resumed from
+        a finished checkpoint returns that state; it never sits running with nothing to do."""
+        self._commit_pending()  # nothing is pending unless a step was deferred; never lose it
+        position = self.run.position or {}
+        if position.get("node") is not None:  # cannot happen: the engine yields a failed step
+            raise RuntimeError(f"run stopped at node {position.get('node')!r} with no step")
+
+        def commit() -> str:
+            with transaction.atomic():
+                finish(self.run, RunStatus.SUCCEEDED, fence={"epoch": self.epoch})
+            return "succeeded"
+
+        return retry_transient(commit)
 
     def _fail_or_resurrect(
         self, result: StepResult, prev_state: dict[str, Any], prev_position: dict[str, Any] | None
