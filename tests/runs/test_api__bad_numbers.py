@@ -120,3 +120,33 @@ def test_malformed_json_keeps_its_own_code(alice: Api) -> None:
     response = alice.post("/runs", raw='{"graph": "chain", "input": {')
     assert response.status_code == 400
     assert error_of(response)["code"] == "malformed_json"
+
+
+@pytest.mark.parametrize("text", ['{"x": NaN}', '{"x": 1e400}', '{"x": "\\u0000"}'])
+def test_the_dashboard_start_form_refuses_unstorable_values(
+    tenant: Tenant, member: Any, make_graph: Any, text: str
+) -> None:
+    from django.test import Client
+
+    make_graph(tenant, chain_spec())
+    client = Client()
+    client.force_login(member)
+    response = client.post("/graphs/chain/", {"input": text, "version": ""})
+    assert response.status_code == 200
+    assert "Not valid JSON" in response.content.decode()
+    assert not Run.objects.exists()
+
+
+def test_create_run_refuses_unstorable_input_from_any_caller(
+    tenant: Tenant, make_graph: Any
+) -> None:
+    from runs.services import ValidationFailed, create_run
+
+    make_graph(tenant, chain_spec())
+    with pytest.raises(ValidationFailed) as info:
+        create_run(tenant, graph="chain", input={"rows": [1, float("nan")]})
+    assert info.value.code == "invalid_json_value"
+    assert info.value.details["path"] == "input.rows[1]"
+    with pytest.raises(ValidationFailed):
+        create_run(tenant, graph="chain", metadata={"k": "a\x00"})
+    assert not Run.objects.exists()
