@@ -46,7 +46,13 @@ from runs.services.lifecycle import (
     requeue,
     transition,
 )
-from runs.services.steps import PendingStep, record_step_usage, state_size, write_steps
+from runs.services.steps import (
+    KEY_SLACK,
+    PendingStep,
+    record_step_usage,
+    state_size,
+    write_steps,
+)
 from runs.services.watcher import watcher
 from runs.sql import NOT_NULL, guarded_update, insert_rows
 from runs.status import RunStatus
@@ -405,6 +411,13 @@ class Segment:
             return False
         if len(self.pending) >= conf("PURE_BATCH_STEPS"):
             return False
+        cap = self.run.tenant.max_state_bytes
+        if cap is not None:
+            # A stretch of pure steps lives in memory until its commit: once the state might
+            # have passed the cap, commit now (and measure) instead of computing on.
+            grown = sum(p.result.update_bytes for p in self.pending)
+            if self.state_bytes + grown + KEY_SLACK * len(self.pending) > cap:
+                return False
         if time.monotonic() - self.batch_started > PURE_BATCH_SECONDS:
             return False
         return not (self.pause_requested or self.guidance_pending or self.token.cancelled)

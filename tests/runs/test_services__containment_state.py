@@ -271,3 +271,28 @@ def test_node_error_messages_with_a_nul_are_stored(
     run.refresh_from_db()
     assert run.error["code"] == "node_failed"
     assert "bad byte  here" in run.error["message"]
+
+
+def test_a_stretch_of_pure_steps_is_committed_before_its_state_can_pass_the_cap_far(
+    tenant: Tenant, make_graph: Any, queue: InlineQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pure steps wait in memory for one commit; a doubling state must not grow there far
+    past the cap (at most one step: the one that is then refused)."""
+    from runs.services import execute as execute_module
+
+    monkeypatch.setattr(execute_module, "PURE_BATCH_SECONDS", 60.0)
+    largest: list[int] = []
+    real = execute_module.write_steps
+
+    def spy(run: Run, batch: list, **kwargs: Any) -> Any:
+        largest.append(max(_size(p.result.state) for p in batch))
+        return real(run, batch, **kwargs)
+
+    monkeypatch.setattr(execute_module, "write_steps", spy)
+    _set_cap(tenant, 20_000)
+    make_graph(tenant, doubling_spec())
+    run = create_run(tenant, graph="double")
+    assert queue.drain() == ["failed"]
+    run.refresh_from_db()
+    assert run.error["code"] == "limit_exceeded.max_state_bytes"
+    assert max(largest) <= 2 * 20_000 + 100
