@@ -6,6 +6,11 @@ memory, no call out of the process) closed by the step after them. Each step is 
 written whole in one transaction; a stretch of pure steps just shares it. If the worker dies
 before the commit, the run resumes from the last committed checkpoint and computes those pure
 steps again, which nobody can tell from the first time: nothing outside the process saw them.
+
+Containment: each step's merged state is checked against the tenant's `max_state_bytes`
+before it is written, from an upper bound kept with each update's size (the engine measured
+it), so only a state that may be near the cap is serialised whole. Event data and a step
+row's `update` are capped at RUNYARD["MAX_EVENT_BYTES"]; the checkpoint keeps the real state.
 """
 
 from __future__ import annotations
