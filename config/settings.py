@@ -226,6 +226,9 @@ RUNYARD: dict[str, Any] = {
     "MAX_SPEC_BYTES": int(os.environ.get("RUNYARD_MAX_SPEC_BYTES", 1024 * 1024)),
     # Largest value one expression or template may build (bytes); over it: `expression_limit`.
     "MAX_VALUE_BYTES": int(os.environ.get("RUNYARD_MAX_VALUE_BYTES", 1_000_000)),
+    # An event's data (and a step row's update) is kept under this many bytes of JSON: larger
+    # values are replaced by {"truncated": true, "bytes": n}; the checkpoint keeps the state.
+    "MAX_EVENT_BYTES": int(os.environ.get("RUNYARD_MAX_EVENT_BYTES", 64 * 1024)),
     "FUNCTION_MODULES": [
         m for m in os.environ.get("RUNYARD_FUNCTION_MODULES", "").split(",") if m.strip()
     ],

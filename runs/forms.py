@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django import forms
 from django.conf import settings
 
 from runs.engine import SpecError, load_text
+from runs.engine.values import loads_storable
 
 JSON_HELP = 'A JSON object, e.g. {"text": "hello"}.'
 
@@ -31,7 +31,7 @@ class JSONObjectField(forms.CharField):
         if len(text.encode()) > limit:
             raise forms.ValidationError(f"Too large: at most {limit} bytes.")
         try:
-            data = json.loads(text)
+            data = loads_storable(text)
         except ValueError as exc:
             raise forms.ValidationError(f"Not valid JSON: {exc}.") from exc
         if not isinstance(data, dict):
@@ -125,7 +125,7 @@ class InputForm(forms.Form):
     def clean_value(self) -> Any:
         text = self.cleaned_data["value"]
         try:
-            return json.loads(text)
+            return loads_storable(text)
         except ValueError:
             return text
 

@@ -251,7 +251,11 @@ class RunIn(BodyIn):
         "`interrupt` or `rollback` it, or `enqueue` this run after it.",
     )
     from_checkpoint: uuid.UUID | None = Field(
-        None, description="Fork: start from this checkpoint's state, on its graph version."
+        None,
+        description="Fork: start from this checkpoint's state, on its graph version, with "
+        "`input` merged in. A run's final checkpoint (no next node) gives a run that "
+        "succeeds at once with that state, as LangGraph returns a finished checkpoint's "
+        "state; a checkpoint where routing failed is refused (409 checkpoint_not_resumable).",
     )
     metadata: dict[str, Any] = Field(
         default_factory=dict, description="Your labels; filter lists with `metadata.<key>=`."

@@ -544,3 +544,23 @@ def admit_child_run(
             f"(max_child_runs of tenant {tenant.slug}).",
             details={"cap": tenant.max_child_runs},
         )
+
+
+# --- containment: a run's state --------------------------------------------------------------
+
+
+def check_state_size(tenant: Tenant, size: int) -> LimitExceeded | None:
+    """A run's state of `size` bytes (compact JSON) against the tenant's `max_state_bytes`.
+
+    The caller measures: the runs app keeps an upper bound per step from the size of each
+    update and serialises the whole state only when that bound passes the cap, so a normal
+    step never pays for a second dump of its state.
+    """
+    cap = tenant.max_state_bytes
+    if cap is None or size <= cap:
+        return None
+    return LimitExceeded(
+        "max_state_bytes",
+        f"The run's state would be {size} bytes, over max_state_bytes={cap}.",
+        details={"cap": cap, "used": size},
+    )

@@ -17,10 +17,18 @@ from .errors import ExpressionError, NodeError, RunFailed
 from .results import StepResult, Usage
 from .runner import NodeRun, NodeRunner, plan_for
 from .spec import GraphSpec
+from .values import storable_copy
 
 # Node error codes that become the run's error code as they are; the rest are `node_failed`.
 RUN_LEVEL_CODES = frozenset(
-    {"expression_error", "expression_limit", "depth_exceeded", "approval_rejected", "reducer_error"}
+    {
+        "expression_error",
+        "expression_limit",
+        "depth_exceeded",
+        "approval_rejected",
+        "reducer_error",
+        "invalid_output",
+    }
 )
 
 
@@ -59,16 +67,21 @@ class Executor:
         The generator ends after a result with `done`, with `run_error`, or with status
         "suspended". Cancellation is checked before each step and inside nodes and raises
         RunCancelled (the step in flight yields nothing). `state` is never mutated.
+
+        A position with no node is a run that already ended (the final checkpoint of a run,
+        forked): nothing is yielded and the caller ends the run with `state` as it is. A
+        position naming a node the graph lacks yields one failed step (`invalid_position`).
         """
         if position is None:
             position = {"node": self.spec.start, "step": 0, "visits": {}}
         current = position.get("node")
         if current is None:
             return  # the run already ended
-        if current not in self.plan.nodes:
-            raise ValueError(f"position names unknown node {current!r}")
-        node: str = current
         step = int(position.get("step", 0))
+        if not isinstance(current, str) or current not in self.plan.nodes:
+            yield self._invalid_position(current, state, position, step)
+            return
+        node: str = current
         visits = {str(k): int(v) for k, v in (position.get("visits") or {}).items()}
         cancel = self.ctx.cancel
         while True:
@@ -80,6 +93,16 @@ class Executor:
                 return
             assert nxt is not None
             node, state, step, visits = nxt, result.state, result.index, result.position["visits"]
+
+    def _invalid_position(self, node: Any, state: dict, position: dict, step: int) -> StepResult:
+        now = self.ctx.now()
+        name = str(node)
+        message = f"the run's position names node {name!r}, which graph {self.spec.name!r} lacks"
+        return StepResult(
+            index=step + 1, node=name, status="failed", attempt=0, started_at=now,
+            finished_at=now, update={}, state=state, position=position, usage=Usage(),
+            events=[], artifacts=[], run_error=run_error("invalid_position", message, name),
+        )  # fmt: skip
 
     def _step(self, node: str, state: dict, step: int, visits: dict[str, int]) -> StepResult:
         """Run one node and decide where the run goes next."""
@@ -118,7 +141,8 @@ class Executor:
             position["node"] = None  # nothing to resume; max_steps keeps the next node
         return StepResult(
             index=index, node=node, status="completed", attempt=result.attempt,
-            started_at=started, finished_at=finished, update=result.update, state=new_state,
+            started_at=started, finished_at=finished, update=result.update,
+            update_bytes=result.update_bytes, state=new_state,
             position=position, usage=result.usage, events=result.events,
             artifacts=result.artifacts, run_error=error,
             done=self.plan.nodes[node].kind.terminal,
@@ -176,11 +200,14 @@ class Executor:
                 failure = run_error(exc.code, message, node)
         if target is None and failure is None:
             failure = node_run_error(node, error)
+        # Messages may quote what a node received (a NUL in an HTTP body): keep them storable.
+        failure = storable_copy(failure) if failure else None
         # Routed on: the position moves past the node. Ended: it stays AT the node, so
         # resuming it (a resurrection) runs the node again.
         position = here if failure else {"node": target, "step": index, "visits": after}
         return StepResult(
             index=index, node=node, status="failed", attempt=result.attempt, started_at=started,
             finished_at=finished, update={}, state=state, position=position, usage=result.usage,
-            events=result.events, artifacts=[], error=error.to_dict(), run_error=failure,
+            events=result.events, artifacts=[], error=storable_copy(error.to_dict()),
+            run_error=failure,
         )  # fmt: skip

@@ -123,6 +123,8 @@ class StepResult:
     run_error: dict | None = None
     done: bool = False
     suspension: Suspension | None = None
+    #: `update` as compact JSON, in bytes (an upper bound): how much this step grew the state.
+    update_bytes: int = 0
 
     @property
     def duration_ms(self) -> float:

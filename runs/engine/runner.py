@@ -18,6 +18,7 @@ from .results import ArtifactData, Suspension, Usage
 from .routing import Routes, compile_routes
 from .state import apply_update
 from .threads import call_with_cancel
+from .values import Unstorable, storable_size
 
 if TYPE_CHECKING:
     from .spec import GraphSpec
@@ -85,6 +86,8 @@ class NodeRun:
     name: str
     attempt: int
     update: dict = field(default_factory=dict)
+    #: `update` as compact JSON, in bytes (an upper bound): the step's growth of the state.
+    update_bytes: int = 0
     updates: list[dict] = field(default_factory=list)
     state: dict | None = None
     route: str | None = None
@@ -139,6 +142,7 @@ class NodeRunner:
                     run.suspension = outcome.suspension
                     run.events.extend(nc.events)
                     return run
+                update_bytes = checked_output(name, outcome.update)
                 new_state = outcome.state
                 if new_state is not None:
                     updates = outcome.updates or []
@@ -179,6 +183,7 @@ class NodeRunner:
                     raise RunCancelled(cancel.reason or "cancelled") from None
                 continue
             run.update = outcome.update
+            run.update_bytes = update_bytes
             run.updates = updates
             run.state = new_state
             run.route = outcome.route
@@ -223,6 +228,20 @@ class NodeRunner:
                 content_type = item.get("content_type") or guess_content_type(item["name"], "")
             artifacts.append(ArtifactData(item["name"], content_type, data))
         return artifacts
+
+
+def checked_output(node: str, update: dict) -> int:
+    """The update's JSON size; a value the database cannot store (NaN, infinity, NUL) fails
+    the node here, where retries and `on_error` edges still apply, not the step's commit."""
+    try:
+        return storable_size(update)
+    except Unstorable as exc:
+        where = f"`{exc.path}`" if exc.path else "its update"
+        raise NodeError(
+            "invalid_output",
+            f"node {node!r} output {where} cannot be stored: {exc.reason}",
+            details={"node": node, "path": exc.path},
+        ) from None
 
 
 def _wrap(exc: Exception) -> NodeError:

@@ -11,12 +11,14 @@ from django.db import IntegrityError, transaction
 
 from runs import hooks
 from runs.engine import validate_input
+from runs.engine.values import Unstorable, storable_size
 from runs.events import append_events
 from runs.models import Checkpoint, Graph, Run, Thread
 from runs.services.dbretry import retry_transient
 from runs.services.errors import BlockedByHook, Conflict, NotFound, ValidationFailed
 from runs.services.graphs import get_graph, problems_to_details, spec_for
 from runs.sql import insert_instance
+from runs.status import RunStatus
 from tenants import limits
 from tenants.models import AuditLog, Tenant
 
@@ -69,10 +71,17 @@ def create_run(
     Raises ValidationFailed (bad input), NotFound (graph, thread, checkpoint), Conflict (busy
     thread with `reject`, idempotency key reused with another body, fork across versions),
     BlockedByHook, or LimitExceeded. Nothing is written unless the run is created whole.
+
+    A fork of a run's final checkpoint (no next node) ends at once, succeeded, with that
+    state and the input merged in; a checkpoint where routing failed is refused (Conflict
+    `checkpoint_not_resumable`). Input or metadata holding what the database cannot store
+    (NaN, infinities, NUL) is refused (`invalid_json_value`) whoever calls.
     """
     input = input if input is not None else {}
     if not isinstance(input, dict):
         raise ValidationFailed("Run input must be a JSON object.", details={"field": "input"})
+    _ensure_storable(input, "input")
+    _ensure_storable(metadata, "metadata")
     if multitask_strategy not in STRATEGIES:
         raise ValidationFailed(
             f"multitask_strategy must be one of {', '.join(STRATEGIES)}.",
@@ -103,6 +112,7 @@ def create_run(
         if checkpoint is None:
             raise NotFound(f"Checkpoint {from_checkpoint} does not exist.")
         graph_row = _graph_for_fork(tenant, checkpoint, graph, version)
+        _ensure_resumable(checkpoint)
     else:
         graph_row = get_graph(tenant, graph, version)
     spec = spec_for(graph_row)
@@ -143,6 +153,18 @@ def create_run(
         raise
 
 
+def _ensure_storable(value: Any, field: str) -> None:
+    try:
+        storable_size(value)
+    except Unstorable as exc:
+        path = f"{field}.{exc.path}" if exc.path else field
+        raise ValidationFailed(
+            f"Run {field} holds a value that cannot be stored at `{path}`: {exc.reason}.",
+            code="invalid_json_value",
+            details={"field": field, "path": path},
+        ) from None
+
+
 def _idempotent_match(tenant: Tenant, key: str, body_hash: str) -> Run | None:
     existing = Run.objects.for_tenant(tenant).filter(idempotency_key=key).first()
     if existing is None:
@@ -173,6 +195,24 @@ def _graph_for_fork(
             details={"checkpoint_version": pinned.version, "requested_version": version},
         )
     return pinned
+
+
+def _ensure_resumable(checkpoint: Checkpoint) -> None:
+    """A checkpoint with no next node is either a run's final one (its run succeeded: a fork
+    of it ends at once, succeeded with that state, like LangGraph resuming a finished
+    checkpoint) or where routing failed (nothing to resume: refused)."""
+    if (checkpoint.position or {}).get("node") is not None:
+        return
+    if checkpoint.run.status == RunStatus.SUCCEEDED:
+        return
+    err = checkpoint.run.error or {}
+    raise Conflict(
+        f"Checkpoint {checkpoint.public_id} has no next node: its run stopped there "
+        f"({err.get('code', checkpoint.run.status)}). Fork from an earlier checkpoint to run "
+        "that part again.",
+        code="checkpoint_not_resumable",
+        details={"run_status": checkpoint.run.status, "run_error": err.get("code")},
+    )
 
 
 def _admit_and_write(

@@ -48,9 +48,11 @@ from runs.services.lifecycle import (
     transition,
 )
 from runs.services.steps import (
+    KEY_SLACK,
     PendingStep,
     record_step_usage,
     record_unwritten_usage,
+    state_size,
     write_steps,
 )
 from runs.services.watcher import watcher
@@ -199,6 +201,9 @@ class Segment:
         # A tenant limit a subgraph call hit (tree admission, or a child stopped by one): the
         # run fails with it at this step's commit, whatever caught the node's error.
         self.tree_limit: limits.LimitExceeded | None = None
+        # An upper bound of the run's state as JSON, kept from each step's update size so a
+        # step does not dump the whole state to check max_state_bytes (steps.write_steps).
+        self.state_bytes = 0
 
     # --- the watcher: lease renewal, control polling, live events -----------------------------
 
@@ -346,6 +351,16 @@ class Segment:
         while True:
             if self.guidance_pending:
                 self._apply_guidance()
+            # Measured once per (re)start: the state may come from input and a thread, a
+            # fork's checkpoint, or guidance; each step then adds its update's size.
+            if self.run.tenant.max_state_bytes is not None:
+                self.state_bytes = state_size(self.run.state)
+                over = limits.check_state_size(self.run.tenant, self.state_bytes)
+                if over is not None:
+                    # Over from the start (input on a thread's state): the thread keeps the
+                    # state it had, or every later run on it would fail the same way.
+                    before = self.run.thread_state_before if self.run.thread_id else None
+                    return self._fail_limit(over, **({} if before is None else {"state": before}))
             restart = False
             prev_state, prev_position = self.run.state, self.run.position
             executor = Executor(self.spec, self.context())
@@ -384,7 +399,7 @@ class Segment:
                     restart = True
                     break
             if not restart:
-                return "stopped"
+                return self._ended_at_position()
 
     def _fence(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "status": RunStatus.RUNNING}
@@ -408,6 +423,13 @@ class Segment:
             return False
         if len(self.pending) >= conf("PURE_BATCH_STEPS"):
             return False
+        cap = self.run.tenant.max_state_bytes
+        if cap is not None:
+            # A stretch of pure steps lives in memory until its commit: once the state might
+            # have passed the cap, commit now (and measure) instead of computing on.
+            grown = sum(p.result.update_bytes for p in self.pending)
+            if self.state_bytes + grown + KEY_SLACK * len(self.pending) > cap:
+                return False
         if time.monotonic() - self.batch_started > PURE_BATCH_SECONDS:
             return False
         return not (self.pause_requested or self.guidance_pending or self.token.cancelled)
@@ -430,7 +452,9 @@ class Segment:
                         epoch=self.epoch,
                         fence=self._fence(),
                         wall_started=self.wall_started,
+                        state_bytes=self.state_bytes,
                     )
+                    self.state_bytes = written.state_bytes
                     if self.consumed:
                         Control.objects.filter(pk__in=self.consumed).update(
                             consumed_at=timezone.now()
@@ -475,20 +499,8 @@ class Segment:
             return self._fail_or_resurrect(result, prev_state, prev_position)
         exc = self.tree_limit or check.exceeded
         if exc is not None:
-            return self._fail_at_limit(exc)
+            return self._fail_limit(exc, in_transaction=True)
         return None
-
-    def _fail_at_limit(self, exc: limits.LimitExceeded) -> str:
-        finish(
-            self.run,
-            RunStatus.FAILED,
-            fence={"epoch": self.epoch},
-            err=error(exc.code, exc.message, **exc.details),
-            extra_events=[
-                ("limit.exceeded", {"limit": exc.limit, "message": exc.message, **exc.details})
-            ],
-        )
-        return "failed"
 
     def _stop_if_budget_used_up(self) -> str | None:
         """A run that starts (or resumes) once its tenant's budget is used up stops before its
@@ -497,11 +509,43 @@ class Segment:
             limits.check_budgets(self.run.tenant, refusing="the run")
             return None
         except limits.LimitExceeded as exc:
-            used_up = exc
+            return self._fail_limit(exc)
+
+    def _fail_limit(
+        self, exc: limits.LimitExceeded, *, in_transaction: bool = False, **updates: Any
+    ) -> str:
+        def commit() -> str:
+            with transaction.atomic():
+                finish(
+                    self.run,
+                    RunStatus.FAILED,
+                    fence={"epoch": self.epoch},
+                    err=error(exc.code, exc.message, **exc.details),
+                    extra_events=[
+                        (
+                            "limit.exceeded",
+                            {"limit": exc.limit, "message": exc.message, **exc.details},
+                        )
+                    ],
+                    **updates,
+                )
+            return "failed"
+
+        return commit() if in_transaction else retry_transient(commit)
+
+    def _ended_at_position(self) -> str:
+        """The engine had nothing to run: the position has no next node (a fork of a run's
+        final checkpoint). The run ends here with its state, as a LangGraph run resumed from
+        a finished checkpoint returns that state; it never sits running with nothing to do."""
+        self._commit_pending()  # nothing is pending unless a step was deferred; never lose it
+        position = self.run.position or {}
+        if position.get("node") is not None:  # cannot happen: the engine yields a failed step
+            raise RuntimeError(f"run stopped at node {position.get('node')!r} with no step")
 
         def commit() -> str:
             with transaction.atomic():
-                return self._fail_at_limit(used_up)
+                finish(self.run, RunStatus.SUCCEEDED, fence={"epoch": self.epoch})
+            return "succeeded"
 
         return retry_transient(commit)
 

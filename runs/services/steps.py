@@ -6,10 +6,16 @@ memory, no call out of the process) closed by the step after them. Each step is 
 written whole in one transaction; a stretch of pure steps just shares it. If the worker dies
 before the commit, the run resumes from the last committed checkpoint and computes those pure
 steps again, which nobody can tell from the first time: nothing outside the process saw them.
+
+Containment: each step's merged state is checked against the tenant's `max_state_bytes`
+before it is written, from an upper bound kept with each update's size (the engine measured
+it), so only a state that may be near the cap is serialised whole. Event data and a step
+row's `update` are capped at RUNYARD["MAX_EVENT_BYTES"]; the checkpoint keeps the real state.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
@@ -24,6 +30,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from runs.engine import StepResult, Usage
+from runs.engine.values import Unstorable, storable_copy, storable_size
 from runs.events import append_events
 from runs.models import Artifact, Checkpoint, Run, Step
 from runs.services import trees
@@ -48,40 +55,123 @@ class PendingStep:
 @dataclass(slots=True)
 class Written:
     """What `write_steps` committed: the steps (a prefix of the batch), the last one's limit
-    check, and their usage for the ledger."""
+    check, their usage for the ledger, and an upper bound of the last state's JSON size."""
 
     steps: list[PendingStep]
     check: limits.RunLimitCheck
     usage: Usage
+    state_bytes: int
+
+
+# Bytes a reducer may add per updated key beyond the update's own JSON: `add` of two short
+# floats can print longer than either (0.1 + 0.2), `append` adds brackets and a comma.
+KEY_SLACK = 32
+
+
+def state_size(state: dict[str, Any]) -> int:
+    """The state's size as compact JSON (ASCII-escaped: at least its UTF-8 size)."""
+    return storable_size(state)
+
+
+def _grown(p: PendingStep, bound: int) -> int:
+    """An upper bound of the step's state size from the bound before it: a reducer makes a
+    key's value at most the old value plus the update's (`replace` only drops the old)."""
+    r = p.result
+    if not r.update:
+        return bound
+    update_bytes = r.update_bytes or storable_size(r.update)
+    return bound + update_bytes + KEY_SLACK * len(r.update)
+
+
+def _over_state_limit(p: PendingStep, exc: limits.LimitExceeded) -> PendingStep:
+    """The step whose merged state crossed `max_state_bytes`, as written instead: failed AT
+    its node with the state from before it, so the oversized state is never stored."""
+    r = p.result
+    err = {"code": exc.code, "message": exc.message, "details": dict(exc.details)}
+    failed = dataclasses.replace(
+        r,
+        status="failed",
+        state=p.prev_state,
+        position=p.prev_position or r.position,
+        error=err,
+        run_error=None,
+        done=False,
+        artifacts=[],
+    )
+    return PendingStep(failed, p.prev_state, p.prev_position, p.started_written)
+
+
+def capped(data: Any, *, size: int | None = None, limit: int | None = None) -> Any:
+    """`data` kept under RUNYARD["MAX_EVENT_BYTES"] of JSON: its largest values (two levels
+    deep, so an update keeps its keys) become `{"truncated": true, "bytes": n}`. Values the
+    database cannot store are replaced too (an event must be written whatever a node sent).
+    `size`, when known, spares a dump."""
+    limit = int(settings.RUNYARD["MAX_EVENT_BYTES"]) if limit is None else limit
+    if size is None:
+        try:
+            size = storable_size(data)
+        except Unstorable:
+            data = storable_copy(data)
+            size = storable_size(data)
+    if size <= limit:
+        return data
+    return _shrink(data, size, limit, depth=2)
+
+
+def _shrink(value: Any, size: int, budget: int, *, depth: int) -> Any:
+    marker = {"truncated": True, "bytes": size}
+    if depth <= 0 or not isinstance(value, dict):
+        return marker
+    sizes = {k: storable_size(v) for k, v in value.items()}
+    out, total = dict(value), size
+    for key in sorted(sizes, key=sizes.__getitem__, reverse=True):
+        if total <= budget:
+            break
+        room = max(0, budget - (total - sizes[key]))
+        out[key] = _shrink(value[key], sizes[key], room, depth=depth - 1)
+        total += storable_size(out[key]) - sizes[key]
+    return out if total <= budget else marker
 
 
 def ts(value: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(value, dt.UTC)
 
 
-def step_events(p: PendingStep) -> list[tuple[str, dict[str, Any]]]:
+def step_events(p: PendingStep, shown: Any = None) -> list[tuple[str, dict[str, Any]]]:
+    """The step's events, each kept under MAX_EVENT_BYTES. What this module builds itself is
+    small and not measured (a hot path), except an error, which may quote a node's input.
+    `shown` is the update as `shown_update` gives it, when the caller has it already."""
     r = p.result
     step_data = {"index": r.index, "node": r.node, "attempt": r.attempt}
     events: list[tuple[str, dict[str, Any]]] = []
     if not p.started_written:
         events.append(("step.started", step_data))
-    events += r.events
+    events += [(etype, capped(data)) for etype, data in r.events]
+    ended = {
+        **step_data,
+        "status": r.status,
+        "duration_ms": max(0, int((r.finished_at - r.started_at) * 1000)),
+        "usage": r.usage.to_dict(),
+        "error": r.error,
+        "next": (r.position or {}).get("node"),
+    }
     events.append(
         (
             "step.completed" if r.status == "completed" else "step.failed",
-            {
-                **step_data,
-                "status": r.status,
-                "duration_ms": max(0, int((r.finished_at - r.started_at) * 1000)),
-                "usage": r.usage.to_dict(),
-                "error": r.error,
-                "next": (r.position or {}).get("node"),
-            },
+            capped(ended) if r.error else ended,
         )
     )
-    if r.update:
-        events.append(("state.updated", {"index": r.index, "node": r.node, "update": r.update}))
+    if r.update and r.status == "completed":
+        update = shown_update(r) if shown is None else shown
+        events.append(("state.updated", {"index": r.index, "node": r.node, "update": update}))
     return events
+
+
+def shown_update(r: StepResult) -> Any:
+    """The step's update as events and the step row show it: capped like event data."""
+    if r.update_bytes and r.update_bytes < int(settings.RUNYARD["MAX_EVENT_BYTES"]) - 256:
+        return r.update  # the engine measured it: small, and storable
+    return capped(r.update, limit=int(settings.RUNYARD["MAX_EVENT_BYTES"]) - 256)
 
 
 def write_steps(
@@ -91,9 +181,14 @@ def write_steps(
     epoch: int,
     fence: dict[str, Any],
     wall_started: dt.datetime,
+    state_bytes: int | None = None,
 ) -> Written:
     """Write `batch` in order, up to and including the first step that crosses a limit (the
     run stops there; later steps of the batch were pure and are dropped unseen).
+
+    `state_bytes` bounds the JSON size of the state before the batch (measured when None).
+    A step whose merged state passes the tenant's `max_state_bytes` is written failed, with
+    the state from before it, and stops the run (`limit_exceeded.max_state_bytes`).
 
     Must run in a transaction. The fenced UPDATE of the run goes first: a worker that lost the
     run writes nothing at all. Updates `run` in memory; the caller restores it if the
@@ -111,13 +206,26 @@ def write_steps(
     checkpoint_rows: list[dict[str, Any]] = []
     written: list[PendingStep] = []
     check = limits.RunLimitCheck()
+    tenant = run.tenant
+    cap = tenant.max_state_bytes
+    bound = state_size(run.state) if state_bytes is None and cap is not None else state_bytes or 0
     for p in batch:
+        over = None
+        if cap is not None:
+            bound = _grown(p, bound)
+            if bound > cap:  # only now is the whole state worth a dump
+                bound = state_size(p.result.state)
+                over = limits.check_state_size(tenant, bound)
+            if over is not None:
+                p = _over_state_limit(p, over)
+                bound = state_size(p.result.state)
         r, u = p.result, p.result.usage
         steps += 1
         tokens_in, tokens_out = tokens_in + u.tokens_in, tokens_out + u.tokens_out
         cost += as_decimal(u.cost_usd)
         usage.add(u)
-        events += step_events(p)
+        shown = shown_update(r) if r.update else r.update
+        events += step_events(p, shown)
         check = limits.check_run_limits(
             run.tenant,
             steps=steps + tree.steps,
@@ -129,9 +237,11 @@ def write_steps(
             step_tokens=usage.tokens_in + usage.tokens_out,
             step_cost=usage.cost_usd,
         )
-        for name, used, cap in check.warnings:
+        if over is not None:
+            check.exceeded = over
+        for name, used, limit in check.warnings:
             warned.append(name)
-            events.append(("limit.warning", {"limit": name, "used": used, "cap": cap}))
+            events.append(("limit.warning", {"limit": name, "used": used, "cap": limit}))
         step_rows.append(
             {
                 "run": run.pk,
@@ -143,7 +253,8 @@ def write_steps(
                 "finished_at": ts(r.finished_at),
                 "duration_ms": max(0, int((r.finished_at - r.started_at) * 1000)),
                 "usage": u.to_dict(),
-                "update": r.update,
+                # The checkpoint keeps the state; the step row only shows what changed.
+                "update": shown,
                 "error": r.error,
                 "epoch": epoch,
             }
@@ -192,7 +303,7 @@ def write_steps(
     for p, pk in zip(written, step_pks, strict=True):
         if p.result.artifacts:
             store_artifacts(run, Step(pk=pk, run=run, index=p.result.index), p.result, fence)
-    return Written(written, check, usage)
+    return Written(written, check, usage, bound)
 
 
 def record_step_usage(run: Run, written: Written) -> None:
