@@ -50,6 +50,7 @@ from runs.services.lifecycle import (
 from runs.services.steps import (
     KEY_SLACK,
     PendingStep,
+    capped,
     record_step_usage,
     record_unwritten_usage,
     state_size,
@@ -594,9 +595,11 @@ class Segment:
                     "data": susp.data,
                 }
                 events: list[tuple[str, dict[str, Any]]] = []
+                # A message or its data may be as large as an expression can build.
+                shown = capped(waiting_for)
                 if not same and susp.kind in ("approval", "input"):
-                    events.append((f"{susp.kind}.requested", waiting_for))
-                events.append(("run.waiting", {"waiting_for": waiting_for}))
+                    events.append((f"{susp.kind}.requested", shown))
+                events.append(("run.waiting", {"waiting_for": shown}))
                 transition(
                     run,
                     RunStatus.WAITING,
@@ -648,7 +651,7 @@ class Segment:
                 state["guidance"] = list(state.get("guidance") or []) + messages
             append_events(
                 self.run,
-                [("guidance.received", {"messages": messages})] if messages else [],
+                [("guidance.received", capped({"messages": messages}))] if messages else [],
                 fence=self._fence(),
                 state=state,
                 guidance_pending=False,

@@ -296,3 +296,30 @@ def test_a_stretch_of_pure_steps_is_committed_before_its_state_can_pass_the_cap_
     run.refresh_from_db()
     assert run.error["code"] == "limit_exceeded.max_state_bytes"
     assert max(largest) <= 2 * 20_000 + 100
+
+
+def test_a_huge_approval_message_is_capped_in_the_waiting_events(
+    tenant: Tenant, make_graph: Any, queue: InlineQueue, settings
+) -> None:
+    settings.RUNYARD = {**settings.RUNYARD, "MAX_EVENT_BYTES": 4096}
+    make_graph(
+        tenant,
+        {
+            "name": "ask",
+            "state": {"text": {"default": ""}},
+            "start": "gate",
+            "nodes": {
+                "gate": {"kind": "approval", "message": "Approve {{ state.text }}?"},
+                "done": {"kind": "end"},
+            },
+            "edges": [{"from": "gate", "to": "done"}],
+        },
+    )
+    run = create_run(tenant, graph="ask", input={"text": "y" * 50_000})
+    assert queue.drain() == ["waiting"]
+    run.refresh_from_db()
+    assert run.status == RunStatus.WAITING
+    assert len(run.waiting_for["message"]) > 50_000  # the run keeps what it waits for
+    for etype in ("approval.requested", "run.waiting"):
+        (data,) = _events(run, etype)
+        assert _size(data) <= 4096
