@@ -17,6 +17,9 @@ close frame (a refused handshake is a bare HTTP 403):
     4400  `after` is not a non-negative integer
     4401  not authenticated: no valid `Authorization: Bearer <key>` and no session user
     4403  authenticated, but the role may not read runs
+    4401/4403 later, while streaming: the key was revoked or deleted, the user deactivated
+          (4401); the tenant deactivated or the user no longer its member (4403). Checked every
+          RUNYARD["STREAM_RECHECK_SECONDS"] (runs/streams.py).
     4404  no such run, or another tenant's run (the same answer, like the API's 404)
     4008  too slow: more than `max_buffered` frames waited for the client. Reconnect with
           ?after=<last seq received>; the close reason (where the server carries it) and the
@@ -59,7 +62,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from runs import live
+from runs import live, streams
 from runs.events import (
     TENANT_EVENT_PREFIX,
     TenantWireEvent,
@@ -184,6 +187,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
             return await self._refuse(CLOSE_UNAUTHENTICATED)
         if not ctx.can_read:
             return await self._refuse(CLOSE_FORBIDDEN)
+        self.ctx = ctx
         code = await self.open_stream(ctx)
         if code is not None:
             return await self._refuse(code)
@@ -200,6 +204,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         inbox.direct = self.take_now  # live from here: hints in order go out as they arrive
         self._tasks.append(asyncio.create_task(self._pump(inbox)))
         self._tasks.append(asyncio.create_task(self._heartbeat_loop()))
+        self._tasks.append(asyncio.create_task(self._recheck_loop()))
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         return  # the streams are one-way; clients resume by reconnecting with ?after=
@@ -236,6 +241,32 @@ class StreamConsumer(AsyncWebsocketConsumer):
                         await self.on_hints(hints)
             finally:
                 inbox.done()
+
+    async def _recheck_loop(self) -> None:
+        """Close the stream once its credential no longer holds (runs/streams.py)."""
+        interval = streams.recheck_seconds()
+        while not self._closed:
+            await asyncio.sleep(interval)
+            try:
+                verdict = await streams.recheck(self.ctx)
+            except Exception:  # noqa: BLE001 - a database hiccup is no revocation; next time
+                log.warning("websocket credential recheck failed", exc_info=True)
+                continue
+            if verdict is not None and not self._closed:
+                code = CLOSE_UNAUTHENTICATED if verdict == "unauthenticated" else CLOSE_FORBIDDEN
+                log.info("closing websocket %s: %s", self.scope.get("path"), verdict)
+                await self._revoke(code)
+
+    async def _revoke(self, code: int) -> None:
+        """Close now with `code`, dropping whatever the client has not read yet."""
+        self._closed = True
+        if self._writer is not None:
+            self._writer.cancel()
+        self._outbox.clear()
+        self._outbox_bytes = 0
+        self._drained.set()
+        with contextlib.suppress(Exception):  # the client may be gone already
+            await self.close(code=code)
 
     async def _heartbeat_loop(self) -> None:
         while not self._closed:
