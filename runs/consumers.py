@@ -58,7 +58,6 @@ from collections.abc import Sequence
 from typing import Any, Literal, Protocol, TypedDict
 from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -73,7 +72,7 @@ from runs.events import (
     to_wire,
 )
 from runs.models import Event, Run
-from tenants.auth import TenantContext, context_from_scope
+from tenants.auth import TenantContext, context_from_scope_sync
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +181,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self._stalled = False  # the writer waits for the transport
         self._flow: SendFlow | None = self.scope.get(FLOW_SCOPE_KEY)
         await self.accept()
-        ctx = await context_from_scope(self.scope)
+        ctx = await streams.db(context_from_scope_sync)(self.scope)
         if ctx is None:
             return await self._refuse(CLOSE_UNAUTHENTICATED)
         if not ctx.can_read:
@@ -416,7 +415,7 @@ class RunStreamConsumer(StreamConsumer):
             public_id = uuid.UUID(str(self.scope["url_route"]["kwargs"]["run_id"]))
         except ValueError:
             return CLOSE_NOT_FOUND
-        run_pk = await database_sync_to_async(self._find_run)(ctx, public_id)
+        run_pk = await streams.db(self._find_run)(ctx, public_id)
         if run_pk is None:
             return CLOSE_NOT_FOUND
         self.run_pk = run_pk
@@ -445,7 +444,7 @@ class RunStreamConsumer(StreamConsumer):
 
     async def replay(self) -> None:
         while not self._closed:
-            page = await database_sync_to_async(self._events_after)(self.last, None, self.page_size)
+            page = await streams.db(self._events_after)(self.last, None, self.page_size)
             for event in page:
                 if not await self._push_paced(_encode(event), event["seq"]):
                     return
@@ -455,7 +454,7 @@ class RunStreamConsumer(StreamConsumer):
     async def backfill(self, upto: int | None) -> bool:
         """Send the stored events after `last` (up to `upto`). False: the client was closed."""
         while not self._closed and (upto is None or self.last < upto):
-            page = await database_sync_to_async(self._events_after)(self.last, upto, self.page_size)
+            page = await streams.db(self._events_after)(self.last, upto, self.page_size)
             for event in page:
                 if not await self._push_live(_encode(event), event["seq"]):
                     return False
@@ -505,7 +504,7 @@ class RunStreamConsumer(StreamConsumer):
                 return
 
     async def resync(self) -> None:
-        last_seq = await database_sync_to_async(self._last_seq)()
+        last_seq = await streams.db(self._last_seq)()
         if last_seq is not None and last_seq > self.last:
             await self.backfill(last_seq)
 
@@ -523,7 +522,7 @@ class TenantStreamConsumer(StreamConsumer):
         self.tenant_pk = ctx.tenant.pk
         self.group = tenant_group(ctx.tenant.public_id.hex)
         if after is None:
-            after = await database_sync_to_async(self._latest_id)()
+            after = await streams.db(self._latest_id)()
         self.last = self.written = after
         # (when, cursor) marks: the floor of the look-back is the cursor `settle_seconds` ago.
         self._marks: collections.deque[tuple[float, int]] = collections.deque(
@@ -563,7 +562,7 @@ class TenantStreamConsumer(StreamConsumer):
         after = self._floor()
         push = self._push_paced if paced else self._push_live
         while not self._closed:
-            page = await database_sync_to_async(self._lifecycle_after)(after, self.page_size)
+            page = await streams.db(self._lifecycle_after)(after, self.page_size)
             for event in page:
                 after = event["id"]
                 if self._seen(event["id"]):

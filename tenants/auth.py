@@ -164,7 +164,7 @@ def _bearer_token(headers: Iterable[tuple[bytes, bytes]] | Iterable[list[bytes]]
     return None
 
 
-def _context_from_scope_sync(scope: Mapping[str, Any]) -> TenantContext | None:
+def context_from_scope_sync(scope: Mapping[str, Any]) -> TenantContext | None:
     token = _bearer_token(scope.get("headers") or [])
     if token is not None:
         ctx = context_for_key(token)
@@ -184,7 +184,7 @@ async def context_from_scope(scope: Mapping[str, Any]) -> TenantContext | None:
     Session auth needs the consumer wrapped in channels' AuthMiddlewareStack, and, since
     browsers send cookies with cross-site websocket handshakes, in an origin validator.
     """
-    return await database_sync_to_async(_context_from_scope_sync)(scope)
+    return await database_sync_to_async(context_from_scope_sync)(scope)
 
 
 def recheck_context(ctx: TenantContext) -> Literal["unauthenticated", "forbidden"] | None:
