@@ -35,6 +35,9 @@ final hint was lost. The tenant stream, where ids have gaps, reads the database 
 instead (`run.*` events are few), and looks back a few seconds for ids that PostgreSQL
 committed after higher ones.
 
+Queries run on the streams' thread pool (runs/streams.py `db`), not channels' one shared
+thread, so one consumer's slow replay does not hold up other tenants' handshakes and streams.
+
 Frames leave through a bounded per-consumer outbox drained by one writer task that waits while
 the transport is backed up (config/asgi.py exposes daphne's socket buffer). When nothing waits
 in the outbox, frames go straight to the socket (`SendFlow.write_texts`: a transaction's events

@@ -97,7 +97,9 @@ class RunFollower:
 
 def _refused(verdict: streams.Verdict) -> HttpError:
     if verdict == "unauthenticated":
-        return HttpError(401, "The credential was revoked.")
+        return HttpError(
+            401, "The credential is no longer valid: the key was revoked or the user deactivated."
+        )
     return HttpError(403, "The caller may no longer read this tenant's runs.")
 
 
