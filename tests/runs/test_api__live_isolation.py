@@ -12,14 +12,24 @@ import json
 import time
 from typing import Any
 
+import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from asgiref.testing import ApplicationCommunicator
+from django.db import transaction
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from config.asgi import application
 from runs import selectors
+from runs.consumers import CLOSE_UNAUTHENTICATED
+from runs.events import append_events
 from runs.models import Run
+from runs.services import create_graph_version, create_run
 from tenants.models import Tenant
+from tenants.services import create_api_key, revoke_api_key
+from tests.e2e.processes import platform
+from tests.runs.conftest import chain_spec
 from tests.runs.test_consumers__delivery import (
     TIMEOUT,
     api_key,
@@ -142,3 +152,48 @@ async def test_a_slow_websocket_replay_does_not_queue_another_tenants_stream(
     await asyncio.wait_for(slow_sync, TIMEOUT)
     await slow.disconnect()
     await sync_to_async(lambda: None)()
+
+
+# --- over a real daphne --------------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_over_daphne_streams_need_no_origin_and_end_when_the_key_is_revoked(
+    tenant: Tenant, tmp_path: Any
+) -> None:
+    """Production-like: ALLOWED_HOSTS set, a non-browser client (no Origin) with a key. Its
+    websocket opens, its SSE stream gets events this process commits (through daphne's
+    feed), and both end within seconds of the key's revocation."""
+    create_graph_version(tenant, chain_spec())
+    run = create_run(tenant, graph="chain")  # queued: no worker runs here
+    row, raw = create_api_key(tenant, role="viewer")
+    auth = {"Authorization": f"Bearer {raw}"}
+    env = {"ALLOWED_HOSTS": "127.0.0.1,localhost", "RUNYARD_STREAM_RECHECK_SECONDS": "0.5"}
+    with (
+        platform(tmp_path, "web", **env) as p,
+        connect(f"{p.ws_url}/ws/runs/{run.public_id}/", additional_headers=auth) as ws,
+    ):
+        assert json.loads(ws.recv(timeout=10))["event"] == "run.queued"
+        with (
+            httpx.Client(base_url=p.url, timeout=10) as client,
+            client.stream(
+                "GET", f"/api/v1/runs/{run.public_id}/events/stream", headers=auth
+            ) as sse,
+        ):
+            assert sse.status_code == 200
+            lines = sse.iter_lines()
+            assert next(line for line in lines if line.startswith("data:"))
+            with transaction.atomic():
+                append_events(Run.objects.get(pk=run.pk), [("custom.from_another_process", {})])
+            assert "custom.from_another_process" in next(
+                line for line in lines if line.startswith("data:")
+            )
+            revoke_api_key(row)
+            started = time.monotonic()
+            for _ in lines:  # the stream ends: iteration stops
+                pass
+            assert time.monotonic() - started < 5
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == CLOSE_UNAUTHENTICATED
