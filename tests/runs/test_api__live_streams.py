@@ -71,10 +71,10 @@ class Reader:
 
 
 async def open_stream(run: Run, headers: dict[str, str], client: Any = None) -> Reader:
-    response = await (client or AsyncClient()).get(
+    response: Any = await (client or AsyncClient()).get(
         f"{BASE}/runs/{run.public_id}/events/stream", headers=headers
     )
-    assert response.status_code == 200, response.content
+    assert response.status_code == 200
     return Reader(response.streaming_content)
 
 
