@@ -8,7 +8,7 @@ middleware, which puts the dashboard's user in the scope; the consumers authenti
 Daphne gives an application no backpressure: its `send` never waits, and a client that does
 not read makes Twisted buffer without bound. `DaphneSendFlow` plugs into Twisted's flow control
 of the connection, so a consumer sees when the socket's buffer is full and keeps frames in its
-own bounded outbox instead (runs/consumers.py). Under another server the scope key is absent
+own bounded outbox instead (runs/consumers/). Under another server the scope key is absent
 and consumers rely on `send` itself waiting.
 """
 

@@ -1,6 +1,6 @@
 """What every long-lived stream shares: a per-tenant cap, and re-authorisation while it lasts.
 
-Websockets (runs/consumers.py), Server-Sent Events and `/wait` (runs/api/live.py) hold their
+Websockets (runs/consumers/), Server-Sent Events and `/wait` (runs/api/live.py) hold their
 caller's credential for minutes. A key revoked, a tenant deactivated or a member removed
 after the handshake must not keep receiving events, so each stream asks `recheck()` every
 RUNYARD["STREAM_RECHECK_SECONDS"]. Verdicts are shared by the process's streams for half that
