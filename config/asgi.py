@@ -1,13 +1,14 @@
 """ASGI entry point: HTTP through Django, websockets through Channels.
 
-Websockets pass the origin check first (browsers send cookies with cross-site handshakes), then
-channels' cookie/session/auth middleware, which puts the dashboard's user in the scope; the
-consumers authenticate in `connect()` (session user or `Authorization: Bearer`).
+Websockets pass the origin check first (browsers send cookies with cross-site handshakes; it
+guards cookie sessions only, see config/ws_origin.py), then channels' cookie/session/auth
+middleware, which puts the dashboard's user in the scope; the consumers authenticate in
+`connect()` (session user or `Authorization: Bearer`).
 
 Daphne gives an application no backpressure: its `send` never waits, and a client that does
 not read makes Twisted buffer without bound. `DaphneSendFlow` plugs into Twisted's flow control
 of the connection, so a consumer sees when the socket's buffer is full and keeps frames in its
-own bounded outbox instead (runs/consumers.py). Under another server the scope key is absent
+own bounded outbox instead (runs/consumers/). Under another server the scope key is absent
 and consumers rely on `send` itself waiting.
 """
 
@@ -28,10 +29,10 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from twisted.internet.interfaces import IPushProducer  # noqa: E402
 from zope.interface import implementer  # noqa: E402
 
+from config.ws_origin import SessionOriginValidator  # noqa: E402
 from runs.consumers import FLOW_SCOPE_KEY  # noqa: E402
 from runs.routing import websocket_urlpatterns  # noqa: E402
 
@@ -184,14 +185,14 @@ def with_send_flow(app: Any) -> Any:
     return asgi
 
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": with_send_flow(
-            AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
-        ),
-    }
-)
+def websocket_app() -> Any:
+    """The websocket stack: flow control, origin check, session and user, then the routes."""
+    return with_send_flow(
+        SessionOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+    )
+
+
+application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_app()})
 
 # What is loaded by now (Django, the app registry, URLconfs: some 150,000 objects) lives as
 # long as the process. Frozen, it is left out of every full garbage collection, which with

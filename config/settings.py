@@ -222,6 +222,12 @@ RUNYARD: dict[str, Any] = {
     # A websocket client further behind than this is closed (4008) and resumes with ?after=.
     "WS_MAX_BUFFERED": int(os.environ.get("RUNYARD_WS_MAX_BUFFERED", 1000)),
     "WS_MAX_BUFFERED_BYTES": int(os.environ.get("RUNYARD_WS_MAX_BUFFERED_BYTES", 8 * 1024 * 1024)),
+    # Streams (websocket, SSE, /wait) re-check their caller's key or membership this often.
+    "STREAM_RECHECK_SECONDS": env_float("RUNYARD_STREAM_RECHECK_SECONDS", 10),
+    # Open SSE streams and /wait calls per tenant, counted in each daphne process (429 past it).
+    "MAX_STREAMS_PER_TENANT": int(os.environ.get("RUNYARD_MAX_STREAMS_PER_TENANT", 100)),
+    # Threads (each with its database connection) for websocket consumers' queries, per process.
+    "STREAM_DB_THREADS": int(os.environ.get("RUNYARD_STREAM_DB_THREADS", 8)),
     "MAX_INPUT_BYTES": int(os.environ.get("RUNYARD_MAX_INPUT_BYTES", 256 * 1024)),
     "MAX_SPEC_BYTES": int(os.environ.get("RUNYARD_MAX_SPEC_BYTES", 1024 * 1024)),
     # Largest value one expression or template may build (bytes); over it: `expression_limit`.

@@ -18,7 +18,8 @@ channel and group on each send and receive and deep-copies each message per memb
 channels-redis delivers a separate message per consumer through one serial receive
 loop per process, several Redis round trips each.
 
-The feed starts lazily on the first websocket connect and stops after a minute without
+Websocket consumers, SSE streams and `/wait` calls (runs/api/live.py) all subscribe here.
+The feed starts lazily on the first subscriber and stops after a minute without
 subscribers. `subscribe()` returns only once the feed will see the group's next event (the
 poller knows where the table ends; the relay has joined the group), so a consumer that replays
 from the database after subscribing cannot miss one in between. Inboxes are bounded: a

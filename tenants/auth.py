@@ -10,7 +10,7 @@ import logging
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -164,7 +164,7 @@ def _bearer_token(headers: Iterable[tuple[bytes, bytes]] | Iterable[list[bytes]]
     return None
 
 
-def _context_from_scope_sync(scope: Mapping[str, Any]) -> TenantContext | None:
+def context_from_scope_sync(scope: Mapping[str, Any]) -> TenantContext | None:
     token = _bearer_token(scope.get("headers") or [])
     if token is not None:
         ctx = context_for_key(token)
@@ -184,4 +184,36 @@ async def context_from_scope(scope: Mapping[str, Any]) -> TenantContext | None:
     Session auth needs the consumer wrapped in channels' AuthMiddlewareStack, and, since
     browsers send cookies with cross-site websocket handshakes, in an origin validator.
     """
-    return await database_sync_to_async(_context_from_scope_sync)(scope)
+    return await database_sync_to_async(context_from_scope_sync)(scope)
+
+
+def recheck_context(ctx: TenantContext) -> Literal["unauthenticated", "forbidden"] | None:
+    """Why a caller authenticated earlier (a stream's handshake) may no longer read, or None.
+
+    One indexed query. A key revoked or deleted, or a user deactivated, is "unauthenticated";
+    a tenant deactivated, or a user no longer a member of it, is "forbidden".
+    """
+    if ctx.api_key is not None:
+        key = (
+            ApiKey.objects.filter(pk=ctx.api_key.pk)
+            .values_list("revoked_at", "tenant__is_active")
+            .first()
+        )
+        if key is None or key[0] is not None:
+            return "unauthenticated"
+        return None if key[1] else "forbidden"
+    if ctx.user is None:
+        return "unauthenticated"
+    member = (
+        Membership.objects.filter(user_id=ctx.user.pk, tenant_id=ctx.tenant.pk)
+        .values_list("role", "tenant__is_active", "user__is_active")
+        .first()
+    )
+    if member is None:
+        return "forbidden"
+    role, tenant_active, user_active = member
+    if not user_active:
+        return "unauthenticated"
+    if not tenant_active or ROLE_RANK[Role(role)] < ROLE_RANK[Role.VIEWER]:
+        return "forbidden"
+    return None

@@ -124,7 +124,7 @@ def test_api_conforms_to_its_openapi_document(
     # Long polls would otherwise hold a generated request for up to a minute.
     monkeypatch.setattr(live, "WAIT_CAP_SECONDS", 0.2)
     monkeypatch.setattr(live, "STREAM_MAX_SECONDS", 0.2)
-    monkeypatch.setattr(live, "STREAM_POLL_SECONDS", 0.05)
+    monkeypatch.setattr(live, "HEARTBEAT_SECONDS", 0.05)
     response = case.call_and_validate(headers=seeded, checks=CHECKS)
     assert response.status_code != 401, "generated requests must be authenticated"
     if case.method.upper() == case.operation.method.upper():

@@ -20,8 +20,9 @@ from tenants.models import Role, Tenant
 from tenants.services import create_api_key
 from tests.runs.conftest import InlineQueue, approval_spec, chain_spec
 from tests.runs.test_api__helpers import BASE, key_client
+from tests.runs.test_consumers__delivery import ws_cleanup  # noqa: F401 - stops the feed
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("ws_cleanup")]
 
 
 @pytest.fixture
@@ -173,7 +174,6 @@ async def test_stream_resumes_after_last_event_id_or_after(
 async def test_stream_tails_a_live_run_until_its_terminal_event(
     tenant: Tenant, auth: dict[str, str], queue: InlineQueue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(live, "STREAM_POLL_SECONDS", 0.05)
     monkeypatch.setattr(live, "HEARTBEAT_SECONDS", 0.1)
     run = await sync_to_async(create_run)(tenant, graph="approve")
     response = await AsyncClient().get(f"{BASE}/runs/{run.public_id}/events/stream", headers=auth)
@@ -203,9 +203,8 @@ async def test_stream_tails_a_live_run_until_its_terminal_event(
 
 
 async def test_stream_ends_after_a_cancel(
-    tenant: Tenant, auth: dict[str, str], queue: InlineQueue, monkeypatch: pytest.MonkeyPatch
+    tenant: Tenant, auth: dict[str, str], queue: InlineQueue
 ) -> None:
-    monkeypatch.setattr(live, "STREAM_POLL_SECONDS", 0.05)
     run = await sync_to_async(create_run)(tenant, graph="chain")
     response = await AsyncClient().get(f"{BASE}/runs/{run.public_id}/events/stream", headers=auth)
     reader = asyncio.create_task(_read(response.streaming_content))

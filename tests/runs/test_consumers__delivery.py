@@ -21,7 +21,7 @@ from django.conf import settings as django_settings
 from django.db import connections, transaction
 
 from config.asgi import application
-from runs import live
+from runs import live, streams
 from runs.consumers import StreamConsumer
 from runs.events import (
     WireEvent,
@@ -48,9 +48,10 @@ TIMEOUT = 5.0
 async def ws_cleanup() -> AsyncIterator[None]:
     yield
     await live.stop()
-    # database_sync_to_async's thread keeps a persistent connection: close it so the test
-    # database can be flushed and, on PostgreSQL, dropped.
+    # database_sync_to_async's thread and the streams' pool keep persistent connections:
+    # close them so the test database can be flushed and, on PostgreSQL, dropped.
     await sync_to_async(connections.close_all)()
+    await asyncio.to_thread(streams.close_db)
 
 
 def async_db(test: Any) -> Any:

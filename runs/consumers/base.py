@@ -17,6 +17,9 @@ close frame (a refused handshake is a bare HTTP 403):
     4400  `after` is not a non-negative integer
     4401  not authenticated: no valid `Authorization: Bearer <key>` and no session user
     4403  authenticated, but the role may not read runs
+    4401/4403 later, while streaming: the key was revoked or deleted, the user deactivated
+          (4401); the tenant deactivated or the user no longer its member (4403). Checked every
+          RUNYARD["STREAM_RECHECK_SECONDS"] (runs/streams.py).
     4404  no such run, or another tenant's run (the same answer, like the API's 404)
     4008  too slow: more than `max_buffered` frames waited for the client. Reconnect with
           ?after=<last seq received>; the close reason (where the server carries it) and the
@@ -31,6 +34,9 @@ read from the database, and every `ping_seconds` the run's `last_seq` is checked
 final hint was lost. The tenant stream, where ids have gaps, reads the database on each hint
 instead (`run.*` events are few), and looks back a few seconds for ids that PostgreSQL
 committed after higher ones.
+
+Queries run on the streams' thread pool (runs/streams.py `db`), not channels' one shared
+thread, so one consumer's slow replay does not hold up other tenants' handshakes and streams.
 
 Frames leave through a bounded per-consumer outbox drained by one writer task that waits while
 the transport is backed up (config/asgi.py exposes daphne's socket buffer). When nothing waits
@@ -49,28 +55,15 @@ import contextlib
 import itertools
 import json
 import logging
-import time
-import uuid
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol, TypedDict
 from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from runs import live
-from runs.events import (
-    TENANT_EVENT_PREFIX,
-    TenantWireEvent,
-    WireEvent,
-    run_group,
-    tenant_group,
-    to_tenant_wire,
-    to_wire,
-)
-from runs.models import Event, Run
-from tenants.auth import TenantContext, context_from_scope
+from runs import live, streams
+from tenants.auth import TenantContext, context_from_scope_sync
 
 log = logging.getLogger(__name__)
 
@@ -179,11 +172,12 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self._stalled = False  # the writer waits for the transport
         self._flow: SendFlow | None = self.scope.get(FLOW_SCOPE_KEY)
         await self.accept()
-        ctx = await context_from_scope(self.scope)
+        ctx = await streams.db(context_from_scope_sync)(self.scope)
         if ctx is None:
             return await self._refuse(CLOSE_UNAUTHENTICATED)
         if not ctx.can_read:
             return await self._refuse(CLOSE_FORBIDDEN)
+        self.ctx = ctx
         code = await self.open_stream(ctx)
         if code is not None:
             return await self._refuse(code)
@@ -200,6 +194,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
         inbox.direct = self.take_now  # live from here: hints in order go out as they arrive
         self._tasks.append(asyncio.create_task(self._pump(inbox)))
         self._tasks.append(asyncio.create_task(self._heartbeat_loop()))
+        self._tasks.append(asyncio.create_task(self._recheck_loop()))
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         return  # the streams are one-way; clients resume by reconnecting with ?after=
@@ -236,6 +231,32 @@ class StreamConsumer(AsyncWebsocketConsumer):
                         await self.on_hints(hints)
             finally:
                 inbox.done()
+
+    async def _recheck_loop(self) -> None:
+        """Close the stream once its credential no longer holds (runs/streams.py)."""
+        interval = streams.recheck_seconds()
+        while not self._closed:
+            await asyncio.sleep(interval)
+            try:
+                verdict = await streams.recheck(self.ctx)
+            except Exception:  # noqa: BLE001 - a database hiccup is no revocation; next time
+                log.warning("websocket credential recheck failed", exc_info=True)
+                continue
+            if verdict is not None and not self._closed:
+                code = CLOSE_UNAUTHENTICATED if verdict == "unauthenticated" else CLOSE_FORBIDDEN
+                log.info("closing websocket %s: %s", self.scope.get("path"), verdict)
+                await self._revoke(code)
+
+    async def _revoke(self, code: int) -> None:
+        """Close now with `code`, dropping whatever the client has not read yet."""
+        self._closed = True
+        if self._writer is not None:
+            self._writer.cancel()
+        self._outbox.clear()
+        self._outbox_bytes = 0
+        self._drained.set()
+        with contextlib.suppress(Exception):  # the client may be gone already
+            await self.close(code=code)
 
     async def _heartbeat_loop(self) -> None:
         while not self._closed:
@@ -370,187 +391,5 @@ class StreamConsumer(AsyncWebsocketConsumer):
             log.debug("overflow close failed", exc_info=True)
 
 
-def _encode(frame: Any) -> str:
+def encode(frame: Any) -> str:
     return json.dumps(frame, separators=(",", ":"))
-
-
-class RunStreamConsumer(StreamConsumer):
-    """`/ws/runs/<id>/`: a run's events in seq order, replayed after `after`, then live."""
-
-    async def open_stream(self, ctx: TenantContext) -> int | None:
-        after = parse_after(self.scope)
-        if after is False:
-            return CLOSE_BAD_REQUEST
-        try:
-            public_id = uuid.UUID(str(self.scope["url_route"]["kwargs"]["run_id"]))
-        except ValueError:
-            return CLOSE_NOT_FOUND
-        run_pk = await database_sync_to_async(self._find_run)(ctx, public_id)
-        if run_pk is None:
-            return CLOSE_NOT_FOUND
-        self.run_pk = run_pk
-        self.run_hex = public_id.hex
-        self.group = run_group(self.run_hex)
-        self.last = self.written = after or 0
-        return None
-
-    @staticmethod
-    def _find_run(ctx: TenantContext, public_id: uuid.UUID) -> int | None:
-        return (
-            Run.objects.for_tenant(ctx.tenant)
-            .filter(public_id=public_id)
-            .values_list("pk", flat=True)
-            .first()
-        )
-
-    def _events_after(self, after: int, upto: int | None, limit: int) -> list[WireEvent]:
-        rows = Event.objects.filter(run_id=self.run_pk, seq__gt=after)
-        if upto is not None:
-            rows = rows.filter(seq__lte=upto)
-        return [to_wire(row, self.run_hex) for row in rows.order_by("seq")[:limit]]
-
-    def _last_seq(self) -> int | None:
-        return Run.objects.filter(pk=self.run_pk).values_list("last_seq", flat=True).first()
-
-    async def replay(self) -> None:
-        while not self._closed:
-            page = await database_sync_to_async(self._events_after)(self.last, None, self.page_size)
-            for event in page:
-                if not await self._push_paced(_encode(event), event["seq"]):
-                    return
-            if len(page) < self.page_size:
-                return
-
-    async def backfill(self, upto: int | None) -> bool:
-        """Send the stored events after `last` (up to `upto`). False: the client was closed."""
-        while not self._closed and (upto is None or self.last < upto):
-            page = await database_sync_to_async(self._events_after)(self.last, upto, self.page_size)
-            for event in page:
-                if not await self._push_live(_encode(event), event["seq"]):
-                    return False
-            if len(page) < self.page_size:
-                break
-        return not self._closed
-
-    def take_now(self, hints: list[live.Hint]) -> list[live.Hint]:
-        """The next seqs in order go out at once, in one socket write when nothing waits in
-        the outbox; a gap (backfill), a full outbox (possible overflow) or a replay in
-        progress leaves the rest to the pump."""
-        if self._closed or self._lock.locked():
-            return hints
-        ready: list[live.Hint] = []
-        rest: list[live.Hint] = []
-        for i, (seq, text) in enumerate(hints):
-            if seq <= self.last + len(ready):
-                continue  # replayed or backfilled already
-            if seq != self.last + len(ready) + 1:
-                rest = hints[i:]
-                break
-            ready.append((seq, text))
-        if not ready:
-            return rest
-        if not self._outbox and not self._stalled and self._write_now(ready):
-            self.last = ready[-1][0]
-            return rest
-        for i, (seq, text) in enumerate(ready):
-            if self._full():
-                return ready[i:] + rest
-            self._push_text(text, seq)
-            self.last = seq
-        return rest
-
-    async def on_hints(self, hints: list[live.Hint]) -> None:
-        for seq, text in hints:
-            if seq <= self.last or self._closed:
-                continue  # replayed or backfilled already
-            if seq > self.last + 1:
-                if not await self.backfill(seq - 1):
-                    return
-                if seq <= self.last:
-                    continue
-                if seq > self.last + 1:
-                    log.warning("run %s: events %s..%s missing", self.run_hex, self.last, seq)
-            if not await self._push_live(text, seq):
-                return
-
-    async def resync(self) -> None:
-        last_seq = await database_sync_to_async(self._last_seq)()
-        if last_seq is not None and last_seq > self.last:
-            await self.backfill(last_seq)
-
-
-class TenantStreamConsumer(StreamConsumer):
-    """`/ws/tenant/`: every run's lifecycle events (`run.*`) of the caller's tenant, by id."""
-
-    # PostgreSQL can commit a lower id after a higher one was read: look back this long.
-    settle_seconds: float = 5.0
-
-    async def open_stream(self, ctx: TenantContext) -> int | None:
-        after = parse_after(self.scope)
-        if after is False:
-            return CLOSE_BAD_REQUEST
-        self.tenant_pk = ctx.tenant.pk
-        self.group = tenant_group(ctx.tenant.public_id.hex)
-        if after is None:
-            after = await database_sync_to_async(self._latest_id)()
-        self.last = self.written = after
-        # (when, cursor) marks: the floor of the look-back is the cursor `settle_seconds` ago.
-        self._marks: collections.deque[tuple[float, int]] = collections.deque(
-            [(time.monotonic(), after)]
-        )
-        self._recent: set[int] = set()
-        return None
-
-    def _latest_id(self) -> int:
-        row = Event.objects.filter(tenant_id=self.tenant_pk).order_by("-id").values("id").first()
-        return row["id"] if row else 0
-
-    def _lifecycle_after(self, after: int, limit: int) -> list[TenantWireEvent]:
-        rows = (
-            Event.objects.filter(
-                tenant_id=self.tenant_pk, id__gt=after, type__startswith=TENANT_EVENT_PREFIX
-            )
-            .select_related("run")
-            .only("id", "seq", "type", "data", "created_at", "run__public_id")
-            .order_by("id")[:limit]
-        )
-        return [to_tenant_wire(row, row.run.public_id.hex) for row in rows]
-
-    def _floor(self) -> int:
-        horizon = time.monotonic() - self.settle_seconds
-        while len(self._marks) > 1 and self._marks[1][0] <= horizon:
-            self._marks.popleft()
-        floor = self._marks[0][1]
-        self._recent = {i for i in self._recent if i > floor}
-        return floor
-
-    def _seen(self, event_id: int) -> bool:
-        return event_id in self._recent or event_id <= self._marks[0][1]
-
-    async def pull(self, *, paced: bool) -> None:
-        """Send the lifecycle events not sent yet: ids after the cursor, and late commits."""
-        after = self._floor()
-        push = self._push_paced if paced else self._push_live
-        while not self._closed:
-            page = await database_sync_to_async(self._lifecycle_after)(after, self.page_size)
-            for event in page:
-                after = event["id"]
-                if self._seen(event["id"]):
-                    continue
-                if not await push(_encode(event), max(self.last, event["id"])):
-                    return
-                self._recent.add(event["id"])
-            if len(page) < self.page_size:
-                break
-        if self._marks[-1][1] != self.last:
-            self._marks.append((time.monotonic(), self.last))
-
-    async def replay(self) -> None:
-        await self.pull(paced=True)
-
-    async def on_hints(self, hints: list[live.Hint]) -> None:
-        if not all(self._seen(event_id) for event_id, _ in hints):
-            await self.pull(paced=False)
-
-    async def resync(self) -> None:
-        await self.pull(paced=False)
