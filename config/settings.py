@@ -251,6 +251,10 @@ RUNYARD: dict[str, Any] = {
     # Runs handed to the broker at once, cluster-wide; default: Q_CLUSTER["workers"]. Set it to
     # the total worker count when several worker machines share the queue.
     "DISPATCH_CAPACITY": int(os.environ.get("RUNYARD_DISPATCH_CAPACITY", 0)) or None,
+    # prune_runs deletes this many root runs, or about this many rows, per transaction at most:
+    # on SQLite every writer (step commits, lease renewals) waits for one batch.
+    "PRUNE_BATCH_RUNS": int(os.environ.get("RUNYARD_PRUNE_BATCH_RUNS", 500)),
+    "PRUNE_BATCH_ROWS": int(os.environ.get("RUNYARD_PRUNE_BATCH_ROWS", 10000)),
     "EVENT_POLL_SECONDS": env_float("RUNYARD_EVENT_POLL_SECONDS", 0.05),
     # A websocket client further behind than this is closed (4008) and resumes with ?after=.
     "WS_MAX_BUFFERED": int(os.environ.get("RUNYARD_WS_MAX_BUFFERED", 1000)),
