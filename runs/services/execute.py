@@ -46,7 +46,12 @@ from runs.services.lifecycle import (
     requeue,
     transition,
 )
-from runs.services.steps import PendingStep, record_step_usage, write_steps
+from runs.services.steps import (
+    PendingStep,
+    artifact_files_kept_on_commit,
+    record_step_usage,
+    write_steps,
+)
 from runs.services.watcher import watcher
 from runs.sql import NOT_NULL, guarded_update, insert_rows
 from runs.status import RunStatus
@@ -407,7 +412,7 @@ class Segment:
         def commit() -> str | None:
             saved = run.__dict__.copy()
             try:
-                with transaction.atomic():
+                with artifact_files_kept_on_commit(), transaction.atomic():
                     written = write_steps(
                         run,
                         batch,
