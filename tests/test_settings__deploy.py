@@ -157,3 +157,19 @@ def test_procfile_binds_loopback_unless_runyard_bind_widens_it() -> None:
     assert bind_of(procfile_web()) == "127.0.0.1"
     assert bind_of(procfile_web(RUNYARD_BIND="0.0.0.0")) == "0.0.0.0"  # noqa: S104
     assert procfile_web()[procfile_web().index("-p") + 1] == "8123"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "RUNYARD_BIND",
+        "ALLOWED_HOSTS",
+        "SECRET_KEY",
+        "RUNYARD_SQLITE_BUSY_TIMEOUT",
+        "RUNYARD_PRUNE_BATCH_RUNS",
+        "RUNYARD_PRUNE_BATCH_ROWS",
+    ],
+)
+def test_safety_settings_are_documented(name: str) -> None:
+    assert name in (ROOT / "platform" / "env.example").read_text()
+    assert f"`{name}`" in (ROOT / "README.md").read_text()
