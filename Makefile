@@ -5,8 +5,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 export PORT
+VAR_DIR := $(or $(RUNYARD_VAR_DIR),var)
 
 .PHONY: run test lint bench chaos migrate seed clean browser-deps
+
+# A random SECRET_KEY of this machine's own, kept in var/ (config/settings.py reads it when
+# SECRET_KEY is not in the environment): `make run` never serves on the public development key.
+$(VAR_DIR)/secret_key:
+	@mkdir -p $(VAR_DIR)
+	@umask 077 && head -c 48 /dev/urandom | base64 | tr -d '\n/+=' > $@
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +25,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	@touch $@
 
-migrate: $(VENV)/.installed
+migrate: $(VENV)/.installed $(VAR_DIR)/secret_key
 	$(PY) manage.py migrate --noinput
 
 seed: migrate

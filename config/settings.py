@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +39,36 @@ def env_json_or_file(name: str) -> Any:
         raise ImproperlyConfigured(f"{name}: not JSON nor a readable JSON file: {exc}") from None
 
 
-SECRET_KEY = os.environ.get(
-    "SECRET_KEY", "dev-only-insecure-secret-key-change-me-in-production-0123"
-)
+# Public, in this file: `manage.py check --deploy` refuses it (runs.E011). `make run` writes a
+# random key to var/secret_key, so a fresh machine never serves on this one.
+DEV_SECRET_KEY = "dev-only-insecure-secret-key-change-me-in-production-0123"  # noqa: S105
+SECRET_KEY_FILE = VAR_DIR / "secret_key"
+
+
+def read_secret_key() -> str:
+    if os.environ.get("SECRET_KEY"):
+        return os.environ["SECRET_KEY"]
+    try:
+        return SECRET_KEY_FILE.read_text().strip() or DEV_SECRET_KEY
+    except FileNotFoundError:
+        return DEV_SECRET_KEY
+
+
+SECRET_KEY = read_secret_key()
 DEBUG = env_bool("DEBUG", False)
-ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "*").split(",") if h.strip()]
+# Local names only unless told otherwise: the Host check (and channels' websocket origin check)
+# accepts nothing else. Tests add "testserver" themselves (setup_test_environment).
+ALLOWED_HOSTS = [
+    h.strip()
+    for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",")
+    if h.strip()
+]
 CSRF_TRUSTED_ORIGINS = [
     o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
 ]
+# Behind HTTPS, set both (check --deploy warns otherwise); plain-HTTP localhost needs them off.
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
 
 INSTALLED_APPS = [
     "daphne",
@@ -94,43 +117,66 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------------------------
 # Embedded default: a SQLite file in WAL mode. IMMEDIATE transactions take the write lock at
 # BEGIN, which avoids the read-then-write upgrade deadlock that SQLite reports as "database is
-# locked"; the busy timeout makes writers queue instead of failing.
-DATABASE_URL = os.environ.get("DATABASE_URL", "")
-if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=None)}
-    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-        DATABASES["default"].setdefault("OPTIONS", {})
-        DATABASES["default"]["TEST"] = {
-            "NAME": os.environ.get("TEST_DATABASE_NAME", "test_runyard")
-        }
-else:
+# locked"; the busy timeout makes writers queue instead of failing. The same options apply to
+# a SQLite database named by DATABASE_URL=sqlite:///...
+#
+# The busy timeout stays well under the run lease: a writer that cannot get the lock gives up
+# (and retries, runs/services/dbretry.py, within the lease too) long before a live run's lease
+# could expire behind it. Long writers (prune_runs) commit in short batches instead.
+LEASE_SECONDS = env_float("RUNYARD_LEASE_SECONDS", 30)
+SQLITE_BUSY_TIMEOUT = env_float("RUNYARD_SQLITE_BUSY_TIMEOUT", min(10.0, LEASE_SECONDS / 3))
+SQLITE_SYNCHRONOUS = os.environ.get("RUNYARD_SQLITE_SYNCHRONOUS", "FULL").upper()
+
+
+def sqlite_options(synchronous: str, busy_timeout: float) -> dict[str, Any]:
+    """Connection options for every SQLite database (runs.checks verifies them)."""
     # FULL syncs the WAL at every commit, so a committed step survives a power loss or an OS
     # crash too; NORMAL (~10x cheaper commits) can lose the last ones there and run them again.
-    SQLITE_SYNCHRONOUS = os.environ.get("RUNYARD_SQLITE_SYNCHRONOUS", "FULL").upper()
-    if SQLITE_SYNCHRONOUS not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+    if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
         raise ImproperlyConfigured("RUNYARD_SQLITE_SYNCHRONOUS: OFF, NORMAL, FULL or EXTRA")
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": os.environ.get("SQLITE_PATH", str(VAR_DIR / "runyard.sqlite3")),
-            "CONN_MAX_AGE": None,
-            "OPTIONS": {
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 30,
-                "init_command": (
-                    f"PRAGMA journal_mode=WAL; PRAGMA synchronous={SQLITE_SYNCHRONOUS}; "
-                    "PRAGMA busy_timeout=30000;"
-                ),
-            },
-            # A file, not :memory:, so end-to-end tests can share it with real worker processes;
-            # one per test process, so concurrent test runs never share a file.
-            "TEST": {
-                "NAME": os.environ.get(
-                    "SQLITE_TEST_PATH", str(VAR_DIR / f"test_runyard_{os.getpid()}.sqlite3")
-                )
-            },
-        }
+    return {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": busy_timeout,
+        "init_command": (
+            f"PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous}; "
+            f"PRAGMA busy_timeout={int(busy_timeout * 1000)};"
+        ),
     }
+
+
+def database_config(env: Mapping[str, str], var_dir: Path) -> dict[str, Any]:
+    """The default database from the environment: DATABASE_URL, else a SQLite file in var/."""
+    url = env.get("DATABASE_URL", "")
+    db: dict[str, Any]
+    if url:
+        db = dict(dj_database_url.parse(url, conn_max_age=None))
+    else:
+        db = {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": env.get("SQLITE_PATH", str(var_dir / "runyard.sqlite3")),
+            "CONN_MAX_AGE": None,
+        }
+    if db["ENGINE"] == "django.db.backends.postgresql":
+        db.setdefault("OPTIONS", {})
+        db["TEST"] = {"NAME": env.get("TEST_DATABASE_NAME", "test_runyard")}
+    elif db["ENGINE"] == "django.db.backends.sqlite3":
+        db["CONN_MAX_AGE"] = None
+        db["OPTIONS"] = {
+            **db.get("OPTIONS", {}),
+            **sqlite_options(SQLITE_SYNCHRONOUS, SQLITE_BUSY_TIMEOUT),
+        }
+        # A file, not :memory:, so end-to-end tests can share it with real worker processes;
+        # one per test process, so concurrent test runs never share a file.
+        db["TEST"] = {
+            "NAME": env.get(
+                "SQLITE_TEST_PATH", str(var_dir / f"test_runyard_{os.getpid()}.sqlite3")
+            )
+        }
+    return db
+
+
+DATABASE_URL = os.environ.get("DATABASE_URL", "")
+DATABASES = {"default": database_config(os.environ, VAR_DIR)}
 IS_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -201,7 +247,7 @@ else:
 
 # --- Runyard --------------------------------------------------------------------------------
 RUNYARD: dict[str, Any] = {
-    "LEASE_SECONDS": env_float("RUNYARD_LEASE_SECONDS", 30),
+    "LEASE_SECONDS": LEASE_SECONDS,
     "HEARTBEAT_SECONDS": env_float("RUNYARD_HEARTBEAT_SECONDS", 5),
     # A dispatched run not claimed within this many seconds is dispatched again.
     "DISPATCH_GRACE_SECONDS": env_float("RUNYARD_DISPATCH_GRACE_SECONDS", 60),
@@ -218,6 +264,10 @@ RUNYARD: dict[str, Any] = {
     # Runs in flight at once, cluster-wide. Unset: the workers of every qcluster seen lately on
     # any machine (they register themselves, runs/workers.py), else Q_CLUSTER["workers"].
     "DISPATCH_CAPACITY": int(os.environ.get("RUNYARD_DISPATCH_CAPACITY", 0)) or None,
+    # prune_runs deletes this many root runs, or about this many rows, per transaction at most:
+    # on SQLite every writer (step commits, lease renewals) waits for one batch.
+    "PRUNE_BATCH_RUNS": int(os.environ.get("RUNYARD_PRUNE_BATCH_RUNS", 500)),
+    "PRUNE_BATCH_ROWS": int(os.environ.get("RUNYARD_PRUNE_BATCH_ROWS", 10000)),
     "EVENT_POLL_SECONDS": env_float("RUNYARD_EVENT_POLL_SECONDS", 0.05),
     # A websocket client further behind than this is closed (4008) and resumes with ?after=.
     "WS_MAX_BUFFERED": int(os.environ.get("RUNYARD_WS_MAX_BUFFERED", 1000)),

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from django.conf import settings
 from django.db import OperationalError, connection
 
 log = logging.getLogger(__name__)
@@ -24,14 +25,32 @@ def is_transient(exc: BaseException) -> bool:
     return any(text in str(exc).lower() for text in TRANSIENT_TEXT)
 
 
+def busy_wait_seconds() -> float:
+    """How long one try can wait for SQLite's write lock before failing (0 elsewhere)."""
+    if connection.vendor != "sqlite":
+        return 0.0
+    return float(connection.settings_dict.get("OPTIONS", {}).get("timeout", 5.0))
+
+
 def retry_transient(
-    fn: Callable[[], T], *, attempts: int = 8, base: float = 0.05, cap: float = 2.0
+    fn: Callable[[], T],
+    *,
+    attempts: int = 8,
+    base: float = 0.05,
+    cap: float = 2.0,
+    budget: float | None = None,
 ) -> T:
     """Run `fn` (which opens its own transaction) again after a transient error.
 
     Each try rolls back whole, so a retry never sees half of an earlier try. Past the bound
-    the last error propagates and nothing was written.
+    the last error propagates and nothing was written. The bound is in time too: no try starts
+    that could still be waiting (its backoff plus SQLite's busy timeout) once `budget` seconds
+    (default: the run lease) have passed since the first, so a worker gives up on a commit
+    before its lease could have expired behind it.
     """
+    if budget is None:
+        budget = float(settings.RUNYARD["LEASE_SECONDS"])
+    started = time.monotonic()
     for attempt in range(1, attempts + 1):
         try:
             return fn()
@@ -39,6 +58,8 @@ def retry_transient(
             if attempt == attempts or not is_transient(exc) or connection.in_atomic_block:
                 raise
             delay = min(cap, base * 2 ** (attempt - 1))
+            if time.monotonic() - started + delay + busy_wait_seconds() >= budget:
+                raise
             log.info("transient database error (%s); retry %d in %.2fs", exc, attempt, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")

@@ -50,6 +50,7 @@ from runs.services.lifecycle import (
 from runs.services.steps import (
     KEY_SLACK,
     PendingStep,
+    artifact_files_kept_on_commit,
     capped,
     record_step_usage,
     record_unwritten_usage,
@@ -446,7 +447,7 @@ class Segment:
         def commit() -> str | None:
             saved = run.__dict__.copy()
             try:
-                with transaction.atomic():
+                with artifact_files_kept_on_commit(), transaction.atomic():
                     written = write_steps(
                         run,
                         batch,

@@ -19,13 +19,17 @@ import dataclasses
 import datetime as dt
 import hashlib
 import logging
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
@@ -345,9 +349,41 @@ def record_unwritten_usage(run: Run, results: list[StepResult]) -> None:
         log.exception("usage of unwritten steps of run %s was not recorded", run.public_id)
 
 
+class ArtifactFiles(threading.local):
+    """The files `store_artifacts` wrote in the transaction now open in this thread."""
+
+    names: list[str] | None = None
+
+
+_written = ArtifactFiles()
+
+
+@contextmanager
+def artifact_files_kept_on_commit() -> Iterator[None]:
+    """Wrap a step's transaction (outside its `atomic`): if it fails, commit included, the
+    artifact files it wrote are deleted, so no file outlives its rolled-back row. A process
+    that dies in the middle leaves files with no row at worst, never a row with no file."""
+    outer, names = _written.names, list[str]()
+    _written.names = names
+    try:
+        yield
+    except BaseException:
+        for name in names:
+            default_storage.delete(name)
+        raise
+    else:
+        if outer is not None:  # nested: the outer transaction can still roll them back
+            outer.extend(names)
+    finally:
+        _written.names = outer
+
+
 def store_artifacts(run: Run, step: Step, result: StepResult, fence: dict[str, Any]) -> None:
     """Artifact contents go through Django's storage; the rows and events into the step's
-    transaction."""
+    transaction, which must be inside `artifact_files_kept_on_commit`."""
+    written = _written.names
+    if written is None:
+        raise RuntimeError("store_artifacts outside artifact_files_kept_on_commit()")
     events = []
     for art in result.artifacts:
         row = Artifact(
@@ -360,6 +396,7 @@ def store_artifacts(run: Run, step: Step, result: StepResult, fence: dict[str, A
             sha256=hashlib.sha256(art.data).hexdigest(),
         )
         row.file.save(art.name, ContentFile(art.data), save=False)
+        written.append(str(row.file.name))
         row.save()
         events.append(
             (

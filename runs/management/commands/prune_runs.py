@@ -4,13 +4,13 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from runs.models import Run
-from runs.status import TERMINAL
+from runs.services.prune import old_roots, prune_runs
 
 
 class Command(BaseCommand):
     help = (
-        "Delete finished runs (with their steps, events, checkpoints, artifacts) older than N days."
+        "Delete finished runs (with their steps, events, checkpoints, artifacts) older than N "
+        "days, in short batches (RUNYARD_PRUNE_BATCH_RUNS / _ROWS) so live runs keep going."
     )
 
     def add_arguments(self, parser: Any) -> None:
@@ -22,15 +22,8 @@ class Command(BaseCommand):
         if days < 0:
             raise CommandError("--older-than must be 0 or more days.")
         cutoff = timezone.now() - dt.timedelta(days=days)
-        runs = Run.objects.filter(status__in=TERMINAL, finished_at__lt=cutoff, parent__isnull=True)
-        count = runs.count()
-        if not options["dry_run"]:
-            for run in runs.iterator():
-                for artifact in run.artifacts.all():
-                    artifact.file.delete(save=False)
-                for child in run.children.all():
-                    for artifact in child.artifacts.all():
-                        artifact.file.delete(save=False)
-                run.delete()
-        verb = "would delete" if options["dry_run"] else "deleted"
+        if options["dry_run"]:
+            count, verb = old_roots(cutoff).count(), "would delete"
+        else:
+            count, verb = prune_runs(finished_before=cutoff), "deleted"
         self.stdout.write(f"{verb} {count} run(s) finished before {cutoff.isoformat()}")
