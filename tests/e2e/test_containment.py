@@ -120,14 +120,15 @@ def test_hostile_specs_are_contained_and_every_tenant_still_runs(tmp_path: Path)
         assert good.graph(chain_spec("plain", n=3)).status_code == 201
         assert evil.graph(chain_spec("plain", n=3)).status_code == 201
 
-        # A run tree: a parallel of three subgraphs of itself, four deep.
+        # A run tree: a parallel of six subgraphs of itself, as deep as the ceiling allows
+        # (6 + 36 children by the second level, so max_child_runs trips before any depth).
         bomb = {
             "name": "bomb",
-            "max_depth": 4,
+            "max_depth": 8,
             "start": "fan",
             "nodes": {
-                "fan": {"kind": "parallel", "branches": ["a", "b", "c"]},
-                **{b: {"kind": "subgraph", "graph": "bomb", "output": b} for b in "abc"},
+                "fan": {"kind": "parallel", "branches": list("abcdef")},
+                **{b: {"kind": "subgraph", "graph": "bomb", "output": b} for b in "abcdef"},
                 "done": {"kind": "end"},
             },
             "edges": [{"from": "fan", "to": "done"}],
