@@ -259,7 +259,7 @@ RUNYARD: dict[str, Any] = {
     # 1 commits every step on its own.
     "PURE_BATCH_STEPS": int(os.environ.get("RUNYARD_PURE_BATCH_STEPS", 100)),
     # Usage-ledger rows per tenant and day: a run's steps add to row run_id % this, so one
-    # tenant's concurrent runs do not wait on a single row's lock (tenants/limits.py).
+    # tenant's concurrent runs do not wait on a single row's lock (tenants/limits/usage.py).
     "USAGE_SHARDS": int(os.environ.get("RUNYARD_USAGE_SHARDS", 16)),
     # Runs in flight at once, cluster-wide. Unset: the workers of every qcluster seen lately on
     # any machine (they register themselves, runs/workers.py), else Q_CLUSTER["workers"].

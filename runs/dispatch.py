@@ -2,7 +2,7 @@
 
 Fair share: each free slot goes to the tenant with the fewest runs in flight, then to the one
 served longest ago (round robin among equals), each tenant capped by `max_concurrent_runs` (a
-guarded UPDATE in tenants/limits.py).
+guarded UPDATE in tenants/limits/).
 The whole cluster is capped too: runs wait here, in the database, rather than in the broker's
 FIFO queue, where one tenant's backlog would sit in front of everyone else's runs. The cap is
 `DISPATCH_CAPACITY` when set, else the workers of every qcluster seen lately on any machine

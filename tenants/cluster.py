@@ -1,5 +1,5 @@
 """The cluster-wide cap on runs in flight: the gate every dispatcher passes, and the qcluster
-heartbeats that give the default capacity. Per-tenant slots are in tenants/limits.py; this
+heartbeats that give the default capacity. Per-tenant slots are in tenants/limits/; this
 caps their sum, whichever machine dispatches.
 """
 

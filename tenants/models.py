@@ -27,7 +27,7 @@ class Tenant(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     is_active = models.BooleanField(default=True)
 
-    # Limits (None = unlimited). Set by operators, enforced in tenants/limits.py.
+    # Limits (None = unlimited). Set by operators, enforced in tenants/limits/.
     max_concurrent_runs = models.PositiveIntegerField(default=10)
     max_queued_runs = models.PositiveIntegerField(default=1000)
     runs_per_minute = models.PositiveIntegerField(null=True, blank=True, default=600)
@@ -51,7 +51,7 @@ class Tenant(models.Model):
     http_allowed_hosts = models.JSONField(default=list, blank=True)
     http_allow_private = models.BooleanField(default=False)
 
-    # Admission counters, changed only by guarded UPDATEs in tenants/limits.py.
+    # Admission counters, changed only by guarded UPDATEs in tenants/limits/.
     running_count = models.IntegerField(default=0)
     queued_count = models.IntegerField(default=0)
     rate_window_start = models.DateTimeField(null=True, blank=True)
@@ -192,7 +192,7 @@ class AuditLog(models.Model):
 class DispatchGate(models.Model):
     """One row that every dispatcher locks (a guarded UPDATE) before it compares the runs in
     flight with the cluster's capacity and takes a slot: dispatchers on any machine then
-    check and take one after another (tenants/limits.py `enter_dispatch_gate`)."""
+    check and take one after another (tenants/cluster.py `enter_dispatch_gate`)."""
 
     turns = models.BigIntegerField(default=0)
 

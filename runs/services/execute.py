@@ -4,334 +4,59 @@ A segment claims the run (guarded UPDATE that bumps `epoch`), drives the engine,
 each step in one transaction fenced by that epoch. It ends when the run ends, waits, pauses,
 is cancelled, loses its lease, or has used its time slice (then it goes back to the
 dispatcher, so long runs take turns with other tenants' runs).
+
+The pieces: `claim` (taking the run), `segment` (a segment's state, watcher tick and engine
+callbacks), `segment_endings` (how it ends), and here the loop that commits steps, plus
+`run_segment`, the queue task's entry point, with its failure fallbacks.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import os
-import socket
-import threading
 import time
-import uuid
-from typing import Any
 
-from django.conf import settings
 from django.db import close_old_connections, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from runs.engine import (
-    CancelToken,
     Executor,
-    HttpPolicy,
     NodeError,
-    Resolution,
     RunCancelled,
-    RunContext,
     StepResult,
-    Suspension,
-    apply_update,
-    initial_state,
 )
-from runs.engine.pricing import price_table
-from runs.events import Fenced, append_events
-from runs.models import Checkpoint, Control, ControlKind, Run
+from runs.events import Fenced
+from runs.models import Control, Run
+from runs.services.claim import claim_next, claim_run, conf
 from runs.services.dbretry import retry_transient
-from runs.services.graphs import spec_for
 from runs.services.lifecycle import (
     error,
+    fail_unexpected,
     finish,
-    release_queue_slot,
-    requeue,
-    transition,
 )
+from runs.services.segment_endings import SegmentEndings
 from runs.services.steps import (
     KEY_SLACK,
     PendingStep,
     artifact_files_kept_on_commit,
-    capped,
     record_step_usage,
     record_unwritten_usage,
     state_size,
     write_steps,
 )
 from runs.services.watcher import watcher
-from runs.sql import NOT_NULL, guarded_update, insert_rows
 from runs.status import RunStatus
 from tenants import limits
 
 log = logging.getLogger(__name__)
 
+
 # A stretch of pure steps is committed together once it is this old (seconds), so live
 # viewers still see progress.
 PURE_BATCH_SECONDS = 0.05
 
-# The statuses a segment's own run can have while this worker still holds it.
-ACTIVE_HERE = (RunStatus.RUNNING, RunStatus.CANCELLING)
 
-SUSPENSION_CONTROL = {
-    "approval": ControlKind.APPROVAL,
-    "input": ControlKind.INPUT,
-    "sleep": ControlKind.WAKE,
-}
-
-
-def conf(name: str) -> float:
-    return float(settings.RUNYARD[name])
-
-
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
-
-
-def claim_run(run_pk: int, *, worker: str | None = None) -> Run | None:
-    """Take a dispatched run: one guarded UPDATE; None when someone else has it."""
-    worker = worker or worker_id()
-
-    def claim() -> Run | None:
-        with transaction.atomic():
-            return _claim(run_pk, worker)
-
-    return retry_transient(claim)
-
-
-def claim_next(*, worker: str | None = None) -> Run | None:
-    """Dispatch the next run owed a slot to this worker and claim it, in one transaction;
-    None when nothing is owed (or the cluster is at capacity)."""
-    from runs.dispatch import dispatch_here
-
-    worker = worker or worker_id()
-
-    def claim() -> Run | None:
-        with transaction.atomic():
-            run_pk = dispatch_here()
-            return None if run_pk is None else _claim(run_pk, worker)
-
-    return retry_transient(claim)
-
-
-def _claim(run_pk: int, worker: str) -> Run | None:
-    """The guarded claim; in the caller's transaction."""
-    now = timezone.now()
-    taken = guarded_update(
-        Run,
-        run_pk,
-        where={"status": RunStatus.QUEUED, "dispatched_at": NOT_NULL},
-        sets={
-            "status": RunStatus.RUNNING,
-            "lease_owner": worker,
-            "lease_expires_at": now + dt.timedelta(seconds=conf("LEASE_SECONDS")),
-            "heartbeat_at": now,
-        },
-        increments={"epoch": 1, "claims": 1},
-    )
-    if not taken:
-        return None
-    run = Run.objects.select_related("tenant", "graph", "thread").get(pk=run_pk)
-    updates: dict[str, Any] = {}
-    if run.started_at is None:
-        updates = _first_claim(run, now)
-    append_events(
-        run,
-        [("run.started", {"claim": run.claims, "worker": worker})],
-        fence={"epoch": run.epoch},
-        **updates,
-    )
-    for key, value in updates.items():
-        setattr(run, key, value)
-    release_queue_slot(run)  # a started run no longer counts as queued
-    return run
-
-
-def _first_claim(run: Run, now: dt.datetime) -> dict[str, Any]:
-    """Initial state is built when the run starts, so an enqueued run on a thread sees the
-    state its predecessor left."""
-    spec = spec_for(run.graph)
-    thread_state = dict(run.thread.state) if run.thread else {}
-    if run.position:  # a fork: the checkpoint's state, with this run's input merged in
-        state = apply_update(spec, run.state, run.input)
-        position = run.position
-    else:
-        state = apply_update(spec, {**initial_state(spec, {}), **thread_state}, run.input)
-        position = {"node": spec.start, "step": 0, "visits": {}}
-    insert_rows(
-        Checkpoint,
-        [
-            {
-                "public_id": uuid.uuid4(),
-                "run": run.pk,
-                "thread": run.thread_id,
-                "step_index": 0,
-                "state": state,
-                "position": position,
-                "created_at": now,
-            }
-        ],
-    )
-    return {
-        "state": state,
-        "position": position,
-        "started_at": now,
-        "thread_state_before": thread_state if run.thread else None,
-    }
-
-
-class Segment:
+class Segment(SegmentEndings):
     """One claimed stretch of a run's execution in this worker."""
-
-    def __init__(self, run: Run, *, slice_started: float | None = None) -> None:
-        self.run = run
-        self.epoch = run.epoch
-        self.spec = spec_for(run.graph)
-        self.token = CancelToken()
-        self.fenced = False
-        self.pause_requested = False
-        self.guidance_pending = run.guidance_pending
-        self.consumed: list[int] = []
-        self.pending: list[PendingStep] = []
-        self.batch_started = 0.0
-        self.current: tuple[int, str, int, float] | None = None
-        self.started_emitted: set[int] = set()
-        self.deltas: list[tuple[str, str]] = []
-        self.lock = threading.Lock()
-        # The queue task's time slice is shared by the segments it runs one after another.
-        self.started_mono = slice_started or time.monotonic()
-        self.next_beat = time.monotonic() + conf("HEARTBEAT_SECONDS")
-        self.wall_started = run.started_at or timezone.now()
-        # A tenant limit a subgraph call hit (tree admission, or a child stopped by one): the
-        # run fails with it at this step's commit, whatever caught the node's error.
-        self.tree_limit: limits.LimitExceeded | None = None
-        # An upper bound of the run's state as JSON, kept from each step's update size so a
-        # step does not dump the whole state to check max_state_bytes (steps.write_steps).
-        self.state_bytes = 0
-
-    # --- the watcher: lease renewal, control polling, live events -----------------------------
-
-    def tick(self) -> None:
-        """Called by the process's watcher thread every few hundred milliseconds."""
-        beat = time.monotonic() >= self.next_beat
-        if beat:
-            self.next_beat = time.monotonic() + conf("HEARTBEAT_SECONDS")
-        self._watch_tick(next_beat_due=beat)
-
-    def _watch_tick(self, *, next_beat_due: bool) -> None:
-        row = (
-            Run.objects.filter(pk=self.run.pk)
-            .values("status", "epoch", "pause_requested", "guidance_pending")
-            .first()
-        )
-        if row is None or row["epoch"] != self.epoch:
-            self.fenced = True
-            self.token.cancel("fenced")
-            return
-        if row["status"] == RunStatus.CANCELLING:
-            self.token.cancel("cancelled")
-        self.pause_requested = row["pause_requested"]
-        self.guidance_pending = row["guidance_pending"]
-        max_wall = self.run.tenant.max_wall_seconds
-        if max_wall and (timezone.now() - self.wall_started).total_seconds() >= max_wall:
-            self.token.cancel("max_wall_seconds")
-        self._flush_live()
-        if next_beat_due:
-            now = timezone.now()
-            renewed = Run.objects.filter(pk=self.run.pk, epoch=self.epoch).update(
-                lease_expires_at=now + dt.timedelta(seconds=conf("LEASE_SECONDS")),
-                heartbeat_at=now,
-            )
-            if not renewed:
-                self.fenced = True
-                self.token.cancel("fenced")
-
-    def _flush_live(self) -> None:
-        """Events a slow step shows before it commits: step.started and llm deltas."""
-        events: list[tuple[str, dict[str, Any]]] = []
-        with self.lock:
-            current = self.current
-            if (
-                current
-                and not self.pending  # written live, it would overtake uncommitted steps
-                and current[0] not in self.started_emitted
-                and time.monotonic() - current[3] > 0.3
-            ):
-                index, node, attempt, _ = current
-                events.append(("step.started", {"index": index, "node": node, "attempt": attempt}))
-                self.started_emitted.add(index)
-            if self.deltas:
-                merged: dict[str, str] = {}
-                for node, text in self.deltas:
-                    merged[node] = merged.get(node, "") + text
-                events += [("llm.delta", {"node": n, "text": t}) for n, t in merged.items()]
-                self.deltas = []
-        if events:
-            with transaction.atomic():
-                append_events(
-                    self.run, events, fence={"epoch": self.epoch, "status": RunStatus.RUNNING}
-                )
-
-    # --- engine callbacks ---------------------------------------------------------------------
-
-    def on_step_start(self, index: int, node: str, attempt: int) -> None:
-        with self.lock:
-            self.current = (index, node, attempt, time.monotonic())
-
-    def on_delta(self, node: str, text: str) -> None:
-        with self.lock:
-            self.deltas.append((node, text))
-
-    def resolve(self, suspension: Suspension) -> Resolution | None:
-        kind = SUSPENSION_CONTROL[suspension.kind]
-        controls = (
-            Control.objects.filter(run=self.run, kind=kind)
-            .filter(Q(key=suspension.id, consumed_at__isnull=True) | Q(key=f"{suspension.node}@*"))
-            .order_by("id")
-        )
-        # An answer for this occurrence wins over one that covers every occurrence.
-        chosen = sorted(controls, key=lambda c: c.key.endswith("@*"))
-        if not chosen:
-            return None
-        control = chosen[0]
-        if not control.key.endswith("@*"):
-            self.consumed.append(control.pk)
-        p = control.payload
-        return Resolution(
-            decision=p.get("decision"),
-            value=p.get("value"),
-            patch=p.get("patch"),
-            route=p.get("route"),
-            by=control.by,
-        )
-
-    def run_subgraph(
-        self, graph_name: str, data: dict[str, Any], depth: int, **call: Any
-    ) -> dict[str, Any]:
-        from runs.services.subgraphs import run_child
-
-        return run_child(self, graph_name, data, depth, **call)
-
-    def context(self) -> RunContext:
-        tenant = self.run.tenant
-        return RunContext(
-            cancel=self.token,
-            resolve=self.resolve,
-            on_step_start=self.on_step_start,
-            on_delta=self.on_delta,
-            run_subgraph=self.run_subgraph,
-            depth=self.run.depth,
-            http_policy=HttpPolicy(
-                allowed_hosts=list(tenant.http_allowed_hosts or []),
-                allow_private=tenant.http_allow_private,
-            ),
-            llm_config={
-                "openai": {
-                    "base_url": settings.RUNYARD["OPENAI_BASE_URL"],
-                    "api_key": settings.RUNYARD["OPENAI_API_KEY"],
-                    "prices": price_table().get("openai", {}),  # the operator's, never a spec's
-                }
-            },
-            metadata=dict(self.run.metadata),
-        )
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -402,9 +127,6 @@ class Segment:
                     break
             if not restart:
                 return self._ended_at_position()
-
-    def _fence(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "status": RunStatus.RUNNING}
 
     def _may_defer(self, executor: Executor, result: StepResult) -> bool:
         """Whether this step's commit may wait for the next one's: only a plain completed pure
@@ -486,219 +208,6 @@ class Segment:
         self.consumed = []
         return outcome
 
-    def _after_step(
-        self,
-        result: StepResult,
-        check: limits.RunLimitCheck,
-        prev_state: dict[str, Any],
-        prev_position: dict[str, Any] | None,
-    ) -> str | None:
-        run = self.run
-        if result.done:
-            finish(run, RunStatus.SUCCEEDED, fence={"epoch": self.epoch})
-            return "succeeded"
-        if result.run_error and self.tree_limit is None:
-            return self._fail_or_resurrect(result, prev_state, prev_position)
-        exc = self.tree_limit or check.exceeded
-        if exc is not None:
-            return self._fail_limit(exc, in_transaction=True)
-        return None
-
-    def _stop_if_budget_used_up(self) -> str | None:
-        """A run that starts (or resumes) once its tenant's budget is used up stops before its
-        next step spends anything; one in flight stops at its step's commit (check_spend)."""
-        try:
-            limits.check_budgets(self.run.tenant, refusing="the run")
-            return None
-        except limits.LimitExceeded as exc:
-            return self._fail_limit(exc)
-
-    def _fail_limit(
-        self, exc: limits.LimitExceeded, *, in_transaction: bool = False, **updates: Any
-    ) -> str:
-        def commit() -> str:
-            with transaction.atomic():
-                finish(
-                    self.run,
-                    RunStatus.FAILED,
-                    fence={"epoch": self.epoch},
-                    err=error(exc.code, exc.message, **exc.details),
-                    extra_events=[
-                        (
-                            "limit.exceeded",
-                            {"limit": exc.limit, "message": exc.message, **exc.details},
-                        )
-                    ],
-                    **updates,
-                )
-            return "failed"
-
-        return commit() if in_transaction else retry_transient(commit)
-
-    def _ended_at_position(self) -> str:
-        """The engine had nothing to run: the position has no next node (a fork of a run's
-        final checkpoint). The run ends here with its state, as a LangGraph run resumed from
-        a finished checkpoint returns that state; it never sits running with nothing to do."""
-        self._commit_pending()  # nothing is pending unless a step was deferred; never lose it
-        position = self.run.position or {}
-        if position.get("node") is not None:  # cannot happen: the engine yields a failed step
-            raise RuntimeError(f"run stopped at node {position.get('node')!r} with no step")
-
-        def commit() -> str:
-            with transaction.atomic():
-                finish(self.run, RunStatus.SUCCEEDED, fence={"epoch": self.epoch})
-            return "succeeded"
-
-        return retry_transient(commit)
-
-    def _fail_or_resurrect(
-        self, result: StepResult, prev_state: dict[str, Any], prev_position: dict[str, Any] | None
-    ) -> str:
-        run, err = self.run, dict(result.run_error or {})
-        fatal = bool(err.get("fatal"))
-        if not fatal and run.resurrections < self.spec.max_resurrections:
-            # Resume at the failed node with the state from before it; step numbers go on.
-            position = {**(prev_position or {}), "step": result.index}
-            requeue(
-                run,
-                reason="resurrected",
-                fence={"epoch": self.epoch},
-                event="run.resurrected",
-                state=prev_state,
-                position=position,
-                resurrections=run.resurrections + 1,
-                data={"error": err, "attempt": run.resurrections + 1},
-            )
-            return "resurrected"
-        finish(run, RunStatus.FAILED, fence={"epoch": self.epoch}, err=err)
-        return "failed"
-
-    def _suspend(self, result: StepResult) -> str:
-        susp = result.suspension
-        assert susp is not None
-
-        def commit() -> str:
-            with transaction.atomic():
-                run, now = self.run, timezone.now()
-                same = bool(run.waiting_for and run.waiting_for.get("id") == susp.id)
-                deadline = (
-                    run.wait_deadline
-                    if same
-                    else (now + dt.timedelta(seconds=susp.timeout) if susp.timeout else None)
-                )
-                waiting_for = {
-                    "kind": susp.kind,
-                    "id": susp.id,
-                    "node": susp.node,
-                    "message": susp.message,
-                    "default": susp.default,
-                    "deadline": deadline.isoformat() if deadline else None,
-                    "data": susp.data,
-                }
-                events: list[tuple[str, dict[str, Any]]] = []
-                # A message or its data may be as large as an expression can build.
-                shown = capped(waiting_for)
-                if not same and susp.kind in ("approval", "input"):
-                    events.append((f"{susp.kind}.requested", shown))
-                events.append(("run.waiting", {"waiting_for": shown}))
-                transition(
-                    run,
-                    RunStatus.WAITING,
-                    events=events,
-                    fence={"epoch": self.epoch},
-                    waiting_for=waiting_for,
-                    wait_deadline=deadline,
-                    lease_owner="",
-                    lease_expires_at=None,
-                    position=result.position,
-                )
-                # A decision that landed while we were suspending must not be left unseen.
-                if self.resolve(susp) is not None:
-                    self.consumed = []
-                    requeue(run, reason="answered")
-                    return "requeued"
-                return "waiting"
-
-        return retry_transient(commit)
-
-    def _pause(self) -> str:
-        with transaction.atomic():
-            transition(
-                self.run,
-                RunStatus.PAUSED,
-                events=[("run.paused", {})],
-                fence={"epoch": self.epoch},
-                pause_requested=False,
-                lease_owner="",
-                lease_expires_at=None,
-            )
-        return "paused"
-
-    def _yield_turn(self) -> str:
-        with transaction.atomic():
-            requeue(self.run, reason="time_slice", fence={"epoch": self.epoch})
-        return "yielded"
-
-    def _apply_guidance(self) -> None:
-        with transaction.atomic():
-            controls = list(
-                Control.objects.filter(
-                    run=self.run, kind=ControlKind.GUIDANCE, consumed_at__isnull=True
-                ).order_by("id")
-            )
-            state = dict(self.run.state)
-            messages = [c.payload.get("message") for c in controls]
-            if messages:
-                state["guidance"] = list(state.get("guidance") or []) + messages
-            append_events(
-                self.run,
-                [("guidance.received", capped({"messages": messages}))] if messages else [],
-                fence=self._fence(),
-                state=state,
-                guidance_pending=False,
-            )
-            Control.objects.filter(pk__in=[c.pk for c in controls]).update(
-                consumed_at=timezone.now()
-            )
-            self.run.state = state
-            self.guidance_pending = False
-
-    def _on_cancelled(self, reason: str) -> str:
-        if self.fenced or reason == "fenced":
-            return "fenced"
-
-        def commit() -> str:
-            with transaction.atomic():
-                run = self.run
-                row = Run.objects.filter(pk=run.pk).values("status", "epoch", "cancel_action").get()
-                wanted = (RunStatus.CANCELLING,) if reason == "commit_fenced" else ACTIVE_HERE
-                if row["epoch"] != self.epoch or row["status"] not in wanted:
-                    log.info("run %s: fenced out at epoch %s", run.public_id, self.epoch)
-                    return "fenced"
-                run.status, run.cancel_action = row["status"], row["cancel_action"]
-                if reason == "max_wall_seconds" and run.status == RunStatus.RUNNING:
-                    cap = run.tenant.max_wall_seconds
-                    msg = f"The run crossed max_wall_seconds={cap}."
-                    finish(
-                        run,
-                        RunStatus.TIMED_OUT,
-                        fence={"epoch": self.epoch},
-                        err=error("limit_exceeded.max_wall_seconds", msg),
-                        extra_events=[
-                            ("limit.exceeded", {"limit": "max_wall_seconds", "message": msg})
-                        ],
-                    )
-                    return "timed_out"
-                finish(
-                    run,
-                    RunStatus.CANCELLED,
-                    fence={"epoch": self.epoch},
-                    err=error("cancelled", f"Cancelled ({run.cancel_action or 'interrupt'})."),
-                )
-                return "cancelled"
-
-        return retry_transient(commit)
-
 
 def run_segment(run_pk: int) -> str:
     """Claim and execute the run until it ends, waits, pauses, or hands its turn back. Then,
@@ -736,10 +245,10 @@ def _execute_claimed(run: Run, task_started: float) -> str:
     try:
         return Segment(run, slice_started=task_started).execute()
     except NodeError as exc:  # a node error escaping the engine is a bug in a node kind
-        return _fail_unexpected(run, exc)
+        return fail_unexpected(run, exc)
     except Exception as exc:
         log.exception("run %s crashed in its segment", run.public_id)
-        return _fail_unexpected(run, exc)
+        return fail_unexpected(run, exc)
 
 
 def _fail_unclaimable(run_pk: int, exc: BaseException) -> str:
@@ -755,23 +264,4 @@ def _fail_unclaimable(run_pk: int, exc: BaseException) -> str:
             fence={"epoch": run.epoch},
             err=error("start_failed", f"{type(exc).__name__}: {exc}", fatal=True),
         )
-    return "failed"
-
-
-def _fail_unexpected(run: Run, exc: BaseException) -> str:
-    try:
-        with transaction.atomic():
-            current = Run.objects.filter(pk=run.pk, epoch=run.epoch).values("status").first()
-            if current is None:
-                return "fenced"
-            run.status = current["status"]
-            finish(
-                run,
-                RunStatus.FAILED,
-                fence={"epoch": run.epoch},
-                err=error("internal_error", f"{type(exc).__name__}: {exc}"),
-            )
-    except Exception:  # noqa: BLE001 - the reconciler resolves it from the lease evidence
-        log.exception("could not record the failure of run %s", run.public_id)
-        return "crashed"
     return "failed"

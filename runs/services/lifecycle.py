@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 from functools import partial
 from typing import Any
@@ -16,6 +17,8 @@ from runs.services.errors import InvalidTransition
 from runs.sql import guarded_update
 from runs.status import TERMINAL, RunStatus, can_transition
 from tenants import limits
+
+log = logging.getLogger(__name__)
 
 
 def release_run_slot(run: Run) -> None:
@@ -155,3 +158,24 @@ def requeue(
 
 def as_decimal(value: float | Decimal) -> Decimal:
     return value if isinstance(value, Decimal) else Decimal(str(round(value, 6)))
+
+
+def fail_unexpected(run: Run, exc: BaseException) -> str:
+    """A segment that crashed (a bug, not a node's error) fails its run, unless it lost the run
+    meanwhile; if even that cannot be written, the reconciler resolves it from the lease."""
+    try:
+        with transaction.atomic():
+            current = Run.objects.filter(pk=run.pk, epoch=run.epoch).values("status").first()
+            if current is None:
+                return "fenced"
+            run.status = current["status"]
+            finish(
+                run,
+                RunStatus.FAILED,
+                fence={"epoch": run.epoch},
+                err=error("internal_error", f"{type(exc).__name__}: {exc}"),
+            )
+    except Exception:  # noqa: BLE001 - the reconciler resolves it from the lease evidence
+        log.exception("could not record the failure of run %s", run.public_id)
+        return "crashed"
+    return "failed"

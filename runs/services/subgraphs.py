@@ -27,7 +27,7 @@ import datetime as dt
 import hashlib
 import logging
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -37,18 +37,34 @@ from runs.engine import CancelToken, NodeError, RunCancelled
 from runs.engine.nodes.subgraph import MAX_DEPTH_CEILING
 from runs.events import Fenced, append_events
 from runs.models import Graph, Run
+from runs.services.claim import claim_run, worker_id
 from runs.services.dbretry import retry_transient
 from runs.services.graphs import get_graph, spec_for
-from runs.services.lifecycle import error, finish, requeue
+from runs.services.lifecycle import error, fail_unexpected, finish, requeue
 from runs.services.trees import take_child_slot
 from runs.sql import guarded_update
 from runs.status import TERMINAL, RunStatus
 from tenants import limits
 
-if TYPE_CHECKING:
-    from runs.services.execute import Segment
-
 log = logging.getLogger(__name__)
+
+
+class Segment(Protocol):
+    """What a subgraph call needs of its parent's segment (`runs.services.execute.Segment`),
+    named here so this module does not import the segment that calls it. A child's segment is
+    built by calling the parent's class with the claimed child run."""
+
+    run: Run
+    token: CancelToken
+    lock: threading.Lock
+    current: tuple[int, str, int, float] | None
+    wall_started: dt.datetime
+    tree_limit: limits.LimitExceeded | None
+
+    def __init__(self, run: Run) -> None: ...
+
+    def execute(self) -> str: ...
+
 
 # A child is taken over at most this often per call (each take-over is a claim, resurrection
 # or recovery of its own, all bounded elsewhere): a safety net against a loop, not a limit.
@@ -223,10 +239,8 @@ def _drive(
         try:
             segment.execute()
         except Exception as exc:
-            from runs.services.execute import _fail_unexpected
-
             log.exception("child run %s crashed", claimed.public_id)
-            _fail_unexpected(claimed, exc)
+            fail_unexpected(claimed, exc)
         finally:
             segment.token.detach()
     raise NodeError("subgraph_failed", f"Subgraph {graph_name} run {child.public_id} never ended.")
@@ -254,8 +268,6 @@ def _take_over(child: Run) -> Run | None:
     """Make this worker the child's owner: claim a queued child, requeue an interrupted one,
     end a cancelling one, or fence out the dead worker of a running one (epoch bump). None
     when the child changed meanwhile."""
-    from runs.services.execute import claim_run, worker_id
-
     if child.status == RunStatus.QUEUED:
         # Children are never dispatched: mark it dispatched to this worker and claim it.
         Run.objects.filter(pk=child.pk, status=RunStatus.QUEUED, dispatched_at=None).update(

@@ -23,7 +23,7 @@ from .tokens import count_message_tokens, count_tokens
 
 if TYPE_CHECKING:
     from ..context import NodeContext
-    from ..validation import SpecCheck
+    from ..speccheck import SpecCheck
 
 DEFAULT_TIMEOUT = 120.0
 

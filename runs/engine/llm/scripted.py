@@ -26,7 +26,7 @@ from .tokens import count_message_tokens, count_tokens, split_tokens
 
 if TYPE_CHECKING:
     from ..context import NodeContext
-    from ..validation import SpecCheck
+    from ..speccheck import SpecCheck
 
 
 @register_provider

@@ -9,7 +9,7 @@ from ..results import Suspension
 
 if TYPE_CHECKING:
     from ..context import NodeContext
-    from ..validation import SpecCheck
+    from ..speccheck import SpecCheck
 
 
 @dataclass(slots=True)

@@ -18,7 +18,7 @@ from .base import NodeKind, Outcome, register_kind
 
 if TYPE_CHECKING:
     from ..context import NodeContext
-    from ..validation import SpecCheck
+    from ..speccheck import SpecCheck
 
 
 @register_kind

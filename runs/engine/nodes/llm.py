@@ -29,7 +29,7 @@ from .base import NodeKind, Outcome, register_kind
 
 if TYPE_CHECKING:
     from ..context import NodeContext
-    from ..validation import SpecCheck
+    from ..speccheck import SpecCheck
 
 _ROLES = {"system", "user", "assistant", "tool", "developer"}
 _ALL_PROVIDER_FIELDS = frozenset().union(*(p.fields for p in providers().values()))

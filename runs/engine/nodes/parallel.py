@@ -25,7 +25,7 @@ from .base import NodeKind, Outcome, register_kind
 
 if TYPE_CHECKING:
     from ..context import NodeContext
-    from ..validation import SpecCheck
+    from ..speccheck import SpecCheck
 
 MODES = ("fail_fast", "collect")
 MAX_BRANCHES = 64

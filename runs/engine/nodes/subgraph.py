@@ -20,7 +20,7 @@ from .base import NodeKind, Outcome, register_kind
 
 if TYPE_CHECKING:
     from ..context import NodeContext
-    from ..validation import SpecCheck
+    from ..speccheck import SpecCheck
 
 # The deepest a run tree may nest, whatever a spec says (#15: depth multiplies fan-out).
 MAX_DEPTH_CEILING = 8

@@ -1,0 +1,135 @@
+"""Claiming a run for this worker: the guarded UPDATE that bumps `epoch` and takes the lease.
+
+`claim_run` takes a run the dispatcher handed out; `claim_next` dispatches and claims in one
+transaction. The first claim of a run builds its initial state and checkpoint 0.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import threading
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from runs.engine import (
+    apply_update,
+    initial_state,
+)
+from runs.events import append_events
+from runs.models import Checkpoint, Run
+from runs.services.dbretry import retry_transient
+from runs.services.graphs import spec_for
+from runs.services.lifecycle import (
+    release_queue_slot,
+)
+from runs.sql import NOT_NULL, guarded_update, insert_rows
+from runs.status import RunStatus
+
+log = logging.getLogger(__name__)
+
+
+def conf(name: str) -> float:
+    return float(settings.RUNYARD[name])
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+def claim_run(run_pk: int, *, worker: str | None = None) -> Run | None:
+    """Take a dispatched run: one guarded UPDATE; None when someone else has it."""
+    worker = worker or worker_id()
+
+    def claim() -> Run | None:
+        with transaction.atomic():
+            return _claim(run_pk, worker)
+
+    return retry_transient(claim)
+
+
+def claim_next(*, worker: str | None = None) -> Run | None:
+    """Dispatch the next run owed a slot to this worker and claim it, in one transaction;
+    None when nothing is owed (or the cluster is at capacity)."""
+    from runs.dispatch import dispatch_here
+
+    worker = worker or worker_id()
+
+    def claim() -> Run | None:
+        with transaction.atomic():
+            run_pk = dispatch_here()
+            return None if run_pk is None else _claim(run_pk, worker)
+
+    return retry_transient(claim)
+
+
+def _claim(run_pk: int, worker: str) -> Run | None:
+    """The guarded claim; in the caller's transaction."""
+    now = timezone.now()
+    taken = guarded_update(
+        Run,
+        run_pk,
+        where={"status": RunStatus.QUEUED, "dispatched_at": NOT_NULL},
+        sets={
+            "status": RunStatus.RUNNING,
+            "lease_owner": worker,
+            "lease_expires_at": now + dt.timedelta(seconds=conf("LEASE_SECONDS")),
+            "heartbeat_at": now,
+        },
+        increments={"epoch": 1, "claims": 1},
+    )
+    if not taken:
+        return None
+    run = Run.objects.select_related("tenant", "graph", "thread").get(pk=run_pk)
+    updates: dict[str, Any] = {}
+    if run.started_at is None:
+        updates = _first_claim(run, now)
+    append_events(
+        run,
+        [("run.started", {"claim": run.claims, "worker": worker})],
+        fence={"epoch": run.epoch},
+        **updates,
+    )
+    for key, value in updates.items():
+        setattr(run, key, value)
+    release_queue_slot(run)  # a started run no longer counts as queued
+    return run
+
+
+def _first_claim(run: Run, now: dt.datetime) -> dict[str, Any]:
+    """Initial state is built when the run starts, so an enqueued run on a thread sees the
+    state its predecessor left."""
+    spec = spec_for(run.graph)
+    thread_state = dict(run.thread.state) if run.thread else {}
+    if run.position:  # a fork: the checkpoint's state, with this run's input merged in
+        state = apply_update(spec, run.state, run.input)
+        position = run.position
+    else:
+        state = apply_update(spec, {**initial_state(spec, {}), **thread_state}, run.input)
+        position = {"node": spec.start, "step": 0, "visits": {}}
+    insert_rows(
+        Checkpoint,
+        [
+            {
+                "public_id": uuid.uuid4(),
+                "run": run.pk,
+                "thread": run.thread_id,
+                "step_index": 0,
+                "state": state,
+                "position": position,
+                "created_at": now,
+            }
+        ],
+    )
+    return {
+        "state": state,
+        "position": position,
+        "started_at": now,
+        "thread_state_before": thread_state if run.thread else None,
+    }

@@ -1,0 +1,52 @@
+"""The single gate for every tenant limit. Race-free: guarded UPDATEs on the tenant's own row.
+
+Admission counters (`queued_count`, `running_count`) change only through the functions here,
+and only by conditional UPDATEs, so two workers can never both take the last slot. The runs app
+pairs each acquire with a flag on the run that it clears with a guarded UPDATE before calling
+the matching release, so every slot is given back exactly once.
+
+Callers use this package (`from tenants import limits; limits.admit_run(...)`); its modules
+each hold one concern: `admission` (slots and rate), `usage` (the ledger), `budgets` (day and
+month budgets), `per_run` (a run's limits, its tree, its state size), `errors`.
+"""
+
+from tenants.limits.admission import (
+    RATE_WINDOW,
+    acquire_run_slot,
+    admit_run,
+    release_queue_slot,
+    release_run_slot,
+    running_total,
+)
+from tenants.limits.budgets import budget_usage, check_budgets, check_spend, has_budgets
+from tenants.limits.errors import LimitExceeded
+from tenants.limits.per_run import (
+    RunLimitCheck,
+    admit_child_run,
+    check_run_limits,
+    check_state_size,
+)
+from tenants.limits.usage import Period, record_usage, usage_between, usage_by_model, usage_shard
+
+__all__ = [
+    "RATE_WINDOW",
+    "LimitExceeded",
+    "Period",
+    "RunLimitCheck",
+    "acquire_run_slot",
+    "admit_child_run",
+    "admit_run",
+    "budget_usage",
+    "check_budgets",
+    "check_run_limits",
+    "check_spend",
+    "check_state_size",
+    "has_budgets",
+    "record_usage",
+    "release_queue_slot",
+    "release_run_slot",
+    "running_total",
+    "usage_between",
+    "usage_by_model",
+    "usage_shard",
+]

@@ -1,0 +1,191 @@
+"""The usage ledger: per tenant, day and shard (and per model), written in the transaction of
+the change that used it; read back as periods for budgets, the admin and the API."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, cast
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import F, Field, Q, Sum
+from django.utils import timezone
+
+from tenants.models import UsageDay, UsageModelDay
+
+
+def usage_shard(run_id: int) -> int:
+    """The ledger shard a run's usage goes to (RUNYARD["USAGE_SHARDS"] rows per tenant-day).
+
+    On PostgreSQL a step's ledger UPDATE holds the row until its transaction commits, so with
+    one row per tenant and day every step of that tenant waited for the previous one's commit
+    (bench/events.py: 100 concurrent runs of one tenant). Changing the count later is safe:
+    readers sum whatever shards exist."""
+    return run_id % max(1, int(settings.RUNYARD["USAGE_SHARDS"]))
+
+
+def _increment_day(tenant_id: int, day: dt.date, shard: int, **amounts: int | Decimal) -> bool:
+    """One plain UPDATE of the ledger row: this runs in every step's transaction."""
+    q = connection.ops.quote_name
+    columns = [q(cast(str, cast(Field, UsageDay._meta.get_field(name)).column)) for name in amounts]
+    sets = ", ".join(f"{c} = {c} + %s" for c in columns)
+    day_value = cast(Field, UsageDay._meta.get_field("day")).get_db_prep_save(day, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {q(UsageDay._meta.db_table)} SET {sets} WHERE {q('tenant_id')} = %s "  # noqa: S608 - names from model meta
+            f"AND {q('day')} = %s AND {q('shard')} = %s",
+            [*amounts.values(), tenant_id, day_value, shard],
+        )
+        return cursor.rowcount == 1
+
+
+def record_usage(
+    tenant_id: int,
+    *,
+    runs: int = 0,
+    steps: int = 0,
+    tokens_in: int = 0,
+    tokens_out: int = 0,
+    cost_usd: float | Decimal = 0,
+    by_model: dict[str, dict[str, Any]] | None = None,
+    day: dt.date | None = None,
+    shard: int = 0,
+) -> None:
+    """Add to today's ledger row of `shard` (and per model). Call in the transaction of the
+    change; a run's changes go to `usage_shard(run.pk)`."""
+    day = day or timezone.now().date()
+    cost = Decimal(str(cost_usd))
+    increments = {
+        "runs": F("runs") + runs,
+        "steps": F("steps") + steps,
+        "tokens_in": F("tokens_in") + tokens_in,
+        "tokens_out": F("tokens_out") + tokens_out,
+        "cost_usd": F("cost_usd") + cost,
+    }
+    if not _increment_day(
+        tenant_id,
+        day,
+        shard,
+        runs=runs,
+        steps=steps,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        cost_usd=cost,
+    ):
+        _, created = UsageDay.objects.get_or_create(
+            tenant_id=tenant_id,
+            day=day,
+            shard=shard,
+            defaults={
+                "runs": runs,
+                "steps": steps,
+                "tokens_in": tokens_in,
+                "tokens_out": tokens_out,
+                "cost_usd": cost,
+            },
+        )
+        if not created:  # another transaction created it between our UPDATE and INSERT
+            UsageDay.objects.filter(tenant_id=tenant_id, day=day, shard=shard).update(**increments)
+    for model, u in (by_model or {}).items():
+        m_inc = {
+            "calls": F("calls") + int(u.get("calls", 0)),
+            "tokens_in": F("tokens_in") + int(u.get("tokens_in", 0)),
+            "tokens_out": F("tokens_out") + int(u.get("tokens_out", 0)),
+            "cost_usd": F("cost_usd") + Decimal(str(u.get("cost_usd", 0))),
+        }
+        row = UsageModelDay.objects.filter(tenant_id=tenant_id, day=day, model=model, shard=shard)
+        if not row.update(**m_inc):
+            _, created = UsageModelDay.objects.get_or_create(
+                tenant_id=tenant_id,
+                day=day,
+                model=model,
+                shard=shard,
+                defaults={
+                    "calls": int(u.get("calls", 0)),
+                    "tokens_in": int(u.get("tokens_in", 0)),
+                    "tokens_out": int(u.get("tokens_out", 0)),
+                    "cost_usd": Decimal(str(u.get("cost_usd", 0))),
+                },
+            )
+            if not created:
+                row.update(**m_inc)
+
+
+@dataclass
+class Period:
+    tokens: int
+    cost_usd: Decimal
+    runs: int
+    steps: int
+
+
+def usage_between(tenant_id: int, first: dt.date, last: dt.date) -> Period:
+    agg = UsageDay.objects.filter(tenant_id=tenant_id, day__gte=first, day__lte=last).aggregate(
+        tin=Sum("tokens_in"),
+        tout=Sum("tokens_out"),
+        cost=Sum("cost_usd"),
+        runs=Sum("runs"),
+        steps=Sum("steps"),
+    )
+    return Period(
+        tokens=(agg["tin"] or 0) + (agg["tout"] or 0),
+        cost_usd=agg["cost"] or Decimal(0),
+        runs=agg["runs"] or 0,
+        steps=agg["steps"] or 0,
+    )
+
+
+def day_and_month(tenant_id: int, today: dt.date) -> tuple[Period, Period]:
+    """Today's and this month's usage in one query (budget checks run it at every step)."""
+    is_today = Q(day=today)
+    agg = UsageDay.objects.filter(
+        tenant_id=tenant_id, day__gte=today.replace(day=1), day__lte=today
+    ).aggregate(
+        d_tin=Sum("tokens_in", filter=is_today),
+        d_tout=Sum("tokens_out", filter=is_today),
+        d_cost=Sum("cost_usd", filter=is_today),
+        d_runs=Sum("runs", filter=is_today),
+        d_steps=Sum("steps", filter=is_today),
+        tin=Sum("tokens_in"),
+        tout=Sum("tokens_out"),
+        cost=Sum("cost_usd"),
+        runs=Sum("runs"),
+        steps=Sum("steps"),
+    )
+
+    def period(prefix: str) -> Period:
+        return Period(
+            tokens=(agg[f"{prefix}tin"] or 0) + (agg[f"{prefix}tout"] or 0),
+            cost_usd=agg[f"{prefix}cost"] or Decimal(0),
+            runs=agg[f"{prefix}runs"] or 0,
+            steps=agg[f"{prefix}steps"] or 0,
+        )
+
+    return period("d_"), period("")
+
+
+def usage_by_model(tenant_id: int, first: dt.date, last: dt.date) -> list[dict[str, Any]]:
+    """Per-model usage between two days, most expensive first."""
+    rows = (
+        UsageModelDay.objects.filter(tenant_id=tenant_id, day__gte=first, day__lte=last)
+        .values("model")
+        .annotate(
+            calls=Sum("calls"),
+            tokens_in=Sum("tokens_in"),
+            tokens_out=Sum("tokens_out"),
+            cost_usd=Sum("cost_usd"),
+        )
+        .order_by("-cost_usd", "model")
+    )
+    return [
+        {
+            "model": r["model"],
+            "calls": r["calls"] or 0,
+            "tokens_in": r["tokens_in"] or 0,
+            "tokens_out": r["tokens_out"] or 0,
+            "cost_usd": r["cost_usd"] or Decimal(0),
+        }
+        for r in rows
+    ]
