@@ -27,10 +27,11 @@ import datetime as dt
 import hashlib
 import logging
 import threading
+from collections import OrderedDict
 from typing import Any, Protocol
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from runs.engine import CancelToken, NodeError, RunCancelled
@@ -91,30 +92,93 @@ def run_child(
     stops the child too. Raises NodeError when the child cannot start or did not succeed,
     RunCancelled when the call is cancelled meanwhile.
     """
-    parent = parent_segment.run
     token = cancel or parent_segment.token
     token.raise_if_cancelled()
+    try:
+        return _run_child(parent_segment, token, graph_name, data, depth, call)
+    finally:
+        if threading.current_thread() is not threading.main_thread():
+            # A parallel branch's helper thread: its connection would otherwise stay open
+            # until the pool retires the thread, one per branch of a wide fan-out.
+            connection.close()
+
+
+def _run_child(
+    parent_segment: Segment,
+    token: CancelToken,
+    graph_name: str,
+    data: dict[str, Any],
+    depth: int,
+    call: str,
+) -> dict[str, Any]:
+    parent = parent_segment.run
     key = _base_key(parent_segment, call)
-    child: Run | None = None
-    n = 0
-    while key:
-        candidate = key if n == 0 else f"{key}/{n}"
-        child = Run.objects.filter(parent=parent, child_key=_stored(candidate)).first()
-        if child is None or _start_driving(child.pk):
-            key = candidate
-            break
-        n += 1  # this process drives that one already: a second call under the same key
-    if child is None:
-        try:
-            graph = get_graph(parent.tenant, graph_name)
-        except Exception as exc:
-            raise NodeError("subgraph_not_found", str(exc), retryable=False, fatal=True) from exc
-        child = _start_child(parent_segment, graph, data, depth, _stored(key) if key else "")
+    # Admissions of one process take turns, so a fan-out's branches reach the database one
+    # at a time and those past the cap are refused from memory, with no connection of their own.
+    with _admission_lock:
+        _refuse_known_over(parent_segment)
+        child: Run | None = None
+        n = 0
+        while key:
+            candidate = key if n == 0 else f"{key}/{n}"
+            child = Run.objects.filter(parent=parent, child_key=_stored(candidate)).first()
+            if child is None or _start_driving(child.pk):
+                key = candidate
+                break
+            n += 1  # this process drives that one already: a second call under the same key
+        if child is None:
+            try:
+                graph = get_graph(parent.tenant, graph_name)
+            except Exception as exc:
+                raise NodeError(
+                    "subgraph_not_found", str(exc), retryable=False, fatal=True
+                ) from exc
+            child = _start_child(parent_segment, graph, data, depth, _stored(key) if key else "")
     try:
         return _drive(parent_segment, token, child, graph_name)
     finally:
         with _driving_lock:
             _driving.discard(child.pk)
+
+
+# What this process knows of each tree it drives: children it admitted, and a refusal. A
+# fan-out past the cap (a parallel of subgraphs of itself) is then refused without touching
+# the database: each refused branch used to open a connection of its own for the lookup and
+# the guarded UPDATE, and a wide tree took PostgreSQL past max_connections for every tenant.
+# The root's row stays the authority; this only answers early when the answer is known.
+_trees_lock = threading.Lock()
+_admission_lock = threading.Lock()
+_trees_taken: OrderedDict[int, int] = OrderedDict()
+_trees_refused: OrderedDict[int, limits.LimitExceeded] = OrderedDict()
+TREES_KEPT = 1024
+
+
+def _remember(table: OrderedDict[int, Any], root_pk: int, value: Any) -> None:
+    with _trees_lock:
+        table[root_pk] = value
+        table.move_to_end(root_pk)
+        while len(table) > TREES_KEPT:
+            table.popitem(last=False)
+
+
+def _refuse_known_over(parent_segment: Segment) -> None:
+    """Fail the call at once when this process already knows the tree cannot take a child:
+    a limit refused one before (the tree's run fails with it anyway), or this process
+    admitted `max_child_runs` children of the root itself."""
+    run = parent_segment.run
+    root_pk, cap = run.root_id or run.pk, run.tenant.max_child_runs
+    with _trees_lock:
+        refused = _trees_refused.get(root_pk)
+        taken = _trees_taken.get(root_pk, 0)
+    if refused is None and cap is not None and taken >= cap:
+        refused = limits.LimitExceeded(
+            "max_child_runs",
+            f"The run tree already started {cap} child runs "
+            f"(max_child_runs of tenant {run.tenant.slug}).",
+            details={"cap": cap},
+        )
+    if refused is not None:
+        raise _limit_error(parent_segment, refused)
 
 
 def _base_key(parent_segment: Segment, call: str) -> str:
@@ -188,10 +252,14 @@ def _start_child(
     try:
         child = retry_transient(create)
     except limits.LimitExceeded as exc:
+        _remember(_trees_refused, root_pk, exc)
         raise _limit_error(parent_segment, exc) from None
     except IntegrityError:
         # A fenced-out worker of this parent started the same call meanwhile: use its child.
         child = Run.objects.get(parent=parent, child_key=key)
+    with _trees_lock:
+        taken = _trees_taken.get(root_pk, 0) + 1
+    _remember(_trees_taken, root_pk, taken)
     if parent.root_id is None:
         with parent_segment.lock:
             parent.tree_children += 1  # the root's next step reads its tree counters

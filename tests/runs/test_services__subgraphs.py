@@ -323,3 +323,30 @@ def test_the_roots_wall_time_stops_its_children(tenant, queue) -> None:
     child = Run.objects.get(parent=run)
     assert run.error["code"] == "limit_exceeded.max_wall_seconds"
     assert child.status == RunStatus.TIMED_OUT
+
+
+def test_branches_past_the_child_cap_are_refused_without_the_database(
+    tenant, queue, monkeypatch
+) -> None:
+    """A wide fan-out used to open one connection per refused branch (PostgreSQL ran out of
+    connections for every tenant): once this process has admitted `max_child_runs` children of
+    a root, further calls are refused from memory, and admissions take turns."""
+    from runs.services import subgraphs
+
+    lookups: list[str] = []
+    real_get_graph = subgraphs.get_graph
+
+    def counting_get_graph(tenant_: Any, name: str) -> Graph:
+        lookups.append(name)
+        return real_get_graph(tenant_, name)
+
+    monkeypatch.setattr(subgraphs, "get_graph", counting_get_graph)
+    tenant.max_child_runs = 3
+    tenant.save()
+    create_graph_version(tenant, fan_out_spec(branches=8))
+    run = create_run(tenant, graph="bomb")
+    assert queue.drain() == ["failed"]
+    run.refresh_from_db()
+    assert run.error["code"] == "limit_exceeded.max_child_runs"
+    # Only the admitted children looked their graph up; the other branches never got that far.
+    assert len(lookups) == 3 == Run.objects.filter(root=run).count()
