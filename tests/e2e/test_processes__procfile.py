@@ -19,7 +19,7 @@ def test_the_web_line_is_expanded_like_the_shell_would() -> None:
         "18001",
         "config.asgi:application",
     ]
-    assert procfile_command("web", {"PORT": "1", "RUNYARD_BIND": "0.0.0.0"})[2] == "0.0.0.0"
+    assert procfile_command("web", {"PORT": "1", "RUNYARD_BIND": "10.0.0.5"})[2] == "10.0.0.5"
 
 
 def test_expansion_forms_and_unknown_names(tmp_path: Path) -> None:
