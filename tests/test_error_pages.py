@@ -74,3 +74,9 @@ def test_static_files_are_served_with_debug_off(settings: Any, tmp_path: Path) -
     assert response["Content-Type"].startswith("text/css")
     assert response["Content-Length"] == str(len("body { color: red; }"))
     assert client.get("/static/admin/css/missing.css").status_code == 404
+
+
+@pytest.mark.django_db
+def test_the_favicon_is_found() -> None:
+    response = Client().get("/favicon.ico")
+    assert response.status_code == 301 and response["Location"] == "/static/runs/favicon.png"
