@@ -7,7 +7,7 @@ PORT ?= 8000
 export PORT
 VAR_DIR := $(or $(RUNYARD_VAR_DIR),var)
 
-.PHONY: run test lint bench chaos migrate seed clean browser-deps
+.PHONY: run serve static test lint bench chaos migrate seed clean browser-deps
 
 # A random SECRET_KEY of this machine's own, kept in var/ (config/settings.py reads it when
 # SECRET_KEY is not in the environment): `make run` never serves on the public development key.
@@ -31,8 +31,22 @@ migrate: $(VENV)/.installed $(VAR_DIR)/secret_key
 seed: migrate
 	$(PY) manage.py seed_demo
 
-run: seed
-	$(VENV)/bin/honcho -f platform/Procfile start
+# The web process serves these itself (ServeStatic): the admin's CSS/JS and the API docs.
+static: $(VENV)/.installed
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+
+# `set -m` runs honcho in a process group of its own and hands it the terminal, so Ctrl-C
+# reaches honcho (which stops web, worker and scheduler) and not make; honcho then exits 130
+# (143 on SIGTERM): a requested stop, so the target succeeds. tests/e2e/test_make_run.py.
+START := set -m; $(VENV)/bin/honcho -f platform/Procfile start; rc=$$?; \
+	if [ $$rc -eq 130 ] || [ $$rc -eq 143 ]; then echo "Runyard stopped."; exit 0; fi; exit $$rc
+
+run: seed static
+	@$(START)
+
+# The processes alone, without the setup steps (what `make run` ends with).
+serve:
+	@$(START)
 
 # Debian's chromium for the browser tests; skipped quietly where apt is not ours to use.
 browser-deps:

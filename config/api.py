@@ -29,7 +29,7 @@ from runs.engine.values import Unstorable, loads_storable
 from runs.events import Fenced
 from runs.services.errors import ServiceError
 from tenants.api import router as tenants_router
-from tenants.auth import api_auth
+from tenants.auth import api_auth, auth_refusal
 from tenants.limits import LimitExceeded
 from tenants.permissions import Forbidden
 
@@ -45,6 +45,25 @@ HTTP_CODES = {
     413: "payload_too_large",
     422: "validation_error",
     429: "too_many_requests",
+}
+
+
+# A 401's code and message by what was wrong with the credentials (tenants.auth.auth_refusal).
+AUTH_REFUSALS = {
+    "missing_credentials": (
+        "missing_credentials",
+        "Authentication required: send `Authorization: Bearer <key>` or log in to the dashboard.",
+    ),
+    "invalid_key": (
+        "invalid_key",
+        "The API key was not accepted: it is mistyped, was revoked, or its tenant is "
+        "deactivated. Check the key, or ask a tenant admin for a new one "
+        "(`manage.py create_api_key <tenant>` on the server).",
+    ),
+    "wrong_scheme": (
+        "missing_credentials",
+        "The Authorization header must read `Bearer <key>`; other schemes are not accepted.",
+    ),
 }
 
 
@@ -189,18 +208,54 @@ def limit_exceeded(request: HttpRequest, exc: LimitExceeded) -> HttpResponse:
     return response
 
 
+# Where ninja found a bad value, in the words of the API's reference: body fields by their own
+# name (ninja's `body.<parameter>` prefix names a Python argument, not anything the caller sent).
+WHERE_PHRASES = {
+    "query": "query parameter `{}`",
+    "path": "`{}` in the URL",
+    "header": "`{}` header",
+    "cookie": "`{}` cookie",
+    "form": "form field `{}`",
+    "file": "file `{}`",
+}
+# Pydantic's words for these say nothing about what to do.
+PROBLEM_PHRASES = {
+    "missing": "required",
+    "extra_forbidden": "not a field of this request (check its spelling in /api/v1/docs)",
+    # "...or instance of RunIn": the name of a Python class is no help to a caller.
+    "model_type": "must be a JSON object",
+    "dict_type": "must be a JSON object",
+    "list_type": "must be a JSON array",
+}
+
+
+def problem_of(error: dict[str, Any]) -> dict[str, str]:
+    """One of ninja's validation errors as {"where", "in", "message"} a person can act on:
+    `where` is the field as the caller wrote it (`input.text`, `nodes[0]`, `limit`)."""
+    loc = list(error.get("loc", ()))
+    source = str(loc[0]) if loc else "body"
+    rest = loc[2:] if source == "body" else loc[1:]
+    where = ""
+    for part in rest:
+        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
+    message = PROBLEM_PHRASES.get(str(error.get("type")), str(error.get("msg", "invalid")))
+    return {"where": where or "body", "in": source, "message": message}
+
+
+def _phrase(problem: dict[str, str]) -> str:
+    if problem["in"] == "body":
+        where = "the request body" if problem["where"] == "body" else f"`{problem['where']}`"
+    else:
+        where = WHERE_PHRASES.get(problem["in"], "`{}`").format(problem["where"])
+    return f"{where}: {problem['message']}"
+
+
 @api.exception_handler(ValidationError)
 def validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
-    problems = [
-        {
-            "where": ".".join(str(part) for part in err.get("loc", ())) or "request",
-            "message": str(err.get("msg", "invalid")),
-        }
-        for err in exc.errors
-    ]
-    summary = "; ".join(f"{p['where']}: {p['message']}" for p in problems[:5])
+    problems = [problem_of(err) for err in exc.errors]
+    summary = "; ".join(_phrase(p) for p in problems[:5])
     return error_response(
-        request, 422, "validation_error", f"Invalid request: {summary}", {"problems": problems}
+        request, 422, "validation_error", f"Invalid request: {summary}.", {"problems": problems}
     )
 
 
@@ -220,7 +275,7 @@ def http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     elif status == 403 and "CSRF" in message:
         code = "csrf_failed"
     elif isinstance(exc, AuthenticationError):
-        message = "Authentication required: send `Authorization: Bearer <key>` or log in."
+        code, message = AUTH_REFUSALS[auth_refusal(request) or "missing_credentials"]
     response = error_response(request, status, code, message, details)
     if status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="runyard"'

@@ -26,6 +26,14 @@ logger = logging.getLogger(__name__)
 
 # The dashboard stores the chosen tenant's public id under this session key.
 SESSION_TENANT_KEY = "tenant_id"
+# Why ApiKeyAuth refused a request's Authorization header, kept on the request so that the 401
+# (config/api.py) can say what to fix: "invalid_key" (a Bearer key that is unknown, revoked or
+# of a deactivated tenant) or "wrong_scheme" (an Authorization header that is not Bearer).
+AUTH_REFUSAL_ATTR = "runyard_auth_refusal"
+
+
+def auth_refusal(request: HttpRequest) -> str | None:
+    return getattr(request, AUTH_REFUSAL_ATTR, None)
 
 
 @dataclass(frozen=True)
@@ -119,8 +127,13 @@ class ApiKeyAuth(HttpBearer):
         value = request.headers.get(self.header, "")
         scheme, _, token = value.partition(" ")
         if scheme.lower() != self.openapi_scheme or not token.strip():
+            if value.strip():
+                setattr(request, AUTH_REFUSAL_ATTR, "wrong_scheme")
             return None
-        return self.authenticate(request, token.strip())
+        ctx = self.authenticate(request, token.strip())
+        if ctx is None:
+            setattr(request, AUTH_REFUSAL_ATTR, "invalid_key")
+        return ctx
 
     def authenticate(self, request: HttpRequest, token: str) -> TenantContext | None:
         return context_for_key(token)

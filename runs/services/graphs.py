@@ -111,9 +111,35 @@ def get_graph(tenant: Tenant, name: str, version: int | None = None) -> Graph:
         cursor.execute(sql + f" ORDER BY {q('version')} DESC LIMIT 1", params)
         row = cursor.fetchone()
     if row is None:
-        what = f"{name}@{version}" if version else name
-        raise NotFound(f"Graph {what} does not exist.")
+        raise graph_not_found(tenant, name, version)
     return _graph_row(row[0], tenant.pk, row[1], row[2])
+
+
+# An unknown graph's 404 names at most this many of the tenant's graphs.
+KNOWN_GRAPHS_SHOWN = 10
+
+
+def graph_not_found(tenant: Tenant, name: str, version: int | None) -> NotFound:
+    """A 404 a person can act on: the versions of `name` when only the version is wrong, else
+    the names (the first few, alphabetically) of the graphs the tenant does have."""
+    graphs = Graph.objects.for_tenant(tenant)
+    versions = list(graphs.filter(name=name).order_by("version").values_list("version", flat=True))
+    if versions:
+        listed = ", ".join(str(v) for v in versions[-KNOWN_GRAPHS_SHOWN:])
+        return NotFound(
+            f"Graph {name} has no version {version}; its versions are {listed}.",
+            details={"graph": name, "versions": versions[-KNOWN_GRAPHS_SHOWN:]},
+        )
+    names = list(
+        graphs.order_by("name").values_list("name", flat=True).distinct()[: KNOWN_GRAPHS_SHOWN + 1]
+    )
+    shown, more = names[:KNOWN_GRAPHS_SHOWN], len(names) > KNOWN_GRAPHS_SHOWN
+    what = f"{name}@{version}" if version else name
+    if not shown:
+        hint = "This tenant has no graphs yet: create one with POST /api/v1/graphs."
+    else:
+        hint = "Graphs here: " + ", ".join(shown) + (", and more" if more else "") + "."
+    return NotFound(f"Graph {what} does not exist. {hint}", details={"graphs": shown, "more": more})
 
 
 @functools.lru_cache(maxsize=1024)

@@ -1,13 +1,20 @@
-"""Start real platform processes (daphne, qcluster, scheduler) against the test database."""
+"""Start real platform processes (daphne, qcluster, scheduler) against the test database.
+
+The web process is the shipped one: platform/Procfile's own `web:` line, DEBUG off, serving
+the static files `collectstatic` gathered (once per test session, into a temporary STATIC_ROOT).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shlex
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +27,8 @@ from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
+PROCFILE = ROOT / "platform" / "Procfile"
+_STATIC_ROOT: list[Path] = []  # collected once per test session
 
 
 def free_port() -> int:
@@ -28,9 +37,49 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def procfile_command(name: str, env: dict[str, str], procfile: Path = PROCFILE) -> list[str]:
+    """The argv of the Procfile's `name:` line, with `$VAR`, `${VAR}` and `${VAR:-default}`
+    expanded from `env` as the shell that honcho starts would, and relative paths made
+    absolute (they are relative to the repository's root, where honcho runs)."""
+    for line in procfile.read_text().splitlines():
+        key, sep, command = line.partition(":")
+        if sep and key.strip() == name:
+            break
+    else:
+        raise LookupError(f"no {name!r} process in {procfile}")
+
+    def expand(match: re.Match[str]) -> str:
+        var = match.group(1) or match.group(3)
+        value = env.get(var, "")
+        return value if value or match.group(2) is None else match.group(2)
+
+    expanded = re.sub(r"\$\{(\w+)(?::-([^}]*))?\}|\$(\w+)", expand, command)
+    argv = shlex.split(expanded)
+    if argv and argv[0] == "exec":
+        argv = argv[1:]
+    return [str(ROOT / a) if a.startswith("./") or a.startswith(".venv/") else a for a in argv]
+
+
+def collected_static() -> Path:
+    """A STATIC_ROOT filled by `collectstatic`, shared by every web process of this session."""
+    if not _STATIC_ROOT:
+        root = Path(tempfile.mkdtemp(prefix="runyard-static-"))
+        subprocess.run(
+            [PY, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
+            cwd=ROOT,
+            env={**os.environ, "STATIC_ROOT": str(root)},
+            check=True,
+            timeout=120,
+        )
+        _STATIC_ROOT.append(root)
+    return _STATIC_ROOT[0]
+
+
 def process_env(**extra: str) -> dict[str, str]:
-    """Environment that points a child process at the database this test uses."""
+    """Environment that points a child process at the database this test uses, with DEBUG
+    off as shipped."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env["DEBUG"] = "false"
     db = connection.settings_dict
     if settings.IS_SQLITE:
         env["SQLITE_PATH"] = str(db["NAME"])
@@ -56,6 +105,8 @@ class Platform:
         # The same queue name as this test process, which dispatches too. A stale task from an
         # earlier test names a run that no longer exists, and its claim finds nothing.
         self.env = process_env(**env)
+        self.env["PORT"] = str(self.port)
+        self.env.setdefault("RUNYARD_BIND", "127.0.0.1")
         self.procs: dict[str, subprocess.Popen] = {}
 
     @property
@@ -67,17 +118,9 @@ class Platform:
         return f"ws://127.0.0.1:{self.port}"
 
     def command(self, name: str) -> list[str]:
+        if name == "web":
+            return procfile_command("web", self.env)
         return {
-            "web": [
-                PY,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "config.asgi:application",
-            ],
             "worker": [PY, "manage.py", "qcluster"],
             "scheduler": [
                 PY,
@@ -91,6 +134,8 @@ class Platform:
         }[name]
 
     def start(self, *names: str) -> Platform:
+        if "web" in names:
+            self.env.setdefault("STATIC_ROOT", str(collected_static()))
         for name in names:
             log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
             self.procs[name] = subprocess.Popen(

@@ -85,7 +85,7 @@ def test_cancel_action_must_be_interrupt_or_rollback(alice: Api, queue: InlineQu
     run = alice.post("/runs", {"graph": "chain"}).json()
     response = alice.post(f"/runs/{run['id']}/cancel", {"action": "explode"})
     assert response.status_code == 422
-    assert "body.payload.action" in error_of(response)["message"]
+    assert "`action`" in error_of(response)["message"]
 
 
 # --- pause / resume ------------------------------------------------------------------------------
@@ -155,7 +155,7 @@ def test_input_needs_a_value_and_is_size_limited(
     run = _start(alice, queue, "ask")
     missing = alice.post(f"/runs/{run['id']}/input", {"input_id": "question@1"})
     assert missing.status_code == 422
-    assert "body.payload.value" in error_of(missing)["message"]
+    assert "`value`" in error_of(missing)["message"]
     settings.RUNYARD = {**settings.RUNYARD, "MAX_INPUT_BYTES": 100}
     big = alice.post(f"/runs/{run['id']}/input", {"value": "x" * 200})
     assert big.status_code == 413
@@ -175,7 +175,7 @@ def test_empty_guidance_is_422(alice: Api, queue: InlineQueue) -> None:
     run = alice.post("/runs", {"graph": "chain"}).json()
     response = alice.post(f"/runs/{run['id']}/guidance", {"message": ""})
     assert response.status_code == 422
-    assert "body.payload.message" in error_of(response)["message"]
+    assert "`message`" in error_of(response)["message"]
 
 
 # --- approvals -----------------------------------------------------------------------------------
@@ -232,7 +232,7 @@ def test_bad_approvals_are_refused_clearly(alice: Api, queue: InlineQueue) -> No
     run = _start(alice, queue, "approve")
     url = f"/runs/{run['id']}/approvals"
     maybe = alice.post(f"{url}/gate@1", {"decision": "maybe"})
-    assert maybe.status_code == 422 and "body.payload.decision" in error_of(maybe)["message"]
+    assert maybe.status_code == 422 and "`decision`" in error_of(maybe)["message"]
     assert alice.post(f"{url}/before@1", {"decision": "approve"}).status_code == 404
     bad_id = alice.post(f"{url}/gate@first", {"decision": "approve"})
     assert bad_id.status_code == 422

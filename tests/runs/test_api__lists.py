@@ -147,11 +147,11 @@ def test_filters_by_metadata(tenant: Tenant, alice: Api) -> None:
 @pytest.mark.parametrize(
     ("params", "field"),
     [
-        ({"status": "sleeping"}, "query.status"),
-        ({"limit": 0}, "query.limit"),
-        ({"limit": 1000}, "query.limit"),
-        ({"created_after": "yesterday"}, "query.created_after"),
-        ({"thread_id": "t1"}, "query.thread_id"),
+        ({"status": "sleeping"}, "status"),
+        ({"limit": 0}, "limit"),
+        ({"limit": 1000}, "limit"),
+        ({"created_after": "yesterday"}, "created_after"),
+        ({"thread_id": "t1"}, "thread_id"),
         ({"cursor": "not-a-cursor"}, "cursor"),
         ({"metadata_key": "customer"}, "metadata_value"),
     ],

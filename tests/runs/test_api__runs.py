@@ -146,12 +146,12 @@ def test_input_is_checked_against_the_graph_schema_naming_the_field(
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"graph": "chain", "input": [1, 2]}, "body.payload.input"),
-        ({"graph": "chain", "multitask_strategy": "shove"}, "body.payload.multitask_strategy"),
-        ({"graph": "chain", "thread_id": "not-a-uuid"}, "body.payload.thread_id"),
-        ({"graph": "chain", "version": 0}, "body.payload.version"),
-        ({"input": {}}, "body.payload.graph"),
-        ({"graph": "chain", "inputs": {}}, "body.payload.inputs"),
+        ({"graph": "chain", "input": [1, 2]}, "input"),
+        ({"graph": "chain", "multitask_strategy": "shove"}, "multitask_strategy"),
+        ({"graph": "chain", "thread_id": "not-a-uuid"}, "thread_id"),
+        ({"graph": "chain", "version": 0}, "version"),
+        ({"input": {}}, "graph"),
+        ({"graph": "chain", "inputs": {}}, "inputs"),
     ],
 )
 def test_bad_bodies_are_422_naming_the_field(
@@ -291,4 +291,4 @@ def test_get_run_by_a_malformed_or_unknown_id(alice: Api) -> None:
     assert alice.get(f"/runs/{uuid.uuid4()}").status_code == 404
     response = alice.get("/runs/12")
     assert response.status_code == 422
-    assert error_of(response)["details"]["problems"][0]["where"] == "path.run_id"
+    assert error_of(response)["details"]["problems"][0]["where"] == "run_id"

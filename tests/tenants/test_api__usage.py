@@ -84,4 +84,4 @@ def test_usage_through_the_dashboard_session(member: Any) -> None:
 def test_usage_needs_credentials(tenant: Tenant) -> None:
     response = anonymous().get("/usage")
     assert response.status_code == 401
-    assert error_of(response)["code"] == "unauthorized"
+    assert error_of(response)["code"] == "missing_credentials"
