@@ -8,6 +8,7 @@ is looked up through the caller's tenant, so another tenant's run is a 404.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -161,6 +162,10 @@ def _run_error_here(run: Run, step: Step) -> bool:
     return isinstance(run.error, dict) and run.error.get("node") == step.node
 
 
+def _utc_ms(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
 def _retries(events: list[dict[str, Any]]) -> int:
     return sum(1 for e in events if e["type"] == "step.retrying")
 
@@ -193,6 +198,8 @@ def inspect_step(run: Run, step: Step) -> dict[str, Any]:
         "kind": node_spec.get("kind", "") if isinstance(node_spec, dict) else "",
         "node_spec": pretty(node_spec, NODE_SPEC_CHARS) if node_spec is not None else None,
         "duration": fmt_ms(step.duration_ms),
+        "started": _utc_ms(step.started_at),
+        "finished": _utc_ms(step.finished_at),
         "usage": _usage(step),
         "error": _error(step, run, is_last=next_index is None),
         "retries": _retries(events),

@@ -112,9 +112,10 @@ def test_an_llm_step_shows_its_rendered_prompt_output_usage_timing_and_artifact(
     assert f"${step.usage['cost_usd']:.6f}" in usage and "scripted" in usage
 
     timing = section(page, "timing")
-    assert step.started_at.strftime("%Y-%m-%d %H:%M:%S") in timing
-    assert step.finished_at.strftime("%Y-%m-%d %H:%M:%S") in timing
-    assert f"({step.duration_ms} ms)" in timing and "<dt>Attempt</dt><dd>1" in timing
+    assert step.started_at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "</time> UTC" in timing
+    assert step.finished_at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "</time> UTC" in timing
+    assert f'<dd data-ms="{step.duration_ms}">{step.duration_ms} ms</dd>' in timing
+    assert "<dt>Attempt</dt><dd>1" in timing
 
     artifacts = section(page, "artifacts")
     artifact = step.artifacts.get()
