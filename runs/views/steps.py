@@ -234,6 +234,17 @@ def step_detail(request: HttpRequest, run_id: uuid.UUID, index: int) -> HttpResp
     return _render(request, run, inspect_step(run, step))
 
 
+def _now_at(run: Run, node: str) -> str:
+    """What the run is doing at a node that has no step yet: "waiting", "running" or ""."""
+    waiting = run.waiting_for if isinstance(run.waiting_for, dict) else {}
+    if waiting.get("node") == node and run.status in ("waiting", "paused"):
+        return str(waiting.get("kind") or "waiting")
+    position = run.position if isinstance(run.position, dict) else {}
+    if position.get("node") == node and run.status in ("queued", "running", "cancelling"):
+        return "running"
+    return ""
+
+
 def _parallel_of(run: Run, node: str) -> str | None:
     """The parallel node that runs `node` as a branch: branches have no steps of their own."""
     nodes = run.graph.spec.get("nodes") if isinstance(run.graph.spec, dict) else None
@@ -260,5 +271,6 @@ def node_step(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
             via = node if step is not None else None
     if step is None:
         # Not an error: a pending node is a normal thing to click on.
-        return _render(request, run, {"run": run, "not_run": node, "title": f"Node {node}"})
+        context = {"run": run, "not_run": node, "title": f"Node {node}", "now": _now_at(run, node)}
+        return _render(request, run, context)
     return _render(request, run, {**inspect_step(run, step), "via_branch": via})

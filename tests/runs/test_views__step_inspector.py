@@ -15,7 +15,7 @@ from runs.models import Checkpoint, Event, Run, Step
 from runs.services import create_graph_version, create_run
 from runs.status import RunStatus
 from runs.views import steps as step_views
-from tests.runs.conftest import chain_spec
+from tests.runs.conftest import approval_spec, chain_spec
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -283,6 +283,23 @@ def test_a_node_opens_its_latest_step_and_a_pending_node_says_so(
     assert 'data-section="not-run"' in pending.content.decode()
     too_long = client.get(f"/runs/{run.public_id}/steps/", {"node": "x" * 5000, "partial": "1"})
     assert too_long.status_code == 200 and 'data-section="not-run"' in too_long.content.decode()
+
+
+def test_a_node_the_run_waits_at_says_so(tenant: Any, member: Any, queue: Any) -> None:
+    create_graph_version(tenant, approval_spec())
+    run = create_run(tenant, graph="approve")
+    queue.drain()
+    run.refresh_from_db()
+    assert run.status == RunStatus.WAITING
+    page = login(member).get(f"/runs/{run.public_id}/steps/", {"node": "gate", "partial": "1"})
+    assert "The run waits at this node (approval)" in page.content.decode()
+
+    # A run at a node in flight (as a worker leaves it mid-step).
+    Run.objects.filter(pk=run.pk).update(
+        status=RunStatus.RUNNING, waiting_for=None, position={"node": "after", "step": 2}
+    )
+    page = login(member).get(f"/runs/{run.public_id}/steps/", {"node": "after", "partial": "1"})
+    assert "The run is at this node now" in page.content.decode()
 
 
 def test_a_branch_node_opens_its_parallel_step(tenant: Any, member: Any, queue: Any) -> None:
