@@ -12,6 +12,7 @@ from runs.views.runs import (
     run_list,
     run_live,
 )
+from runs.views.steps import node_step, step_detail
 from runs.views.tenants import switch_tenant
 from runs.views.usage import usage
 
@@ -23,6 +24,8 @@ __all__ = [
     "run_detail",
     "run_list",
     "run_live",
+    "node_step",
+    "step_detail",
     "switch_tenant",
     "usage",
 ]

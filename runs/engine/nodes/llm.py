@@ -32,6 +32,10 @@ if TYPE_CHECKING:
     from ..speccheck import SpecCheck
 
 _ROLES = {"system", "user", "assistant", "tool", "developer"}
+# Bounds of the `llm.request` event (the rendered messages, for the step inspector).
+REQUEST_MAX_MESSAGES = 40
+REQUEST_MAX_CHARS = 8_000
+REQUEST_TOTAL_CHARS = 24_000
 _ALL_PROVIDER_FIELDS = frozenset().union(*(p.fields for p in providers().values()))
 
 
@@ -129,7 +133,10 @@ class LLMNode(NodeKind):
         assert provider is not None  # validated
         model = node.get("model") or provider.default_model
         price = _price(nc, provider, model)
-        reply = provider.complete(nc, self._messages(nc), model)
+        messages = self._messages(nc)
+        # Before the call, so a failed call's step still shows what was sent.
+        nc.emit("llm.request", request_record(nc, provider.name, model, messages))
+        reply = provider.complete(nc, messages, model)
         nc.usage.record(
             reply.model,
             reply.tokens_in,
@@ -172,6 +179,44 @@ class LLMNode(NodeKind):
                 for m in node["messages"]
             )
         return messages
+
+
+def request_record(
+    nc: NodeContext, provider: str, model: str, messages: list[dict]
+) -> dict[str, Any]:
+    """The rendered messages as the step inspector shows them, bounded here (a history can be
+    long, a rendered prompt large) so the event stays small whatever the spec renders:
+    at most REQUEST_MAX_MESSAGES messages (the first, usually the system prompt, and the
+    latest), each cut to REQUEST_MAX_CHARS characters, REQUEST_TOTAL_CHARS in all."""
+    kept = messages
+    omitted = 0
+    if len(messages) > REQUEST_MAX_MESSAGES:
+        kept = messages[:1] + messages[-(REQUEST_MAX_MESSAGES - 1) :]
+        omitted = len(messages) - REQUEST_MAX_MESSAGES
+    budget = REQUEST_TOTAL_CHARS
+    shown: list[dict[str, Any]] = []
+    for message in kept:
+        content = message.get("content", "")
+        text = content if isinstance(content, str) else json.dumps(content, default=str)
+        room = max(0, min(REQUEST_MAX_CHARS, budget))
+        item: dict[str, Any] = {"role": str(message.get("role", "")), "content": text[:room]}
+        if len(text) > room:
+            item["truncated_chars"] = len(text) - room
+        budget -= len(item["content"])
+        shown.append(item)
+    record: dict[str, Any] = {
+        "node": nc.name,
+        "attempt": nc.attempt,
+        "provider": provider,
+        "model": model,
+        "messages": shown,
+    }
+    if omitted:
+        record["omitted_messages"] = omitted
+    for key in ("format", "temperature", "max_tokens"):
+        if key in nc.node:
+            record[key] = nc.node[key]
+    return record
 
 
 def _model_ok(model: Any, stored: bool) -> bool:
