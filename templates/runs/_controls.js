@@ -11,9 +11,12 @@
     for (var i = 0; i < fields.length; i++) {
       var f = fields[i];
       if (f.tagName === "SELECT") {
+        // With no option marked `selected`, a single select starts on its first one.
+        var start = 0;
         for (var j = 0; j < f.options.length; j++) {
-          if (f.options[j].selected !== f.options[j].defaultSelected) return true;
+          if (f.options[j].defaultSelected) { start = j; break; }
         }
+        if (f.selectedIndex !== start) return true;
       } else if (f.type !== "hidden" && f.type !== "checkbox" && f.type !== "radio" &&
                  f.value !== f.defaultValue) {
         return true;
