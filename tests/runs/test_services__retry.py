@@ -231,3 +231,25 @@ def test_fork_of_a_step_the_run_has_not_made_is_404(
     with pytest.raises(NotFound):
         fork_run(run, step=99)
     assert Run.objects.filter(tenant=tenant).count() == 1
+
+
+def test_concurrent_retries_queue_the_run_once(
+    tenant: Tenant, make_graph: Any, queue: InlineQueue, gate: Path
+) -> None:
+    from tests.runs.test_concurrency import in_threads
+
+    run = _failed(tenant, make_graph, queue, gate)
+    outcomes: list[str] = []
+
+    def retry(i: int) -> None:
+        try:
+            retry_run(Run.objects.get(pk=run.pk), by=f"person-{i}")
+            outcomes.append("queued")
+        except Conflict as exc:
+            outcomes.append(exc.code)
+
+    in_threads(4, retry)
+    assert sorted(outcomes) == ["not_retryable"] * 3 + ["queued"]
+    assert _types(run).count("run.resurrected") == 1
+    tenant.refresh_from_db()
+    assert tenant.queued_count == 1  # the refused retries took no queue slot
