@@ -139,5 +139,9 @@ class GuidanceForm(forms.Form):
     )
 
 
+class ForkForm(forms.Form):
+    step = forms.IntegerField(min_value=0, max_value=2**31 - 1)
+
+
 class TenantSwitchForm(forms.Form):
     tenant = forms.UUIDField()

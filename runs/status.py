@@ -76,8 +76,10 @@ TRANSITIONS: dict[str, frozenset[str]] = {
         }
     ),
     RunStatus.CANCELLING: frozenset({RunStatus.CANCELLED, RunStatus.INTERRUPTED, RunStatus.FAILED}),
-    # An operator may requeue an interrupted run to continue from its last checkpoint.
+    # An interrupted run may be resumed (or requeued by an operator) from its last checkpoint,
+    # and a failed run retried at its failed node (services.retry_run).
     RunStatus.INTERRUPTED: frozenset({RunStatus.QUEUED}),
+    RunStatus.FAILED: frozenset({RunStatus.QUEUED}),
 }
 
 

@@ -183,13 +183,36 @@ def pause_run(request: HttpRequest, run_id: uuid.UUID) -> Run:
 @router.post(
     "/runs/{run_id}/resume",
     response={200: RunOut, **CONTROL_ERRORS},
-    summary="Resume a paused run",
-    description="Back to waiting if it was waiting, else queued. 409 `not_paused` otherwise.",
+    summary="Resume a paused or interrupted run",
+    description=(
+        "A paused run goes back to waiting if it was waiting, else it is queued. An "
+        "interrupted run is queued to continue from its last checkpoint, admitted like a new "
+        "run (429 over the tenant's limits). 409 `not_paused` otherwise."
+    ),
 )
 def resume_run(request: HttpRequest, run_id: uuid.UUID) -> Run:
     ctx = member(request)
     run = services.get_run(ctx.tenant, run_id)
-    return _current(ctx.tenant, services.resume_run(run, by=ctx.actor_label))
+    return _current(ctx.tenant, services.resume_run(run, by=ctx.actor_label, interrupted=True))
+
+
+@router.post(
+    "/runs/{run_id}/retry",
+    response={200: RunOut, **error_responses(403, 404, 409, 429)},
+    summary="Retry a failed run",
+    description=(
+        "Queues a failed run again at the node that failed, with the state from before it "
+        "(an interrupted run: from its last checkpoint), recording `run.resurrected`. "
+        "Admitted like a new run (429 over the tenant's limits). 409 `not_retryable` for "
+        "other statuses, child runs, runs that stopped where no node follows or on a per-run "
+        "limit (fork from a step instead), and `thread_busy` when the thread has another "
+        "active run. Needs the member role."
+    ),
+)
+def retry_run(request: HttpRequest, run_id: uuid.UUID) -> Run:
+    ctx = member(request)
+    run = services.get_run(ctx.tenant, run_id)
+    return _current(ctx.tenant, services.retry_run(run, by=ctx.actor_label))
 
 
 @router.post(

@@ -9,9 +9,10 @@ from runs.services.controls import (
     pause_run,
     requeue_run,
     resume_run,
+    retry_run,
     submit_input,
 )
-from runs.services.create import create_run, create_thread, get_thread
+from runs.services.create import create_run, create_thread, fork_run, get_thread
 from runs.services.errors import (
     BlockedByHook,
     Conflict,
@@ -37,6 +38,7 @@ __all__ = [
     "create_run",
     "create_thread",
     "decide_approval",
+    "fork_run",
     "get_graph",
     "get_run",
     "get_thread",
@@ -45,6 +47,7 @@ __all__ = [
     "pause_run",
     "requeue_run",
     "resume_run",
+    "retry_run",
     "run_segment",
     "spec_for",
     "submit_input",

@@ -11,17 +11,31 @@ import uuid
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Max
 
 from runs.events import append_events
-from runs.models import Control, ControlKind, Run
+from runs.models import Control, ControlKind, Run, Step, Thread
 from runs.services.errors import Conflict, NotFound, ValidationFailed
 from runs.services.graphs import spec_for
 from runs.services.lifecycle import error, finish, requeue, transition
 from runs.status import RunStatus
+from tenants import limits
 from tenants.models import Tenant
 
 CANCEL_ACTIONS = ("interrupt", "rollback")
+# Per-run limits count what the run already spent: continuing it would cross them again at
+# once. A fork from one of its steps starts with fresh counters instead.
+SPENT_LIMITS = frozenset(
+    {
+        "max_steps",
+        "limit_exceeded.max_steps",
+        "limit_exceeded.max_tokens",
+        "limit_exceeded.max_cost_usd",
+        "limit_exceeded.max_wall_seconds",
+        "limit_exceeded.max_state_bytes",
+        "limit_exceeded.max_child_runs",
+    }
+)
 
 
 def get_run(tenant: Tenant, run_id: Any) -> Run:
@@ -114,16 +128,21 @@ def pause_run(run: Run, *, by: str = "") -> Run:
 
 
 @transaction.atomic
-def resume_run(run: Run, *, by: str = "") -> Run:
-    """Resume a paused run: back to waiting if it was waiting, else to the queue."""
+def resume_run(run: Run, *, by: str = "", interrupted: bool = False) -> Run:
+    """Resume a paused run: back to waiting if it was waiting, else to the queue. With
+    `interrupted`, an interrupted run continues from its last checkpoint, admitted like a
+    new run (see retry_run); operators requeue one instead (requeue_run, no admission)."""
     run = _locked(run)
+    if interrupted and run.status == RunStatus.INTERRUPTED:
+        return _continue_ended(run, by=by, how="resumed")
     if run.status == RunStatus.RUNNING and run.pause_requested:
         append_events(run, [], fence={"status": RunStatus.RUNNING}, pause_requested=False)
         run.pause_requested = False
         return run
     if run.status != RunStatus.PAUSED:
         raise Conflict(
-            f"Run {run.public_id} is {run.status}, not paused.",
+            f"Run {run.public_id} is {run.status}, not paused"
+            + (" or interrupted." if interrupted else "."),
             code="not_paused",
             details={"status": run.status},
         )
@@ -131,6 +150,86 @@ def resume_run(run: Run, *, by: str = "") -> Run:
         transition(run, RunStatus.WAITING, events=[("run.resumed", {"by": by})])
     else:
         requeue(run, reason="resumed", event="run.resumed")
+    return run
+
+
+@transaction.atomic
+def retry_run(run: Run, *, by: str = "") -> Run:
+    """Retry a failed run at the node that failed, with the state from before it (as a
+    resurrection does), or resume an interrupted one from its last checkpoint.
+
+    Admitted through the tenant gate like a new run (queue slot, rate, budgets: LimitExceeded).
+    Conflict `not_retryable` when the run did not fail or was interrupted, when it is a child
+    (its parent decides), when it stopped where no node follows (a routing failure) or on a
+    per-run limit it would cross again; `thread_busy` when its thread has another active run.
+    """
+    run = _locked(run)
+    return _continue_ended(run, by=by, how="retried")
+
+
+def _not_retryable(run: Run, why: str) -> Conflict:
+    return Conflict(
+        f"Run {run.public_id} cannot be retried: {why}",
+        code="not_retryable",
+        details={"status": run.status},
+    )
+
+
+def _continue_ended(run: Run, *, by: str, how: str) -> Run:
+    """Queue a locked failed or interrupted run again where it stopped (see retry_run)."""
+    if run.status not in (RunStatus.FAILED, RunStatus.INTERRUPTED):
+        raise _not_retryable(run, f"it is {run.status}; only failed or interrupted runs are.")
+    if run.parent_id is not None:
+        raise _not_retryable(run, "it is a child run; retry the run that started it.")
+    err = run.error or {}
+    if err.get("code") in SPENT_LIMITS:
+        raise _not_retryable(
+            run,
+            f"it stopped on {err.get('code')}, which it would cross again. "
+            "Fork it from one of its steps instead.",
+        )
+    position = run.position
+    if position is not None and position.get("node") is None:
+        raise _not_retryable(
+            run,
+            f"it stopped where no node follows ({err.get('code', run.status)}). "
+            "Fork it from an earlier step instead.",
+        )
+    # The tenant's row first, then the thread's: the order create_run takes them in.
+    limits.admit_run(run.tenant)
+    if run.thread_id is not None:
+        thread = Thread.objects.select_for_update().get(pk=run.thread_id)
+        other = Run.objects.filter(thread=thread).active().exclude(pk=run.pk).first()
+        if other is not None:
+            raise Conflict(
+                f"Thread {thread.public_id} already has an active run "
+                f"({other.public_id}, {other.status}).",
+                code="thread_busy",
+                details={"run_id": str(other.public_id)},
+            )
+    updates: dict[str, Any] = {}
+    if position is not None:
+        # Step numbers go on after the last step written (the failed one included).
+        last = Step.objects.filter(run=run).aggregate(last=Max("index"))["last"] or 0
+        updates["position"] = {**position, "step": max(int(position.get("step", 0)), last)}
+    requeue(
+        run,
+        reason=how,
+        event="run.resurrected",
+        epoch=F("epoch") + 1,
+        error=None,
+        finished_at=None,
+        cancel_action="",
+        pause_requested=False,
+        holds_queue_slot=True,
+        data={
+            "by": by,
+            "was": run.status,
+            "error": err or None,
+            "at": (position or {}).get("node"),
+        },
+        **updates,
+    )
     return run
 
 

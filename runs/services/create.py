@@ -116,7 +116,9 @@ def create_run(
     else:
         graph_row = get_graph(tenant, graph, version)
     spec = spec_for(graph_row)
-    problems = validate_input(spec, input)
+    # A fork's state comes from its checkpoint, whose run's input was checked when it
+    # started: a fork asks for no input again, and input given to one is still checked.
+    problems = validate_input(spec, input) if checkpoint is None or input else []
     if problems:
         raise ValidationFailed(
             "Run input does not match the graph's input_schema: "
@@ -151,6 +153,23 @@ def create_run(
             if existing is not None:
                 return existing
         raise
+
+
+def fork_run(run: Run, *, step: int, by: str = "") -> Run:
+    """Start a new run from the checkpoint `run` made at step `step` (0: where it started),
+    on the same graph version and thread, with no new input. Raises NotFound for a step the
+    run has no checkpoint of, and whatever create_run raises (a busy thread is a 409)."""
+    checkpoint = Checkpoint.objects.filter(run=run, step_index=step).first()
+    if checkpoint is None:
+        raise NotFound(f"Run {run.public_id} has no checkpoint at step {step}.")
+    return create_run(
+        run.tenant,
+        graph=run.graph.name,
+        version=run.graph.version,
+        from_checkpoint=str(checkpoint.public_id),
+        metadata={"forked_from_run": str(run.public_id), "forked_from_step": step},
+        by=by,
+    )
 
 
 def _ensure_storable(value: Any, field: str) -> None:

@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 from runs import selectors, services
 from runs.diagram import diagram_svg, node_states
 from runs.events import Fenced
-from runs.forms import ApprovalForm, CancelForm, GuidanceForm, InputForm
+from runs.forms import ApprovalForm, CancelForm, ForkForm, GuidanceForm, InputForm
 from runs.models import Event, Run, Step
 from runs.services import ServiceError
 from runs.status import ACTIVE, RunStatus
@@ -173,6 +173,11 @@ def _controls(run: Run, ctx: TenantContext) -> dict[str, Any]:
         "approval_routes": routes if len(routes) > 1 else [],
         "input": waiting if kind == "input" else None,
         "can_guide": status in ACTIVE and status != RunStatus.CANCELLING,
+        # What an ended run offers; the service has the last word (a child run, a routing
+        # failure or a spent per-run limit is refused with the reason).
+        "can_retry": status == RunStatus.FAILED,
+        "can_resume_ended": status == RunStatus.INTERRUPTED,
+        "stopped_at": (run.position or {}).get("node"),
         "cancel_form": CancelForm(),
         "approval_form": ApprovalForm(initial={"approval_id": waiting.get("id", "")}),
         "input_form": InputForm(initial={"input_id": waiting.get("id", "")}),
@@ -277,9 +282,16 @@ def run_live(request: HttpRequest, run_id: uuid.UUID) -> JsonResponse:
 
 
 @dataclass(frozen=True)
+class Outcome:
+    message: str
+    # Where the page goes next (a fork's new run); None: it stays and refreshes.
+    redirect: str | None = None
+
+
+@dataclass(frozen=True)
 class Control:
     form: type[django_forms.Form] | None
-    apply: Callable[[Run, dict[str, Any], str], str]
+    apply: Callable[[Run, dict[str, Any], str], str | Outcome]
 
 
 def _cancel(run: Run, data: dict[str, Any], by: str) -> str:
@@ -297,8 +309,23 @@ def _pause(run: Run, data: dict[str, Any], by: str) -> str:
 
 
 def _resume(run: Run, data: dict[str, Any], by: str) -> str:
-    services.resume_run(run, by=by)
+    run = services.resume_run(run, by=by, interrupted=True)
+    if run.status == RunStatus.QUEUED:
+        return "The run is resumed; it is queued to go on from its last checkpoint."
     return "The run is resumed."
+
+
+def _retry(run: Run, data: dict[str, Any], by: str) -> str:
+    run = services.retry_run(run, by=by)
+    node = (run.position or {}).get("node")
+    return f"Retrying from {node}." if node else "Retrying the run."
+
+
+def _fork(run: Run, data: dict[str, Any], by: str) -> Outcome:
+    fork = services.fork_run(run, step=data["step"], by=by)
+    return Outcome(
+        f"Forked from step {data['step']}.", reverse("runs:detail", args=[fork.public_id])
+    )
 
 
 def _approval(run: Run, data: dict[str, Any], by: str) -> str:
@@ -331,6 +358,8 @@ CONTROLS: dict[str, Control] = {
     "approval": Control(ApprovalForm, _approval),
     "input": Control(InputForm, _input),
     "guidance": Control(GuidanceForm, _guidance),
+    "retry": Control(None, _retry),
+    "fork": Control(ForkForm, _fork),
 }
 
 
@@ -345,8 +374,9 @@ def _form_errors(form: django_forms.Form) -> str:
 @require_POST
 @tenant_view
 def run_control(request: HttpRequest, run_id: uuid.UUID, action: str) -> HttpResponse:
-    """One of cancel, pause, resume, approval, input, guidance: parse, call the service,
-    answer with a message (JSON for the page's script, else a redirect back)."""
+    """One of cancel, pause, resume, approval, input, guidance, retry, fork: parse, call the
+    service, answer with a message (JSON for the page's script, else a redirect back, or to
+    a fork's new run)."""
     ctx: TenantContext = request.ctx  # type: ignore[attr-defined]
     control = CONTROLS.get(action)
     if control is None:
@@ -370,17 +400,21 @@ def run_control(request: HttpRequest, run_id: uuid.UUID, action: str) -> HttpRes
             return redirect(detail)
         data = form.cleaned_data
     try:
-        message = control.apply(run, data, ctx.actor_label)
+        outcome = control.apply(run, data, ctx.actor_label)
+        if isinstance(outcome, str):
+            outcome = Outcome(outcome)
         ok, status = True, 200
     except (ServiceError, LimitExceeded) as exc:
-        message, ok = error_text(exc), False
+        outcome, ok = Outcome(error_text(exc)), False
         status = exc.status if isinstance(exc, ServiceError) else 429
     except Fenced:
-        message, ok, status = "The run changed meanwhile; look again and retry.", False, 409
+        outcome = Outcome("The run changed meanwhile; look again and retry.")
+        ok, status = False, 409
     if wants_json(request):
-        return json_result(ok, message, status=status)
-    (messages.success if ok else messages.error)(request, message)
-    return redirect(detail)
+        extra = {"redirect": outcome.redirect} if outcome.redirect else {}
+        return json_result(ok, outcome.message, status=status, **extra)
+    (messages.success if ok else messages.error)(request, outcome.message)
+    return redirect(outcome.redirect or detail)
 
 
 # --- artifacts ----------------------------------------------------------------------------------

@@ -262,6 +262,8 @@
         if (name === "controls") {
           if (snap.controls_key === controlsKey && !forceControls) return;
           if (busy(el) && snap.controls_key === controlsKey) return;
+          // Typed text is never replaced under the person's hands (_controls.js).
+          if (Runyard.holdControls && Runyard.holdControls(el, snap.panels[name])) return;
           controlsKey = snap.controls_key;
         }
         el.innerHTML = snap.panels[name];
@@ -296,7 +298,9 @@
       var buttons = form.querySelectorAll("button");
       buttons.forEach(function (b) { b.disabled = true; });
       var token = form.querySelector("input[name=csrfmiddlewaretoken]");
-      fetch(form.action, {
+      var sent = false;
+      // getAttribute: the cancel form's <select name="action"> shadows form.action.
+      fetch(form.getAttribute("action"), {
         method: "POST", body: body, credentials: "same-origin",
         headers: { Accept: "application/json", "X-CSRFToken": token ? token.value : "" }
       })
@@ -307,12 +311,14 @@
         })
         .then(function (res) {
           toast(res.message, res.ok);
-          if (res.ok && form.hasAttribute("data-reset")) form.reset();
+          // A sent form is clean again; a refused one keeps what was typed in it.
+          sent = !!res.ok;
+          if (sent) form.reset();
         })
         .catch(function () { toast("The request did not reach the server.", false); })
         .then(function () {
           buttons.forEach(function (b) { b.disabled = false; });
-          forceNext = true;
+          forceNext = sent;
           refresh.now();
         });
     });
