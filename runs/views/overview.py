@@ -57,6 +57,7 @@ def runs_chart(tenant: Any, range_name: str, now: dt.datetime) -> Any:
         values=[{k: float(v) for k, v in counts.get(s, {}).items()} for s in starts],
         empty=f"No runs started in {span}.",
         chart_id="runs-chart",
+        width=1100,  # a full-width panel: about 1:1 at 1280 px, so its text keeps its size
     )
 
 

@@ -20,7 +20,7 @@ def svg_of(html: str) -> ET.Element:
 
 
 def bars(root: ET.Element) -> list[ET.Element]:
-    return [r for r in root.iter(f"{SVG}rect") if r.get("class") == "bar"]
+    return [r for r in root.iter(f"{SVG}rect") if r.get("class") == "chart-bar"]
 
 
 def bottom(rect: ET.Element) -> float:
@@ -51,7 +51,7 @@ def test_budget_line_is_drawn_at_its_value_on_the_bars_scale() -> None:
     drawn = bars(root)
     base = bottom(drawn[0])
     per_unit = float(drawn[1].get("height")) / 300
-    budget = next(g for g in root.iter(f"{SVG}g") if g.get("class") == "budget")
+    budget = next(g for g in root.iter(f"{SVG}g") if g.get("class") == "chart-budget")
     line = budget.find(f"{SVG}line")
     assert float(budget.get("data-value")) == 250
     assert base - float(line.get("y1")) == pytest.approx(250 * per_unit, abs=0.15)
@@ -61,9 +61,13 @@ def test_budget_line_is_drawn_at_its_value_on_the_bars_scale() -> None:
 def test_a_budget_above_every_bar_raises_the_scale_so_the_line_stays_inside() -> None:
     html = charts.bar_chart(title="Cost", labels=["a"], values=[1.0], line=charts.Line(50, "b"))
     root = svg_of(html)
-    line = next(g for g in root.iter(f"{SVG}g") if g.get("class") == "budget").find(f"{SVG}line")
+    line = next(g for g in root.iter(f"{SVG}g") if g.get("class") == "chart-budget").find(
+        f"{SVG}line"
+    )
     assert float(line.get("y1")) >= charts.TOP
-    assert float(bars(root)[0].get("height")) == pytest.approx(charts.PLOT_H / 50, rel=1e-3)
+    _, top = charts.axis(50, integer=True)
+    assert top >= 50
+    assert float(bars(root)[0].get("height")) == pytest.approx(charts.PLOT_H / top, rel=1e-3)
 
 
 @pytest.mark.parametrize("values", [[], [0.0, 0.0, 0.0]])
@@ -87,10 +91,10 @@ def test_stacked_bars_stack_series_in_order_and_sum_to_the_total() -> None:
         values=[{"ok": 3, "bad": 1}, {}, {"bad": 2, "other": 99}],
     )
     root = svg_of(html)
-    stacks = [g for g in root.iter(f"{SVG}g") if g.get("class") == "stack"]
+    stacks = [g for g in root.iter(f"{SVG}g") if g.get("class") == "chart-stack"]
     assert [g.get("data-label") for g in stacks] == ["h1", "h2", "h3"]
     assert [float(g.get("data-total")) for g in stacks] == [4, 0, 2]  # unknown series ignored
-    first = [r for r in stacks[0] if r.get("class") == "bar"]
+    first = [r for r in stacks[0] if r.get("class") == "chart-bar"]
     assert [r.get("data-series") for r in first] == ["ok", "bad"]
     # "bad" sits on top of "ok", and 1 run is a third of 3 runs' height.
     assert float(first[1].get("y")) + float(first[1].get("height")) == pytest.approx(
@@ -121,17 +125,32 @@ def test_many_labels_are_thinned_so_they_do_not_overlap_but_the_last_is_kept() -
     assert min(b - a for a, b in zip(xs, xs[1:], strict=False)) >= charts.MIN_LABEL_GAP - 0.01
 
 
-def test_axis_tops_are_round_numbers() -> None:
-    assert [charts.nice_max(v) for v in (0, 0.3, 1, 7, 12, 21, 260, 999)] == [
-        1,
-        0.5,
-        1,
-        10,
-        20,
-        25,
-        500,
-        1000,
-    ]
+@pytest.mark.parametrize(
+    ("peak", "integer", "expected"),
+    [
+        (4, True, (1, 4)),
+        (5, True, (2, 6)),
+        (1, True, (1, 1)),
+        (5200, True, (2000, 6000)),
+        (0.052, False, (0.02, 0.06)),
+        (9, False, (2.5, 10)),
+    ],
+)
+def test_axis_steps_are_round_and_the_top_covers_the_peak(peak, integer, expected) -> None:
+    step, top = charts.axis(peak, integer=integer)
+    assert (step, top) == pytest.approx(expected)
+    assert top >= peak and top / step <= charts.GRID_LINES + 1
+
+
+def test_gridline_labels_sit_at_their_values() -> None:
+    root = svg_of(charts.bar_chart(title="t", labels=["a"], values=[4.0]))
+    bar = bars(root)[0]
+    per_unit = float(bar.get("height")) / 4
+    grid = [g for g in root.iter(f"{SVG}line") if g.get("class") == "chart-grid"]
+    labels = [t.text for t in root.iter(f"{SVG}text") if t.get("class") != "xlabel"]
+    assert labels == ["0", "1", "2", "3", "4"]
+    for n, line in enumerate(grid):
+        assert bottom(bar) - float(line.get("y1")) == pytest.approx(n * per_unit, abs=0.1)
 
 
 def test_money_is_formatted_in_dollars() -> None:

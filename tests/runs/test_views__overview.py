@@ -39,7 +39,9 @@ def counts(html: str) -> dict[str, int]:
 def stacks(html: str) -> dict[str, dict[str, float]]:
     """label -> series -> value, from the drawn SVG."""
     out: dict[str, dict[str, float]] = {}
-    for label, body in re.findall(r'<g class="stack" data-label="([^"]+)"[^>]*>(.*?)</g>', html):
+    for label, body in re.findall(
+        r'<g class="chart-stack" data-label="([^"]+)"[^>]*>(.*?)</g>', html
+    ):
         out[label] = {
             s: float(v) for s, v in re.findall(r'data-series="(\w+)" data-value="([0-9.]+)"', body)
         }

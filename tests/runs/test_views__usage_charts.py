@@ -33,13 +33,13 @@ def bars(svg: str) -> dict[str, float]:
     return {
         label: float(value)
         for label, value in re.findall(
-            r'<rect class="bar" data-label="([^"]+)" data-value="([^"]+)"', svg
+            r'<rect class="chart-bar" data-label="([^"]+)" data-value="([^"]+)"', svg
         )
     }
 
 
 def budget(svg: str) -> float | None:
-    match = re.search(r'<g class="budget" data-value="([^"]+)"', svg)
+    match = re.search(r'<g class="chart-budget" data-value="([^"]+)"', svg)
     return float(match.group(1)) if match else None
 
 
