@@ -132,6 +132,13 @@ def test_lists_filters_live_badges_and_charts(live_platform: Any, watched: Any) 
     assert page.input_value("#f-graph") == "approve" and page.input_value("#f-q") == "acme"
     rows = page.locator("#run-rows tr[data-run]")
     assert rows.count() == 1 and rows.first.get_attribute("data-run") == gate.public_id.hex
+    # Back goes to the previous filter (graph only), forward returns to this one.
+    page.go_back()
+    page.wait_for_url(re.compile(r"/runs/\?graph=approve$"))
+    assert page.input_value("#f-graph") == "approve" and page.input_value("#f-q") == ""
+    page.go_forward()
+    page.wait_for_url(re.compile(r"q=acme"))
+    assert page.input_value("#f-q") == "acme"
     page.wait_for_selector('#live-indicator[data-live="on"]')
 
     # Live rows match the filters: a new `chain` run stays out, a new `approve` run comes in.
