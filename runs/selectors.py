@@ -15,16 +15,18 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
-from django.db.models import Max, Q, QuerySet
+from django.db.models import Count, Max, Q, QuerySet, Sum, TextField
 from django.db.models.fields.json import KeyTransform
+from django.db.models.functions import Cast, TruncDay, TruncHour
 from django.utils import timezone
 
 from runs.models import Artifact, Checkpoint, Event, Graph, Run, Step, Thread
 from runs.services.errors import NotFound, ValidationFailed
-from runs.status import TERMINAL
-from tenants.models import Tenant
+from runs.status import TERMINAL, RunStatus
+from tenants.models import Tenant, UsageDay
 
 T = TypeVar("T")
 
@@ -136,6 +138,8 @@ class RunFilters:
     created_before: dt.datetime | None = None
     # (key, value) pairs the run's metadata must all contain.
     metadata: list[tuple[str, str]] = field(default_factory=list)
+    # Free text: a run id prefix, part of the graph's name, or text inside the metadata.
+    search: str = ""
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
@@ -171,7 +175,31 @@ def filtered_runs(tenant: Tenant, filters: RunFilters) -> QuerySet[Run]:
         qs = qs.filter(created_at__lt=_aware(filters.created_before))
     for n, (key, value) in enumerate(filters.metadata):
         qs = _metadata_match(qs, n, key, value)
+    if filters.search:
+        qs = _search(qs, filters.search)
     return qs
+
+
+SEARCH_MAX_CHARS = 100
+_HEX = frozenset("0123456789abcdef")
+
+
+def _search(qs: QuerySet[Run], text: str) -> QuerySet[Run]:
+    """Runs whose id starts with `text`, whose graph name contains it, or whose metadata
+    (as JSON text) contains it. The tenant's other filters narrow the rows first; the
+    metadata match is a scan of those rows, bounded by the page size it stops at."""
+    text = text.strip()[:SEARCH_MAX_CHARS]
+    match = Q(graph__name__icontains=text)
+    compact = text.lower().replace("-", "")
+    if 4 <= len(compact) <= 32 and set(compact) <= _HEX:
+        # PostgreSQL compares a uuid's text form, with its hyphens; on SQLite (32 hex digits)
+        # Django strips them from the value. The canonical hyphenated prefix suits both.
+        cuts = [c for c in (8, 12, 16, 20) if c < len(compact)]
+        parts = [compact[a:b] for a, b in zip([0, *cuts], [*cuts, len(compact)], strict=True)]
+        match |= Q(public_id__istartswith="-".join(parts))
+    qs = qs.alias(_meta_text=Cast("metadata", TextField()))
+    match |= Q(_meta_text__icontains=text)
+    return qs.filter(match)
 
 
 def run_page(tenant: Tenant, filters: RunFilters, *, cursor: str | None, limit: int) -> Page[Run]:
@@ -246,3 +274,79 @@ async def aevents_after(run_pk: int, after: int, limit: int = 500) -> list[Event
 def is_settled(status: str | None) -> bool:
     """Finished, waiting on a human, or gone: where `GET /runs/{id}/wait` stops waiting."""
     return status is None or status in TERMINAL or status in ("waiting", "paused")
+
+
+# --- overview and usage charts ------------------------------------------------------------------
+# Every aggregate runs in the database over one tenant's index range and a bounded time window
+# (run_tenant_created / run_tenant_status; uniq_usage_day_shard), so its cost does not grow
+# with other tenants' rows or with the tenant's history outside the window.
+
+
+def status_counts(tenant: Tenant) -> dict[str, int]:
+    """How many of the tenant's runs are in each status now (statuses with none left out)."""
+    rows = Run.objects.for_tenant(tenant).values("status").annotate(n=Count("id")).order_by()
+    return {row["status"]: row["n"] for row in rows}
+
+
+def runs_by_bucket(
+    tenant: Tenant, *, since: dt.datetime, unit: str
+) -> dict[dt.datetime, dict[str, int]]:
+    """Runs created since `since`, counted per status per UTC hour or day (`unit`), keyed
+    by the bucket's start; buckets without runs are absent."""
+    trunc = {"hour": TruncHour, "day": TruncDay}[unit]
+    rows = (
+        Run.objects.for_tenant(tenant)
+        .filter(created_at__gte=since)
+        .annotate(bucket=trunc("created_at", tzinfo=dt.UTC))
+        .values("bucket", "status")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    out: dict[dt.datetime, dict[str, int]] = {}
+    for row in rows:
+        bucket = _aware(row["bucket"])
+        out.setdefault(bucket, {})[row["status"]] = row["n"]
+    return out
+
+
+def recent_failures(tenant: Tenant, *, limit: int = 10) -> list[Run]:
+    return list(
+        Run.objects.for_tenant(tenant)
+        .filter(status__in=[RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.INTERRUPTED])
+        .select_related("graph")
+        .order_by("-created_at", "-pk")[:limit]
+    )
+
+
+def waiting_approvals(tenant: Tenant, *, limit: int = 10) -> list[Run]:
+    return list(
+        Run.objects.for_tenant(tenant)
+        .filter(status=RunStatus.WAITING, waiting_for__kind="approval")
+        .select_related("graph")
+        # Oldest first, in run_tenant_status's order: sorting by deadline made PostgreSQL
+        # walk the wait_deadline index across every tenant's runs.
+        .order_by("created_at")[:limit]
+    )
+
+
+@dataclass(frozen=True)
+class DayUsage:
+    day: dt.date
+    tokens: int
+    cost_usd: Decimal
+
+
+def usage_per_day(tenant: Tenant, first: dt.date, last: dt.date) -> dict[dt.date, DayUsage]:
+    """The ledger per day between two days (inclusive), its shards summed in the database."""
+    rows = (
+        UsageDay.objects.filter(tenant=tenant, day__gte=first, day__lte=last)
+        .values("day")
+        .annotate(tin=Sum("tokens_in"), tout=Sum("tokens_out"), cost=Sum("cost_usd"))
+        .order_by()
+    )
+    return {
+        row["day"]: DayUsage(
+            row["day"], int(row["tin"] or 0) + int(row["tout"] or 0), row["cost"] or Decimal(0)
+        )
+        for row in rows
+    }

@@ -25,5 +25,6 @@ urlpatterns = [
     path("graphs/", views.graph_list, name="graphs"),
     path("graphs/<path:name>/", views.graph_detail, name="graph"),
     path("usage/", views.usage, name="usage"),
+    path("overview/", views.overview, name="overview"),
     path("tenant/", views.switch_tenant, name="switch_tenant"),
 ]

@@ -5,6 +5,7 @@ the session's TenantContext (`tenant_view`), so another tenant's object is a 404
 """
 
 from runs.views.graphs import graph_detail, graph_list
+from runs.views.overview import overview
 from runs.views.runs import (
     artifact_download,
     run_control,
@@ -20,6 +21,7 @@ __all__ = [
     "artifact_download",
     "graph_detail",
     "graph_list",
+    "overview",
     "run_control",
     "run_detail",
     "run_list",

@@ -24,6 +24,7 @@ from runs.forms import ApprovalForm, CancelForm, ForkForm, GuidanceForm, InputFo
 from runs.models import Event, Run, Step
 from runs.services import ServiceError
 from runs.status import ACTIVE, RunStatus
+from runs.templatetags.run_hints import stale_lease
 from runs.views.common import (
     error_text,
     fmt_ms,
@@ -32,6 +33,7 @@ from runs.views.common import (
     tenant_view,
     wants_json,
 )
+from runs.views.lists import STATUS_CHOICES, ListQuery
 from runs.views.pages import page
 from tenants.auth import TenantContext
 from tenants.limits import LimitExceeded
@@ -51,12 +53,9 @@ INLINE_TYPES = {"text/plain", "text/markdown", "application/json", "image/png", 
 @tenant_view
 def run_list(request: HttpRequest) -> HttpResponse:
     ctx: TenantContext = request.ctx  # type: ignore[attr-defined]
-    status = request.GET.get("status", "")
-    graph = request.GET.get("graph", "")
+    query = ListQuery.from_params(request.GET)
+    filters = query.filters()
     cursor = request.GET.get("cursor") or None
-    filters = selectors.RunFilters(
-        statuses=[status] if status in RunStatus.values else [], graph=graph or None
-    )
     try:
         result = selectors.run_page(ctx.tenant, filters, cursor=cursor, limit=PAGE_SIZE)
     except ServiceError:
@@ -70,14 +69,18 @@ def run_list(request: HttpRequest) -> HttpResponse:
                 "short": run.public_id.hex[:8],
                 "duration": fmt_ms(_duration_ms(run, now)),
                 "tokens": run.tokens_in + run.tokens_out,
+                "live": not run.is_terminal,
+                "stale_lease": stale_lease(run, now),
             }
             for run in result.items
         ],
         "next_cursor": result.next_cursor,
         "is_first_page": cursor is None,
-        "status": status if status in RunStatus.values else "",
-        "graph": graph,
-        "statuses": RunStatus.values,
+        "query": query,
+        "newest_url": query.url(),
+        "older_url": query.url(cursor=result.next_cursor) if result.next_cursor else "",
+        "rows_url": reverse("runs:list") + query.url(partial="rows"),
+        "status_choices": STATUS_CHOICES,
         "graph_names": sorted({g.name for g in services.latest_versions(ctx.tenant)}),
         # The tenant stream's cursor as of this render: the page subscribes from here, so
         # nothing that happens between rendering and connecting is missed.

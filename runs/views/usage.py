@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from decimal import Decimal
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from runs import charts, selectors
 from runs.views.common import tenant_view
 from runs.views.pages import page
 from tenants import limits
@@ -48,6 +51,58 @@ def _period(title: str, data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+CHART_DAYS = 30
+
+
+def _budget(value: Any, label: str) -> charts.Line | None:
+    return charts.Line(float(value), label) if value else None
+
+
+def usage_charts(tenant: Tenant, today: dt.date) -> dict[str, Any]:
+    """Tokens and cost per UTC day over the last 30 days against the daily budgets, and this
+    month's cumulative cost against the monthly budget: one aggregate query for both."""
+    first = min(today - dt.timedelta(days=CHART_DAYS - 1), today.replace(day=1))
+    per_day = selectors.usage_per_day(tenant, first, today)
+    days = [today - dt.timedelta(days=CHART_DAYS - 1 - i) for i in range(CHART_DAYS)]
+    labels = [d.strftime("%b %d") for d in days]
+    zero = selectors.DayUsage(today, 0, Decimal(0))
+    month_days = [today.replace(day=n) for n in range(1, today.day + 1)]
+    running, cumulative = Decimal(0), []
+    for d in month_days:
+        running += per_day.get(d, zero).cost_usd
+        cumulative.append(float(running))
+    return {
+        "tokens": charts.bar_chart(
+            title="Tokens per day",
+            labels=labels,
+            values=[float(per_day.get(d, zero).tokens) for d in days],
+            line=_budget(tenant.daily_token_budget, "daily budget"),
+            empty="No tokens used in the last 30 days.",
+            chart_id="chart-tokens",
+        ),
+        "cost": charts.bar_chart(
+            title="Cost per day (USD)",
+            labels=labels,
+            values=[float(per_day.get(d, zero).cost_usd) for d in days],
+            fmt=charts.fmt_usd,
+            line=_budget(tenant.daily_cost_budget_usd, "daily budget"),
+            color="#0f9d6b",
+            empty="No cost in the last 30 days.",
+            chart_id="chart-cost",
+        ),
+        "month": charts.bar_chart(
+            title="Cost this month, cumulative (USD)",
+            labels=[d.strftime("%b %d") for d in month_days],
+            values=cumulative,
+            fmt=charts.fmt_usd,
+            line=_budget(tenant.monthly_cost_budget_usd, "monthly budget"),
+            color="#2563eb",
+            empty="No cost this month yet.",
+            chart_id="chart-month",
+        ),
+    }
+
+
 @require_GET
 @tenant_view
 def usage(request: HttpRequest) -> HttpResponse:
@@ -74,6 +129,7 @@ def usage(request: HttpRequest) -> HttpResponse:
                 if name not in ("http_allowed_hosts",)
             ],
             "allowed_hosts": limit_values.get("http_allowed_hosts") or [],
+            "charts": usage_charts(tenant, today),
         },
         nav="usage",
     )

@@ -88,7 +88,7 @@
           self.after = frame.seq;
           self.backoff = 1000;
           stopPolling();
-          setLive("on", "Live");
+          setLive.apply(null, opts.liveState ? opts.liveState() : ["on", "Live"]);
           if (opts.onSynced) opts.onSynced(frame);
         } else if (frame.type === "overflow") {
           self.after = frame.after;
@@ -120,6 +120,8 @@
   }
   Runyard.Stream = Stream;
 
+  var ENDED = { succeeded: 1, failed: 1, cancelled: 1, interrupted: 1, timed_out: 1 };
+
   function setBadge(el, status) {
     if (!el) return;
     el.className = el.className.replace(/\bs-[a-z_]+/g, "").trim() + " s-" + status;
@@ -133,6 +135,13 @@
     if (!tbody) return;
     var liveRows = tbody.getAttribute("data-live-rows") === "1";
     var rowsUrl = tbody.getAttribute("data-rows-url");
+    var filterForm = document.getElementById("run-filters");
+    if (filterForm) filterForm.addEventListener("submit", function () {
+      // Empty filters stay out of the URL, so a shared link reads as what it filters.
+      filterForm.querySelectorAll("input, select").forEach(function (el) {
+        if (el.name && !el.value) el.disabled = true;
+      });
+    });
 
     function statuses() {
       var out = {};
@@ -166,6 +175,8 @@
         if (tr && status) {
           setBadge(tr.querySelector('[data-role="status"]'), status);
           tr.setAttribute("data-status", status);
+          if (ENDED[status]) tr.querySelectorAll('[data-role="live"], [data-role="stale-lease"]')
+            .forEach(function (el) { el.remove(); });
           tr.classList.remove("flash");
           void tr.offsetWidth;
           tr.classList.add("flash");
@@ -180,6 +191,15 @@
   /* --- run detail --------------------------------------------------------------------------- */
   Runyard.runDetail = function (cfg) {
     var lastSeq = cfg.after;
+    // An ended run is not "Live": the indicator says so, and flips back if a retry revives it.
+    var ended = !!cfg.terminal;
+    function liveState() { return ended ? ["ended", "Run ended"] : ["on", "Live"]; }
+    function setEnded(flag) {
+      var el = document.getElementById("live-indicator");
+      if (flag === ended) return;
+      ended = flag;
+      if (el && /^(on|ended)$/.test(el.getAttribute("data-live"))) setLive.apply(null, liveState());
+    }
     var controlsKey = cfg.controls_key;
     var svg = document.querySelector("#run-diagram svg");
     var rows = document.getElementById("event-rows");
@@ -247,6 +267,11 @@
         case "run.waiting": if (d.waiting_for) setNode(d.waiting_for.node, "waiting"); break;
       }
       if (RUN_STATUS[ev.event]) setBadge(document.getElementById("run-status"), RUN_STATUS[ev.event]);
+      if (RUN_STATUS[ev.event]) setEnded(!!ENDED[RUN_STATUS[ev.event]]);
+      if (ended) {
+        var liveBadge = document.getElementById("run-live-badge");
+        if (liveBadge) liveBadge.remove();
+      }
       if (!fromSnapshot) refresh();
     }
     function busy(el) {
@@ -256,6 +281,7 @@
     }
     function applySnapshot(snap, forceControls) {
       (snap.events || []).forEach(function (ev) { applyEvent(ev, true); });
+      if (typeof snap.terminal === "boolean") setEnded(snap.terminal);
       Object.keys(snap.panels || {}).forEach(function (name) {
         var el = document.getElementById("panel-" + name);
         if (!el) return;
@@ -330,6 +356,7 @@
       resumeAt: function () { return lastSeq; },
       onEvent: function (frame) { applyEvent(frame, false); },
       onSynced: function () { refresh(); },
+      liveState: liveState,
       poll: function () { return load(); },
       pollEvery: 3000
     });
