@@ -7,7 +7,9 @@ set to a state key, `collect` instead succeeds with the successful branches merg
 {branch: error} written to that key.
 
 The step's `update` lists the touched keys with their merged values (as if `replace`); each
-branch's own update is in its `branch.completed` event. Use the step's `state`: re-applying
+branch's own update is in its `branch.completed` event. `branch.*` events are emitted live
+(RunContext.on_live: viewers see branches start and end while the node runs) and stored with
+the step. Use the step's `state`: re-applying
 a parallel's `update` through `append`-like reducers would double it.
 """
 
@@ -104,7 +106,7 @@ class ParallelNode(NodeKind):
                 run_branch(i)
 
         for i, branch in enumerate(branches):
-            nc.emit("branch.started", {"branch": branch, "index": i})
+            nc.emit("branch.started", {"branch": branch, "index": i}, live=True)
         try:
             # The calling thread is a worker too, which spares thread hand-offs when the
             # branches are cheap.
@@ -130,11 +132,14 @@ class ParallelNode(NodeKind):
                             "attempt": result.attempt,
                             "update": result.update,
                         },
+                        live=True,
                     )
                     continue
                 failures[i] = error
                 nc.emit(
-                    "branch.failed", {"branch": branches[i], "index": i, "error": error.to_dict()}
+                    "branch.failed",
+                    {"branch": branches[i], "index": i, "error": error.to_dict()},
+                    live=True,
                 )
                 if fail_fast:
                     for j in range(len(branches)):
@@ -149,6 +154,7 @@ class ParallelNode(NodeKind):
                                         "message": "cancelled by fail_fast",
                                     },
                                 },
+                                live=True,
                             )
                     raise NodeError(
                         "branch_failed",

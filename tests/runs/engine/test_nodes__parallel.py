@@ -71,7 +71,8 @@ def test_results_merge_in_branch_order_through_the_reducers() -> None:
     assert results[-1].state["count"] == 2
     kinds = [k for k, _ in step.events]
     assert kinds[:3] == ["branch.started"] * 3
-    assert sorted(kinds[3:]) == ["branch.completed"] * 3
+    # Each llm branch's streamed reply is stored with the step too.
+    assert sorted(kinds[3:]) == ["branch.completed"] * 3 + ["llm.delta"] * 2
     completed = {d["branch"]: d for k, d in step.events if k == "branch.completed"}
     assert completed["slow"]["update"] == {"findings": "first"}
     assert step.usage.by_model["scripted"]["calls"] == 2
