@@ -158,6 +158,12 @@ class NodeContext:
         if live and self.run.on_live is not None and not self.cancel.cancelled:
             self.run.on_live(event_type, data)
 
+    def live(self, event_type: str, data: dict) -> None:
+        """Show an event to viewers now without recording it (the caller records it with the
+        step itself, e.g. from another thread)."""
+        if self.run.on_live is not None and not self.cancel.cancelled:
+            self.run.on_live(event_type, dict(data))
+
     def delta(self, text: str) -> None:
         """Stream a piece of LLM output to the caller; the whole is stored with the step."""
         if not text or self.cancel.cancelled:

@@ -77,6 +77,7 @@ class ParallelNode(NodeKind):
                 return pending.popleft() if pending and not stopped.is_set() else None
 
         def run_branch(i: int) -> None:
+            result, error = None, None
             try:
                 result = nc.runner.execute(
                     branches[i], nc.state, nc.visit, tokens[i], in_branch=True
@@ -85,7 +86,12 @@ class ParallelNode(NodeKind):
                 finished.put((i, result, None))
             except BaseException as exc:  # reported to the waiting thread
                 failed = not isinstance(exc, RunCancelled)
+                error = exc
                 finished.put((i, None, exc))
+            if not isinstance(error, RunCancelled):
+                # Shown from here, as the branch ends: the waiting thread may itself be busy in
+                # another branch. It records the same event with the step.
+                nc.live(*self._branch_event(branches, i, result, self._branch_error(result, error)))
             if failed and fail_fast:
                 # Cancel the siblings from here: the caller may itself be busy in a branch.
                 stopped.set()
@@ -121,26 +127,12 @@ class ParallelNode(NodeKind):
                 if result is not None:
                     nc.usage.add(result.usage)
                     nc.events.extend(result.events)
+                nc.emit(*self._branch_event(branches, i, result, error))
                 if error is None:
                     results[i] = result
                     nc.artifacts.extend(result.artifacts)
-                    nc.emit(
-                        "branch.completed",
-                        {
-                            "branch": branches[i],
-                            "index": i,
-                            "attempt": result.attempt,
-                            "update": result.update,
-                        },
-                        live=True,
-                    )
                     continue
                 failures[i] = error
-                nc.emit(
-                    "branch.failed",
-                    {"branch": branches[i], "index": i, "error": error.to_dict()},
-                    live=True,
-                )
                 if fail_fast:
                     for j in range(len(branches)):
                         if j not in results and j not in failures:
@@ -168,6 +160,18 @@ class ParallelNode(NodeKind):
             for token in tokens:
                 token.detach()
         return self._merge(nc, branches, results, failures)
+
+    def _branch_event(
+        self, branches: list[str], i: int, result: Any, error: NodeError | None
+    ) -> tuple[str, dict]:
+        if error is None:
+            return "branch.completed", {
+                "branch": branches[i],
+                "index": i,
+                "attempt": result.attempt,
+                "update": result.update,
+            }
+        return "branch.failed", {"branch": branches[i], "index": i, "error": error.to_dict()}
 
     def _branch_error(self, result: Any, exc: BaseException | None) -> NodeError | None:
         if exc is not None:
