@@ -89,7 +89,9 @@ def page(monkeypatch: pytest.MonkeyPatch, live_platform: Any) -> Iterator[Any]:
         page.on("pageerror", lambda e: problems.append(f"pageerror {e}"))
         page.on(
             "console",
-            lambda m: problems.append(f"console {m.text} {m.location}") if m.type == "error" else None,
+            lambda m: (
+                problems.append(f"console {m.text} {m.location}") if m.type == "error" else None
+            ),
         )
         page.problems = problems
         yield page

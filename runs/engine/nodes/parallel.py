@@ -7,10 +7,11 @@ set to a state key, `collect` instead succeeds with the successful branches merg
 {branch: error} written to that key.
 
 The step's `update` lists the touched keys with their merged values (as if `replace`); each
-branch's own update is in its `branch.completed` event. `branch.*` events are emitted live
-(RunContext.on_live: viewers see branches start and end while the node runs) and stored with
-the step. Use the step's `state`: re-applying
+branch's own update is in its `branch.completed` event. Use the step's `state`: re-applying
 a parallel's `update` through `append`-like reducers would double it.
+
+`branch.*` events are also shown live (RunContext.on_live) as each branch starts and ends,
+while the node still runs; the copies recorded with the step are stored when it commits.
 """
 
 from __future__ import annotations
@@ -77,27 +78,34 @@ class ParallelNode(NodeKind):
                 return pending.popleft() if pending and not stopped.is_set() else None
 
         def run_branch(i: int) -> None:
-            result, error = None, None
+            result: Any = None
+            error: BaseException | None = None
             try:
                 result = nc.runner.execute(
                     branches[i], nc.state, nc.visit, tokens[i], in_branch=True
                 )
-                failed = result.error is not None or result.suspension is not None
-                finished.put((i, result, None))
             except BaseException as exc:  # reported to the waiting thread
-                failed = not isinstance(exc, RunCancelled)
                 error = exc
-                finished.put((i, None, exc))
-            if not isinstance(error, RunCancelled):
-                # Shown from here, as the branch ends: the waiting thread may itself be busy in
-                # another branch. It records the same event with the step.
-                nc.live(*self._branch_event(branches, i, result, self._branch_error(result, error)))
-            if failed and fail_fast:
-                # Cancel the siblings from here: the caller may itself be busy in a branch.
-                stopped.set()
-                for j, token in enumerate(tokens):
-                    if j != i:
-                        token.cancel("fail_fast")
+            try:
+                if not isinstance(error, RunCancelled):
+                    # Shown from here as the branch ends, before the waiting thread hears of
+                    # it (it may itself be busy in another branch); it records the same event
+                    # with the step.
+                    branch_error = self._branch_error(result, error)
+                    nc.live(*self._branch_event(branches, i, result, branch_error))
+            finally:
+                finished.put((i, result, error))
+                failed = (
+                    not isinstance(error, RunCancelled)
+                    if error is not None
+                    else result.error is not None or result.suspension is not None
+                )
+                if failed and fail_fast:
+                    # Cancel the siblings from here: the caller may itself be busy in a branch.
+                    stopped.set()
+                    for j, token in enumerate(tokens):
+                        if j != i:
+                            token.cancel("fail_fast")
 
         def work() -> None:
             helper_started = False
