@@ -81,7 +81,7 @@ def page(monkeypatch: pytest.MonkeyPatch, live_platform: Any) -> Iterator[Any]:
         base = live_platform.url
 
         def response(r: Any) -> None:
-            if r.status >= 400:
+            if r.url.startswith(base) and r.status >= 400:
                 problems.append(f"{r.status} {r.url}")
 
         page.on("response", response)
