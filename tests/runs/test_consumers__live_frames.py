@@ -222,3 +222,33 @@ async def test_embedded_live_frames_are_transient_rows_pruned_by_age(
     assert await asyncio.to_thread(live_frames.sender().flush)
     # Rows older than the TTL (here: all of them) are deleted by the next batch's sender.
     assert await LiveFrame.objects.acount() == 0
+
+
+@async_db
+async def test_a_client_behind_loses_live_frames_not_its_connection(
+    tenant: Tenant, queue: Any, settings: Any
+) -> None:
+    from runs import live
+    from tests.runs.test_consumers__slow_client import StalledFlow, with_flow
+
+    settings.RUNYARD = {**settings.RUNYARD, "WS_MAX_BUFFERED": 5}
+    raw = await api_key(tenant)
+    run = await start_run(tenant, streaming_spec())
+    flow = StalledFlow()
+    ws = await open_ws(f"/ws/runs/{run.public_id}/", bearer(raw), with_flow(flow))
+    await synced(ws)
+    flow.pause()  # the client stopped reading
+    feed = live.current()
+    assert feed is not None
+    group = f"run.{run.public_id.hex}"
+    for i in range(50):  # far past the bound of 5 frames
+        feed.deliver_live(group, [{"type": "live", "event": "llm.delta", "data": {"n": i}}])
+    await asyncio.sleep(0.1)
+    flow.resume()
+    got = []
+    while not await ws.receive_nothing(timeout=0.3):
+        got.append(await frame(ws))
+    # What fit in the outbox went out; the rest was dropped, and the socket stays open.
+    assert 1 <= len(got) <= 5 and all(f["type"] == "live" for f in got)
+    assert [f["data"]["n"] for f in got] == list(range(len(got)))
+    await close(ws)
