@@ -167,9 +167,11 @@ async def test_a_branch_start_reaches_viewers_while_the_parallel_node_still_runs
     assert ("live", "branch.started", "web") in before
     assert ("live", "branch.started", "news") in before
     assert ("live", "branch.completed", "news") in before  # the fast one, while web still ran
-    assert before.index(("live", "branch.completed", "news")) < before.index(
-        ("live", "branch.completed", "web")
-    )
+    # web's own live end is published just before the commit: it may land after the stored
+    # copies (live frames are best-effort), but never before news'.
+    news_done = before.index(("live", "branch.completed", "news"))
+    web_done = [i for i, k in enumerate(kinds) if k == ("live", "branch.completed", "web")]
+    assert all(i > news_done for i in web_done)
     stored = {k[1:] for k in kinds if k[0] == "event" and k[1].startswith("branch.")}
     assert stored == {
         ("branch.started", "web"),
