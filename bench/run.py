@@ -20,6 +20,7 @@ SUITES = {
     "engine": ["bench/engine.py", "--json"],
     "runtime": ["bench/runtime.py", "--json"],
     "events": ["bench/events.py", "--json"],
+    "tokens": ["bench/tokens.py", "--json"],
 }
 
 

@@ -3,11 +3,17 @@
 Two sources, one per configuration:
 - Embedded default (no REDIS_URL): the in-memory channel layer cannot cross processes and
   `append_events` pushes nothing, so a `Poller` tails the Event table by id: one indexed query
-  per tick (RUNYARD["EVENT_POLL_SECONDS"]) however many clients are connected.
+  per tick (RUNYARD["EVENT_POLL_SECONDS"]), and one on the live frames' table, however many
+  clients are connected.
 - REDIS_URL set: `events.publish` sends every transaction's events on commit (one Redis
   PUBLISH per group with the pub/sub layer). A relay (runs/relay.py) subscribes to each group
   that has viewers in this process once, not once per consumer, and returns from `watch` once
   Redis has confirmed the subscription.
+
+Live frames (runs/live_frames.py: `llm.delta` and `branch.*` while a step runs, no seq) take
+the same two ways: the poller also tails the LiveFrame table, the relay also passes on
+`run.live` messages. They reach only inboxes that asked for them (`Inbox(accepts_live=True)`:
+the run websocket), as hints keyed LIVE_KEY.
 
 Either way an event is encoded to JSON once per process and put in the inbox of every local
 consumer of its group; an idle live consumer takes the next seqs straight from `put` and
@@ -49,6 +55,7 @@ from runs.events import (
     to_tenant_wire,
     to_wire,
 )
+from runs.live_frames import TAIL_BATCH, FrameTail
 from runs.models import Event
 
 log = logging.getLogger(__name__)
@@ -68,6 +75,8 @@ INBOX_BATCHES = 1000
 NO_CHANNEL_LAYER = "runyard.no-channel-layer"
 
 Hint = tuple[int, str]  # (seq on a run stream or event id on a tenant stream, JSON frame)
+# The key of a live frame's hint: no seq (stored seqs and event ids start at 1).
+LIVE_KEY = 0
 
 
 def enabled() -> bool:
@@ -91,8 +100,11 @@ class Inbox:
         self,
         limit: int = INBOX_BATCHES,
         direct: Callable[[list[Hint]], list[Hint]] | None = None,
+        *,
+        accepts_live: bool = False,
     ) -> None:
         self.limit = limit
+        self.accepts_live = accepts_live
         self.direct = direct
         self.batches: collections.deque[list[Hint]] = collections.deque()
         self.overflowed = False
@@ -177,6 +189,14 @@ class Feed:
     def deliver(self, group: str, hints: list[Hint]) -> None:
         for inbox in self.members.get(group, ()):
             inbox.put(hints)
+
+    def deliver_live(self, group: str, frames: Iterable[Mapping[str, Any]]) -> None:
+        """Live frames (no seq) to the group's inboxes that take them, encoded once."""
+        inboxes = [i for i in self.members.get(group, ()) if i.accepts_live]
+        if inboxes:
+            hints = [(LIVE_KEY, json.dumps(f, separators=(",", ":"))) for f in frames]
+            for inbox in inboxes:
+                inbox.put(hints)
 
     async def watch(self, group: str) -> None:
         """Start receiving `group`'s events (returns once they will be seen)."""
@@ -265,6 +285,7 @@ class Poller(Feed):
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self.tail = EventTail()
+        self.frames = FrameTail()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runyard-events")
         self.ticks = 0
         super().__init__()
@@ -272,22 +293,26 @@ class Poller(Feed):
     async def db(self, fn: Any, *args: Any) -> Any:
         return await self.loop.run_in_executor(self.executor, fn, *args)
 
-    def _fetch(self) -> list[Event]:
+    def _start(self) -> None:
+        self.tail.start()
+        self.frames.start()
+
+    def _fetch(self) -> tuple[list[Event], list[tuple[int, str, str]]]:
         close_old_connections()
-        return self.tail.fetch()
+        return self.tail.fetch(), self.frames.fetch()
 
     async def _run(self) -> None:
         try:
             while not self.ready.is_set():
                 try:
-                    await self.db(self.tail.start)
+                    await self.db(self._start)
                     self.ready.set()
                 except Exception:
                     log.exception("event poller could not start; retrying")
                     await asyncio.sleep(ERROR_BACKOFF_SECONDS)
             while not self._idle():
-                rows = await self.tick()
-                if len(rows) < BATCH:
+                rows, frames = await self._tick()
+                if len(rows) < BATCH and len(frames) < TAIL_BATCH:
                     await asyncio.sleep(self.interval)
         finally:
             self.closing = True
@@ -295,19 +320,31 @@ class Poller(Feed):
             await asyncio.shield(self._release())
 
     async def tick(self) -> list[Event]:
-        """One query, then each group's new events to its local subscribers."""
+        """One round: the new events (then the new live frames) to local subscribers."""
+        rows, _ = await self._tick()
+        return rows
+
+    async def _tick(self) -> tuple[list[Event], list[tuple[int, str, str]]]:
         try:
-            rows: list[Event] = await self.db(self._fetch)
+            rows, frames = await self.db(self._fetch)
         except Exception:
             log.exception("event poller query failed")
             await self.db(connections.close_all)
             await asyncio.sleep(ERROR_BACKOFF_SECONDS)
-            return []
+            return [], []
         self.ticks += 1
+        # Frames first: most were published before the rows read with them committed.
+        live: dict[str, list[Hint]] = {}
+        for _, group, payload in frames:
+            live.setdefault(group, []).append((LIVE_KEY, payload))
+        for group, hints in live.items():
+            for inbox in self.members.get(group, ()):
+                if inbox.accepts_live:
+                    inbox.put(hints)
         if rows:
             for group, hints in hints_for(rows).items():
                 self.deliver(group, hints)
-        return rows
+        return rows, frames
 
     async def _release(self) -> None:
         try:

@@ -299,3 +299,18 @@ class Control(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.key}"
+
+
+class LiveFrame(models.Model):
+    """A transient live frame (`llm.delta`, `branch.*` while a step runs) on its way from a
+    worker to the daphne processes of the embedded setup (no Redis), whose pollers tail this
+    table by id (runs/live.py). Not the log: the same events are stored as Events when the
+    step commits. Rows live for seconds (runs/live_frames.py prunes them); no foreign key, so
+    an insert never waits on the run's row lock."""
+
+    group = models.CharField(max_length=100)
+    payload = models.TextField()
+    created_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.group} {self.payload[:40]}"

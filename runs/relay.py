@@ -14,7 +14,8 @@ events, and its consumer reads them from the database.
 `Relay` (any other channel layer): one layer channel per group per process, confirmed by a
 probe message sent to the group and received back.
 
-Both publish nothing: `events.publish` does, on commit.
+Both publish nothing: `events.publish` does, on commit, and `live_frames.publish_live` while a
+step runs (`run.live` messages, handed to the inboxes that take live frames).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from redis.connection import SSLConnection, parse_url
 
 from runs.events import pubsub_address, pubsub_channel
 from runs.live import ERROR_BACKOFF_SECONDS, IDLE_EXIT_SECONDS, Feed, encode
+from runs.live_frames import live_of
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +238,12 @@ class PubSubRelay(Feed):
         if group is None:
             return  # unsubscribed a moment ago
         try:
-            events = events_of(self.layer.deserialize(data))
+            message = self.layer.deserialize(data)
+            frames = live_of(message)
+            if frames is not None:
+                self.deliver_live(group, frames)
+                return
+            events = events_of(message)
             if events:
                 self.deliver(group, encode(events, key_of(group)))
         except Exception:  # noqa: BLE001 - one bad message must not cut the connection
@@ -357,6 +364,10 @@ class Relay(Feed):
                 arrived = self.probes.get(message.get("probe", ""))
                 if arrived is not None and not arrived.done():
                     arrived.set_result(None)
+                continue
+            frames = live_of(message)
+            if frames is not None:
+                self.deliver_live(group, frames)
                 continue
             events = events_of(message)
             if events:

@@ -8,6 +8,13 @@ Routes (runs/routing.py):
 Server frames (JSON text; client frames are ignored):
     {"type": "event", "run", "seq", "event", "data", "ts"}   a WireEvent (runs/events.py); on
         the tenant stream a TenantWireEvent, whose "id" is the cursor to resume with
+    {"type": "live", "run", "event", "data", "ts"}   run stream only: an event shown while its
+        step still runs (`llm.delta` pieces, `branch.started|completed|failed`), with no seq
+        (runs/live_frames.py). The same events are stored when the step commits and then
+        arrive again as "event" frames with a seq (the stored `llm.delta` holds the whole
+        text): show live frames as provisional and replace them by the stored ones. Live
+        frames are best-effort: never replayed, and dropped rather than queued for a client
+        whose outbox is full. `data.step` is the index of the step that streamed it.
     {"type": "synced", "seq": n}   the replay is done; n is the last seq (tenant: id) sent
     {"type": "ping"}               every `ping_seconds`
     {"type": "overflow", "after": n}  just before close 4008 (best effort)
@@ -126,6 +133,8 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     # No channel-layer channel per consumer: the process's feed receives each event once.
     channel_layer_alias = live.NO_CHANNEL_LAYER
+    # Whether this stream shows live frames (runs/live_frames.py) besides stored events.
+    accepts_live: bool = False
     ping_seconds: float = 15.0
     page_size: int = 500
 
@@ -183,7 +192,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
             return await self._refuse(code)
         # Subscribed first: the feed sees the group's next event from here on, so the replay
         # below overlaps with live delivery rather than leaving a gap before it.
-        inbox = live.Inbox()
+        inbox = live.Inbox(accepts_live=self.accepts_live)
         await live.subscribe(self.group, inbox)
         self._subscribed = (self.group, inbox)
         self._writer = asyncio.create_task(self._write_loop())
@@ -299,6 +308,12 @@ class StreamConsumer(AsyncWebsocketConsumer):
         self._push_text(text, key)
         self.last = key
         return True
+
+    def _push_frame(self, text: str) -> None:
+        """A live frame (no seq): out now, or dropped if the client is behind (its stored
+        copy follows with the step's events)."""
+        if not self._closed and not self._full():
+            self._push_text(text, None)
 
     async def _push_paced(self, text: str, key: int) -> bool:
         """Queue a replayed frame, waiting while the outbox is full. False: closed."""

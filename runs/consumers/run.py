@@ -20,8 +20,16 @@ from tenants.auth import TenantContext
 log = logging.getLogger(__name__)
 
 
+def _keyed(hints: list[live.Hint]) -> list[tuple[int | None, str]]:
+    """Hints as outbox entries: a live frame has no seq to record as written."""
+    return [(None if seq == live.LIVE_KEY else seq, text) for seq, text in hints]
+
+
 class RunStreamConsumer(StreamConsumer):
-    """`/ws/runs/<id>/`: a run's events in seq order, replayed after `after`, then live."""
+    """`/ws/runs/<id>/`: a run's events in seq order, replayed after `after`, then live;
+    live frames (no seq) besides them while a step runs."""
+
+    accepts_live = True
 
     async def open_stream(self, ctx: TenantContext) -> int | None:
         after = parse_after(self.scope)
@@ -81,24 +89,32 @@ class RunStreamConsumer(StreamConsumer):
     def take_now(self, hints: list[live.Hint]) -> list[live.Hint]:
         """The next seqs in order go out at once, in one socket write when nothing waits in
         the outbox; a gap (backfill), a full outbox (possible overflow) or a replay in
-        progress leaves the rest to the pump."""
+        progress leaves the rest to the pump. Live frames go out where they stand."""
         if self._closed or self._lock.locked():
             return hints
         ready: list[live.Hint] = []
         rest: list[live.Hint] = []
+        last = self.last
         for i, (seq, text) in enumerate(hints):
-            if seq <= self.last + len(ready):
+            if seq == live.LIVE_KEY:
+                ready.append((seq, text))
+                continue
+            if seq <= last:
                 continue  # replayed or backfilled already
-            if seq != self.last + len(ready) + 1:
+            if seq != last + 1:
                 rest = hints[i:]
                 break
             ready.append((seq, text))
+            last = seq
         if not ready:
             return rest
-        if not self._outbox and not self._stalled and self._write_now(ready):
-            self.last = ready[-1][0]
+        if not self._outbox and not self._stalled and self._write_now(_keyed(ready)):
+            self.last = last
             return rest
         for i, (seq, text) in enumerate(ready):
+            if seq == live.LIVE_KEY:
+                self._push_frame(text)
+                continue
             if self._full():
                 return ready[i:] + rest
             self._push_text(text, seq)
@@ -107,7 +123,12 @@ class RunStreamConsumer(StreamConsumer):
 
     async def on_hints(self, hints: list[live.Hint]) -> None:
         for seq, text in hints:
-            if seq <= self.last or self._closed:
+            if self._closed:
+                return
+            if seq == live.LIVE_KEY:
+                self._push_frame(text)
+                continue
+            if seq <= self.last:
                 continue  # replayed or backfilled already
             if seq > self.last + 1:
                 if not await self.backfill(seq - 1):

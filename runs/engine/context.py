@@ -42,6 +42,9 @@ class RunContext:
     resolve: Callable[[Suspension], Resolution | None] = _no_resolution
     on_step_start: Callable[[int, str, int], None] | None = None
     on_delta: Callable[[str, str], None] | None = None
+    # on_live(event type, data): an event viewers should see while the step still runs
+    # (`branch.*`); the engine also records it with the step, so the caller stores it then.
+    on_live: Callable[[str, dict], None] | None = None
     # run_subgraph(graph, input, depth, call=<id of the call within its step>,
     #              cancel=<the calling node's token>) -> the child's final state
     run_subgraph: Callable[..., dict] | None = None
@@ -116,8 +119,18 @@ class NodeContext:
         self.in_branch = in_branch
         self.runner = runner
         self.usage = Usage()
-        self.events: list[tuple[str, dict]] = []
+        self._events: list[tuple[str, dict]] = []
         self.artifacts: list[ArtifactData] = []
+        # What this attempt streamed, stored with the step as one `llm.delta` event (viewers
+        # saw the pieces live); joined when the events are read, not once per piece.
+        self._streamed: list[str] = []
+        self._streamed_event: dict[str, Any] | None = None
+
+    @property
+    def events(self) -> list[tuple[str, dict]]:
+        if self._streamed_event is not None:
+            self._streamed_event["text"] = "".join(self._streamed)
+        return self._events
 
     @property
     def args(self) -> dict:
@@ -137,13 +150,29 @@ class NodeContext:
             ArtifactData(name, content_type or guess_content_type(name, data), artifact_bytes(data))
         )
 
-    def emit(self, event_type: str, data: dict | None = None) -> None:
-        """Record a node-level event; the runtime stores it with the step."""
-        self.events.append((event_type, dict(data or {})))
+    def emit(self, event_type: str, data: dict | None = None, *, live: bool = False) -> None:
+        """Record a node-level event; the runtime stores it with the step. `live`: the
+        caller also shows it to viewers now, while the step runs."""
+        data = dict(data or {})
+        self._events.append((event_type, data))
+        if live and self.run.on_live is not None and not self.cancel.cancelled:
+            self.run.on_live(event_type, data)
+
+    def live(self, event_type: str, data: dict) -> None:
+        """Show an event to viewers now without recording it (the caller records it with the
+        step itself, e.g. from another thread)."""
+        if self.run.on_live is not None and not self.cancel.cancelled:
+            self.run.on_live(event_type, dict(data))
 
     def delta(self, text: str) -> None:
-        """Stream a piece of LLM output to the caller."""
-        if self.run.on_delta is not None and text and not self.cancel.cancelled:
+        """Stream a piece of LLM output to the caller; the whole is stored with the step."""
+        if not text or self.cancel.cancelled:
+            return
+        if self._streamed_event is None:
+            self._streamed_event = {"node": self.name, "text": ""}
+            self._events.append(("llm.delta", self._streamed_event))
+        self._streamed.append(text)
+        if self.run.on_delta is not None:
             self.run.on_delta(self.name, text)
 
     def variables(self, **extra: Any) -> dict[str, Any]:

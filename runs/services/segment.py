@@ -1,10 +1,12 @@
 """A segment's state, its watcher tick and the callbacks the engine makes into it.
 
 The watcher thread (`runs.services.watcher`) calls `tick`: it renews the lease, notices
-cancel/pause/guidance requests and the wall-time limit, and writes the live events a slow step
-shows before it commits. The engine calls `on_step_start`, `on_delta`, `resolve` and
-`run_subgraph` through the `RunContext` built by `context`. How a segment ends lives in
-`runs.services.segment_endings`; the loop itself in `runs.services.execute`.
+cancel/pause/guidance requests and the wall-time limit, and writes the `step.started` a slow
+step shows before it commits. The engine calls `on_step_start`, `on_delta`, `on_live`,
+`resolve` and `run_subgraph` through the `RunContext` built by `context`; `on_delta` and
+`on_live` publish live frames (runs/live_frames.py: no row, no seq) from the node's thread, and
+the engine hands the same events back with the step, stored when it commits. How a segment
+ends lives in `runs.services.segment_endings`; the loop itself in `runs.services.execute`.
 """
 
 from __future__ import annotations
@@ -29,12 +31,11 @@ from runs.engine import (
 )
 from runs.engine.pricing import price_table
 from runs.events import append_events
+from runs.live_frames import publish_live
 from runs.models import Control, ControlKind, Run
 from runs.services.claim import conf
 from runs.services.graphs import spec_for
-from runs.services.steps import (
-    PendingStep,
-)
+from runs.services.steps import PendingStep, capped
 from runs.services.subgraphs import run_child
 from runs.status import RunStatus
 from tenants import limits
@@ -66,7 +67,7 @@ class SegmentBase:
         self.batch_started = 0.0
         self.current: tuple[int, str, int, float] | None = None
         self.started_emitted: set[int] = set()
-        self.deltas: list[tuple[str, str]] = []
+        self.run_hex = run.public_id.hex
         self.lock = threading.Lock()
         # The queue task's time slice is shared by the segments it runs one after another.
         self.started_mono = slice_started or time.monotonic()
@@ -117,7 +118,8 @@ class SegmentBase:
                 self.token.cancel("fenced")
 
     def _flush_live(self) -> None:
-        """Events a slow step shows before it commits: step.started and llm deltas."""
+        """The `step.started` of a slow step, written before it commits (a stored event: the
+        step's live frames come with no seq, see `on_live`)."""
         events: list[tuple[str, dict[str, Any]]] = []
         with self.lock:
             current = self.current
@@ -130,12 +132,6 @@ class SegmentBase:
                 index, node, attempt, _ = current
                 events.append(("step.started", {"index": index, "node": node, "attempt": attempt}))
                 self.started_emitted.add(index)
-            if self.deltas:
-                merged: dict[str, str] = {}
-                for node, text in self.deltas:
-                    merged[node] = merged.get(node, "") + text
-                events += [("llm.delta", {"node": n, "text": t}) for n, t in merged.items()]
-                self.deltas = []
         if events:
             with transaction.atomic():
                 append_events(
@@ -149,8 +145,17 @@ class SegmentBase:
             self.current = (index, node, attempt, time.monotonic())
 
     def on_delta(self, node: str, text: str) -> None:
-        with self.lock:
-            self.deltas.append((node, text))
+        self.on_live("llm.delta", {"node": node, "text": text})
+
+    def on_live(self, event: str, data: dict[str, Any]) -> None:
+        """Show `event` to the run's viewers now, from the node's thread (a buffer append).
+        The engine records it with the step too, so it is stored when the step commits."""
+        if self.fenced:
+            return  # another worker owns the run now
+        current = self.current
+        if event != "llm.delta":  # deltas are small; a branch's update may not be
+            data = capped(data)
+        publish_live(self.run_hex, event, {**data, "step": current[0] if current else None})
 
     def resolve(self, suspension: Suspension) -> Resolution | None:
         kind = SUSPENSION_CONTROL[suspension.kind]
@@ -187,6 +192,7 @@ class SegmentBase:
             resolve=self.resolve,
             on_step_start=self.on_step_start,
             on_delta=self.on_delta,
+            on_live=self.on_live,
             run_subgraph=self.run_subgraph,
             depth=self.run.depth,
             http_policy=HttpPolicy(

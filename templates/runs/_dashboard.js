@@ -90,6 +90,8 @@
           stopPolling();
           setLive.apply(null, opts.liveState ? opts.liveState() : ["on", "Live"]);
           if (opts.onSynced) opts.onSynced(frame);
+        } else if (frame.type === "live") {
+          if (opts.onLive) opts.onLive(frame); // no seq: the cursor stays (runs/live_frames.py)
         } else if (frame.type === "overflow") {
           self.after = frame.after;
         }
@@ -253,8 +255,10 @@
       if (log && follow && follow.checked) log.scrollTop = log.scrollHeight;
       return true;
     }
+    var liveOut = Runyard.liveOutput ? Runyard.liveOutput({ setNode: setNode }) : null;
     function applyEvent(ev, fromSnapshot) {
       if (!appendEvent(ev)) return;
+      if (liveOut) liveOut.onEvent(ev);
       var d = ev.data || {};
       switch (ev.event) {
         case "step.started": case "step.retrying": setNode(d.node, "running"); break;
@@ -300,6 +304,7 @@
           if (g.getAttribute("data-state") !== st) g.setAttribute("data-state", st);
         });
       }
+      if (liveOut) liveOut.reapply();
       var log2 = document.getElementById("event-log");
       if (log2 && follow && follow.checked) log2.scrollTop = log2.scrollHeight;
     }
@@ -355,6 +360,7 @@
       cursor: function (frame) { return frame.seq; },
       resumeAt: function () { return lastSeq; },
       onEvent: function (frame) { applyEvent(frame, false); },
+      onLive: function (frame) { if (liveOut) liveOut.onLive(frame); },
       onSynced: function () { refresh(); },
       liveState: liveState,
       poll: function () { return load(); },

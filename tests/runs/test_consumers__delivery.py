@@ -460,7 +460,7 @@ async def test_poller_makes_one_query_per_tick_however_many_clients(
     queries: list[int] = []
     fetch = live.Poller._fetch
 
-    def counted(self: live.Poller) -> list[Event]:
+    def counted(self: live.Poller) -> tuple[list[Event], list[Any]]:
         with CaptureQueriesContext(connection) as ctx:
             rows = fetch(self)
         queries.append(len(ctx.captured_queries))
@@ -484,7 +484,8 @@ async def test_poller_makes_one_query_per_tick_however_many_clients(
     got = await frames_until(viewers[-1], lambda f: f["run"] == runs[-1].public_id.hex)
     assert [f["event"] for f in got] == ["run.started"] * 3
     await close(*viewers)
-    assert queries and set(queries) == {1}, queries
+    # The event tail's query and the live frames' (runs/live_frames.py), whatever the clients.
+    assert queries and set(queries) == {2}, queries
 
 
 @pytest.mark.django_db(transaction=True)

@@ -10,7 +10,8 @@
 - `fail_times`: the first N attempts of each visit fail with a retryable `llm_unavailable`
   error, so `retry.max_attempts > fail_times` succeeds.
 - Tokens are counted with the engine's simple tokenizer; the reply streams as one delta per
-  token.
+  token. `token_ms` (0 to 10,000) pauses between streamed tokens, waited on the cancel token
+  like `latency_ms`, so live streaming can be seen and tested.
 """
 
 from __future__ import annotations
@@ -28,11 +29,14 @@ if TYPE_CHECKING:
     from ..context import NodeContext
     from ..speccheck import SpecCheck
 
+# The longest pause between two streamed tokens: a demo knob, not a way to park a worker.
+MAX_TOKEN_MS = 10_000
+
 
 @register_provider
 class ScriptedProvider(Provider):
     name = "scripted"
-    fields = frozenset({"responses", "latency_ms", "fail_times", "cycle"})
+    fields = frozenset({"responses", "latency_ms", "token_ms", "fail_times", "cycle"})
     default_model = "scripted"
     billed = False  # offline: a spec may set `price` to simulate costs
 
@@ -48,6 +52,11 @@ class ScriptedProvider(Provider):
         latency = node.get("latency_ms", 0)
         if not is_number(latency) or latency < 0:
             check.add(where, f"`latency_ms` must be a number >= 0, got {latency!r}")
+        token_ms = node.get("token_ms", 0)
+        if not is_number(token_ms) or not 0 <= token_ms <= MAX_TOKEN_MS:
+            check.add(
+                where, f"`token_ms` must be a number from 0 to {MAX_TOKEN_MS}, got {token_ms!r}"
+            )
         fail_times = node.get("fail_times", 0)
         if not is_int(fail_times) or fail_times < 0:
             check.add(where, f"`fail_times` must be an integer >= 0, got {fail_times!r}")
@@ -75,7 +84,10 @@ class ScriptedProvider(Provider):
         else:
             value = copy.deepcopy(response)
             text = json.dumps(response, ensure_ascii=False)
-        for piece in split_tokens(text):
+        pause = float(node.get("token_ms", 0)) / 1000.0
+        for i, piece in enumerate(split_tokens(text)):
+            if pause and i and nc.cancel.wait(pause):
+                raise RunCancelled(nc.cancel.reason or "cancelled")
             nc.delta(piece)
         return LLMReply(
             text=text,

@@ -9,6 +9,9 @@ set to a state key, `collect` instead succeeds with the successful branches merg
 The step's `update` lists the touched keys with their merged values (as if `replace`); each
 branch's own update is in its `branch.completed` event. Use the step's `state`: re-applying
 a parallel's `update` through `append`-like reducers would double it.
+
+`branch.*` events are also shown live (RunContext.on_live) as each branch starts and ends,
+while the node still runs; the copies recorded with the step are stored when it commits.
 """
 
 from __future__ import annotations
@@ -75,21 +78,34 @@ class ParallelNode(NodeKind):
                 return pending.popleft() if pending and not stopped.is_set() else None
 
         def run_branch(i: int) -> None:
+            result: Any = None
+            error: BaseException | None = None
             try:
                 result = nc.runner.execute(
                     branches[i], nc.state, nc.visit, tokens[i], in_branch=True
                 )
-                failed = result.error is not None or result.suspension is not None
-                finished.put((i, result, None))
             except BaseException as exc:  # reported to the waiting thread
-                failed = not isinstance(exc, RunCancelled)
-                finished.put((i, None, exc))
-            if failed and fail_fast:
-                # Cancel the siblings from here: the caller may itself be busy in a branch.
-                stopped.set()
-                for j, token in enumerate(tokens):
-                    if j != i:
-                        token.cancel("fail_fast")
+                error = exc
+            try:
+                if not isinstance(error, RunCancelled):
+                    # Shown from here as the branch ends, before the waiting thread hears of
+                    # it (it may itself be busy in another branch); it records the same event
+                    # with the step.
+                    branch_error = self._branch_error(result, error)
+                    nc.live(*self._branch_event(branches, i, result, branch_error))
+            finally:
+                finished.put((i, result, error))
+                failed = (
+                    not isinstance(error, RunCancelled)
+                    if error is not None
+                    else result.error is not None or result.suspension is not None
+                )
+                if failed and fail_fast:
+                    # Cancel the siblings from here: the caller may itself be busy in a branch.
+                    stopped.set()
+                    for j, token in enumerate(tokens):
+                        if j != i:
+                            token.cancel("fail_fast")
 
         def work() -> None:
             helper_started = False
@@ -104,7 +120,7 @@ class ParallelNode(NodeKind):
                 run_branch(i)
 
         for i, branch in enumerate(branches):
-            nc.emit("branch.started", {"branch": branch, "index": i})
+            nc.emit("branch.started", {"branch": branch, "index": i}, live=True)
         try:
             # The calling thread is a worker too, which spares thread hand-offs when the
             # branches are cheap.
@@ -119,23 +135,12 @@ class ParallelNode(NodeKind):
                 if result is not None:
                     nc.usage.add(result.usage)
                     nc.events.extend(result.events)
+                nc.emit(*self._branch_event(branches, i, result, error))
                 if error is None:
                     results[i] = result
                     nc.artifacts.extend(result.artifacts)
-                    nc.emit(
-                        "branch.completed",
-                        {
-                            "branch": branches[i],
-                            "index": i,
-                            "attempt": result.attempt,
-                            "update": result.update,
-                        },
-                    )
                     continue
                 failures[i] = error
-                nc.emit(
-                    "branch.failed", {"branch": branches[i], "index": i, "error": error.to_dict()}
-                )
                 if fail_fast:
                     for j in range(len(branches)):
                         if j not in results and j not in failures:
@@ -149,6 +154,7 @@ class ParallelNode(NodeKind):
                                         "message": "cancelled by fail_fast",
                                     },
                                 },
+                                live=True,
                             )
                     raise NodeError(
                         "branch_failed",
@@ -162,6 +168,18 @@ class ParallelNode(NodeKind):
             for token in tokens:
                 token.detach()
         return self._merge(nc, branches, results, failures)
+
+    def _branch_event(
+        self, branches: list[str], i: int, result: Any, error: NodeError | None
+    ) -> tuple[str, dict]:
+        if error is None:
+            return "branch.completed", {
+                "branch": branches[i],
+                "index": i,
+                "attempt": result.attempt,
+                "update": result.update,
+            }
+        return "branch.failed", {"branch": branches[i], "index": i, "error": error.to_dict()}
 
     def _branch_error(self, result: Any, exc: BaseException | None) -> NodeError | None:
         if exc is not None:

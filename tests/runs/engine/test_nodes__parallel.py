@@ -71,10 +71,11 @@ def test_results_merge_in_branch_order_through_the_reducers() -> None:
     assert results[-1].state["count"] == 2
     kinds = [k for k, _ in step.events if k != "llm.request"]
     assert kinds[:3] == ["branch.started"] * 3
-    # Each llm branch records what it sent, named by the branch (the step inspector's view).
+    # Each llm branch records what it sent, named by the branch (the step inspector's view),
+    # and its streamed reply is stored with the step too.
     sent = {d["node"]: d["messages"] for k, d in step.events if k == "llm.request"}
     assert set(sent) == {"slow", "fast"}
-    assert sorted(kinds[3:]) == ["branch.completed"] * 3
+    assert sorted(kinds[3:]) == ["branch.completed"] * 3 + ["llm.delta"] * 2
     completed = {d["branch"]: d for k, d in step.events if k == "branch.completed"}
     assert completed["slow"]["update"] == {"findings": "first"}
     assert step.usage.by_model["scripted"]["calls"] == 2
