@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from runs.models import Event, Run
+from runs.perprocess import PerProcess
 from runs.sql import guarded_update, insert_rows, is_plain
 
 log = logging.getLogger(__name__)
@@ -235,20 +235,11 @@ class _PubSubPublisher:
             log.warning("event publish failed; paused %ss", self.pause_seconds, exc_info=True)
 
 
-_publishers: dict[int, _LoopPublisher | _PubSubPublisher] = {}  # per process (fork-safe)
-_publishers_lock = threading.Lock()
+_publishers: PerProcess[_LoopPublisher | _PubSubPublisher] = PerProcess(lambda: _make_publisher())
 
 
 def _publisher() -> _LoopPublisher | _PubSubPublisher:
-    pid = os.getpid()
-    found = _publishers.get(pid)
-    if found is None:
-        with _publishers_lock:
-            found = _publishers.get(pid)
-            if found is None:
-                _publishers.clear()
-                found = _publishers[pid] = _make_publisher()
-    return found
+    return _publishers.get()
 
 
 def pubsub_address(layer: Any) -> str | None:

@@ -28,7 +28,6 @@ import collections
 import datetime as dt
 import json
 import logging
-import os
 import threading
 import time
 from typing import Any, Literal, TypedDict
@@ -40,6 +39,7 @@ from django.utils import timezone
 
 from runs.events import _publisher, run_group
 from runs.models import LiveFrame
+from runs.perprocess import PerProcess
 
 log = logging.getLogger(__name__)
 
@@ -158,20 +158,11 @@ class _Sender:
             LiveFrame.objects.filter(created_at__lt=cutoff).delete()
 
 
-_senders: dict[int, _Sender] = {}  # per process: a forked worker starts its own thread
-_senders_lock = threading.Lock()
+_senders: PerProcess[_Sender] = PerProcess(_Sender)  # a forked worker starts its own thread
 
 
 def sender() -> _Sender:
-    pid = os.getpid()
-    found = _senders.get(pid)
-    if found is None:
-        with _senders_lock:
-            found = _senders.get(pid)
-            if found is None:
-                _senders.clear()
-                found = _senders[pid] = _Sender()
-    return found
+    return _senders.get()
 
 
 def publish_live(run_hex: str, event: str, data: dict[str, Any]) -> None:
