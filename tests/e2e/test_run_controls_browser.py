@@ -32,6 +32,7 @@ from tests.e2e.browser import (  # noqa: F401 - the fixture overrides the suite'
     _fast_password_hashing,
     chromium_context,
     require_browser,
+    watch_of,
 )
 from tests.e2e.control_functions import gated_spec
 from tests.e2e.processes import Platform, platform
@@ -41,6 +42,9 @@ from tests.runs.conftest import approval_spec, slow_spec
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 require_browser()  # skips the module without playwright or chromium
+
+# The page's live stream is up: "Live", or "Run ended" on a run that can no longer change.
+LIVE = '#live-indicator:is([data-live="on"], [data-live="ended"])'
 
 INPUT_SPEC = {
     "name": "ask",
@@ -130,7 +134,7 @@ def open_page(context: Any, base: str, user: Any) -> tuple[Any, Watch]:
 def show(page: Any, watch: Watch, run: Run, status: str | None = None) -> None:
     watch.leaving = True
     page.goto(f"{watch.base}/runs/{run.public_id}/")
-    page.wait_for_selector('#live-indicator[data-live="on"]')
+    page.wait_for_selector(LIVE)
     watch.leaving = False  # the old page's aborts were reported before the new one went live
     if status:
         page.wait_for_selector(f'#run-status[data-status="{status}"]')
@@ -253,6 +257,7 @@ def test_a_refused_control_keeps_the_typed_patch(live: Platform, browser: Any) -
     page.wait_for_selector("#controls-held")
     assert page.input_value("#approval-patch") == patch
     watch.allow(409, r"/approval/$")
+    watch_of(browser).allow(r"409 .*/approval/$", r"status of 409")
     page.click("#approve-button")
     toast = page.wait_for_selector("#toasts .msg-error")
     assert "already" in toast.inner_text()
@@ -300,7 +305,7 @@ def test_retry_resume_and_fork_of_ended_runs(live: Platform, browser: Any, tmp_p
     watch.leaving = True
     page.click('#panel-timeline tr[data-step="1"] .step-fork')
     page.wait_for_url(lambda url: url != here)
-    page.wait_for_selector('#live-indicator[data-live="on"]')
+    page.wait_for_selector(LIVE)
     watch.leaving = False
     fork = Run.objects.exclude(pk=run.pk).get(tenant=tenant)
     assert page.url == f"{base}/runs/{fork.public_id}/"

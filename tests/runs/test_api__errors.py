@@ -162,6 +162,7 @@ def test_openapi_document_is_public_and_lists_every_endpoint(db: Any) -> None:
         "POST /runs/{run_id}/cancel",
         "POST /runs/{run_id}/pause",
         "POST /runs/{run_id}/resume",
+        "POST /runs/{run_id}/retry",
         "POST /runs/{run_id}/input",
         "POST /runs/{run_id}/guidance",
         "POST /runs/{run_id}/approvals/{approval_id}",

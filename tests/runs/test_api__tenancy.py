@@ -71,6 +71,7 @@ OBJECT_ENDPOINTS: list[tuple[str, str, Any]] = [
     ("POST", "/runs/{run}/cancel", {"action": "interrupt"}),
     ("POST", "/runs/{run}/pause", None),
     ("POST", "/runs/{run}/resume", None),
+    ("POST", "/runs/{done}/retry", None),
     ("POST", "/runs/{run}/input", {"value": 1, "input_id": "gate@1"}),
     ("POST", "/runs/{run}/guidance", {"message": "hi"}),
     ("POST", "/runs/{run}/approvals/gate@1", {"decision": "approve"}),
@@ -154,6 +155,7 @@ def test_every_operation_has_a_cross_tenant_test() -> None:
         "/artifacts/{artifact_id}/content": "/artifacts/{artifact}/content",
         "/runs/{run_id}/approvals/{approval_id}": "/runs/{run}/approvals/gate@1",
         "/runs/{run_id}/artifacts": "/runs/{done}/artifacts",
+        "/runs/{run_id}/retry": "/runs/{done}/retry",
     }
     for path, operations in schema["paths"].items():
         short = path.removeprefix("/api/v1")
