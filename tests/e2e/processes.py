@@ -118,6 +118,8 @@ class Platform:
         return f"ws://127.0.0.1:{self.port}"
 
     def command(self, name: str) -> list[str]:
+        # "worker:b" is a second worker cluster (its own process group, same queue): a machine.
+        name = name.partition(":")[0]
         if name == "web":
             return procfile_command("web", self.env)
         return {
