@@ -103,7 +103,9 @@ def test_a_step_that_ignores_its_cancellation_is_abandoned_with_the_process(
 
     make_graph(tenant, slow_spec())
     run = create_run(tenant, graph="slow")
-    segment = Segment(claim_run(queue.pending.pop(), worker="w"))
+    claimed = claim_run(queue.pending.pop(), worker="w")
+    assert claimed is not None
+    segment = Segment(claimed)
     exits: list[int] = []
     monkeypatch.setattr(watcher_module.os, "_exit", exits.append)
     draining.start_draining()
