@@ -28,6 +28,13 @@ class RunsConfig(AppConfig):
 
         post_spawn.connect(on_worker_spawned, dispatch_uid="runyard-worker-heartbeat")
 
+        # A stopping qcluster (SIGTERM, to its whole group or its main process) hands its runs
+        # back at their next step boundary and exits (runs/draining.py).
+        from runs import draining
+
+        post_spawn.connect(draining.on_worker_spawned, dispatch_uid="runyard-worker-draining")
+        draining.make_qcluster_group_safe()
+
 
 def configure_llm_prices() -> None:
     from runs.engine.pricing import configure_prices

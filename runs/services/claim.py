@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from runs.draining import draining
 from runs.engine import (
     apply_update,
     initial_state,
@@ -28,6 +29,7 @@ from runs.services.dbretry import retry_transient
 from runs.services.graphs import spec_for
 from runs.services.lifecycle import (
     release_queue_slot,
+    release_run_slot,
 )
 from runs.sql import NOT_NULL, guarded_update, insert_rows
 from runs.status import RunStatus
@@ -59,6 +61,8 @@ def claim_next(*, worker: str | None = None) -> Run | None:
     None when nothing is owed (or the cluster is at capacity)."""
     from runs.dispatch import dispatch_here
 
+    if draining():  # this worker is stopping: the run is another worker's to take
+        return None
     worker = worker or worker_id()
 
     def claim() -> Run | None:
@@ -67,6 +71,28 @@ def claim_next(*, worker: str | None = None) -> Run | None:
             return None if run_pk is None else _claim(run_pk, worker)
 
     return retry_transient(claim)
+
+
+def hand_back_dispatch(run_pk: int) -> str:
+    """A stopping worker was handed a run (its task was already in this cluster's queue): give
+    back the run's slot and dispatch it again at once, to a worker that is not stopping."""
+    from runs.dispatch import dispatch_on_commit
+
+    def release() -> str:
+        with transaction.atomic():
+            undispatched = guarded_update(
+                Run,
+                run_pk,
+                where={"status": RunStatus.QUEUED, "dispatched_at": NOT_NULL},
+                sets={"dispatched_at": None},
+            )
+            if not undispatched:
+                return "not_claimed"
+            release_run_slot(Run.objects.get(pk=run_pk))
+            dispatch_on_commit()
+        return "handed_back"
+
+    return retry_transient(release)
 
 
 def _claim(run_pk: int, worker: str) -> Run | None:

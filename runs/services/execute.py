@@ -18,6 +18,7 @@ import time
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
+from runs.draining import draining
 from runs.engine import (
     Executor,
     NodeError,
@@ -26,7 +27,7 @@ from runs.engine import (
 )
 from runs.events import Fenced
 from runs.models import Control, Run
-from runs.services.claim import claim_next, claim_run, conf
+from runs.services.claim import claim_next, claim_run, conf, hand_back_dispatch
 from runs.services.dbretry import retry_transient
 from runs.services.lifecycle import (
     error,
@@ -63,6 +64,8 @@ class Segment(SegmentEndings):
     def execute(self) -> str:
         watcher.add(self)
         try:
+            if draining() and self.run.parent_id is None:  # the stop came as it was claimed
+                return self._hand_back()
             return self._stop_if_budget_used_up() or self._loop()
         except Fenced:
             if not self.fenced:  # a commit's guard failed: maybe a cancel landed meanwhile
@@ -70,6 +73,8 @@ class Segment(SegmentEndings):
             log.info("run %s: fenced out at epoch %s", self.run.public_id, self.epoch)
             return "fenced"
         except RunCancelled as exc:
+            if exc.reason == "shutdown":  # the drain's grace is over (runs/draining.py)
+                return self._commit_pending() or self._hand_back()
             return self._on_cancelled(exc.reason)
         finally:
             watcher.remove(self)
@@ -117,6 +122,10 @@ class Segment(SegmentEndings):
                     return outcome
                 if self.pause_requested:
                     return self._pause()
+                # This worker is stopping: another continues the run from this step at once.
+                # A child runs on inside its parent's step (the grace bounds it).
+                if draining() and self.run.parent_id is None:
+                    return self._hand_back()
                 # A child runs inside its parent's turn; only a root hands the turn back.
                 if self.run.parent_id is None and (
                     time.monotonic() - self.started_mono > conf("SEGMENT_SECONDS")
@@ -231,6 +240,8 @@ def run_segment(run_pk: int) -> str:
 
 
 def _execute_one(run_pk: int, task_started: float) -> str:
+    if draining():
+        return hand_back_dispatch(run_pk)
     try:
         run = claim_run(run_pk)
     except Exception as exc:

@@ -12,10 +12,11 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from runs import draining
 from runs.engine import (
     StepResult,
 )
-from runs.events import append_events
+from runs.events import Fenced, append_events
 from runs.models import Control, ControlKind, Run
 from runs.services.dbretry import retry_transient
 from runs.services.lifecycle import (
@@ -196,6 +197,46 @@ class SegmentEndings(SegmentBase):
         with transaction.atomic():
             requeue(self.run, reason="time_slice", fence={"epoch": self.epoch})
         return "yielded"
+
+    def _hand_back(self) -> str:
+        """This worker is stopping: the run goes back to the queue and is dispatched at once,
+        to continue from its last committed step on another worker. Not a recovery: nothing
+        was lost. A child run is left as it is: its parent's next owner takes it over."""
+        if self.run.parent_id is not None:
+            return "handed_back"
+
+        def commit() -> str:
+            with transaction.atomic():
+                requeue(self.run, reason="shutdown", fence=self._fence())
+            return "handed_back"
+
+        try:
+            return retry_transient(commit)
+        except Fenced:  # a cancel landed meanwhile, or the run is no longer ours
+            return self._on_cancelled("commit_fenced")
+
+    def drain_tick(self) -> None:
+        """The watcher's, while this process drains: once the grace is over, cancel the step
+        in flight; the loop then hands the run back (`execute`, reason `shutdown`)."""
+        if draining.draining_for() >= draining.grace_seconds():
+            self.token.cancel("shutdown")
+
+    def abandon(self) -> None:
+        """The watcher's, when the step ignored its cancellation and the process is about to
+        end: hand the run back from here. The stuck step dies with the process; had it
+        committed, the status guard would have fenced it."""
+        if self.run.parent_id is not None:
+            return
+        with transaction.atomic():
+            run = (
+                Run.objects.select_related("tenant")
+                .filter(pk=self.run.pk, epoch=self.epoch, status=RunStatus.RUNNING)
+                .first()
+            )
+            if run is not None:
+                requeue(
+                    run, reason="shutdown", fence={"epoch": self.epoch}, data={"abandoned": True}
+                )
 
     def _apply_guidance(self) -> None:
         with transaction.atomic():

@@ -15,6 +15,8 @@ from typing import Protocol
 
 from django.db import connection
 
+from runs import draining
+
 log = logging.getLogger(__name__)
 
 WATCH_SECONDS = 0.2
@@ -22,6 +24,10 @@ WATCH_SECONDS = 0.2
 
 class Watched(Protocol):
     def tick(self) -> None: ...
+
+    def drain_tick(self) -> None: ...
+
+    def abandon(self) -> None: ...
 
 
 class Watcher:
@@ -56,8 +62,26 @@ class Watcher:
                         segment.tick()
                     except Exception:  # noqa: BLE001 - keep watching; the lease says the rest
                         log.warning("watcher tick failed", exc_info=True)
+                if segments and draining.draining():
+                    self._drain(segments)
                 if not segments:
                     connection.close()  # idle: hold no database session
+
+    def _drain(self, segments: list[Watched]) -> None:
+        """This process is stopping (runs/draining.py): past the grace, cancel the steps in
+        flight; a step that ignores it for ABANDON_SECONDS more is abandoned with the process,
+        its run handed back from here first, so the worker still exits in bounded time."""
+        for segment in segments:
+            segment.drain_tick()
+        if draining.draining_for() < draining.grace_seconds() + draining.ABANDON_SECONDS:
+            return
+        for segment in segments:
+            try:
+                segment.abandon()
+            except Exception:  # noqa: BLE001 - its lease then expires and it is recovered
+                log.warning("handing back an abandoned run failed", exc_info=True)
+        log.warning("stopping: a step ignored its cancellation; abandoning it")
+        os._exit(0)
 
 
 watcher = Watcher()

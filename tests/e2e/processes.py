@@ -108,6 +108,15 @@ class Platform:
         self.env["PORT"] = str(self.port)
         self.env.setdefault("RUNYARD_BIND", "127.0.0.1")
         self.procs: dict[str, subprocess.Popen] = {}
+        self.ports: dict[str, int] = {"web": self.port}  # "web:b", a second daphne: its own
+
+    def url_of(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    def env_of(self, name: str) -> dict[str, str]:
+        if name.partition(":")[0] != "web":
+            return self.env
+        return {**self.env, "PORT": str(self.ports.setdefault(name, free_port()))}
 
     @property
     def url(self) -> str:
@@ -118,8 +127,10 @@ class Platform:
         return f"ws://127.0.0.1:{self.port}"
 
     def command(self, name: str) -> list[str]:
+        # "worker:b" is a second worker cluster (its own process group, same queue): a machine.
+        original, name = name, name.partition(":")[0]
         if name == "web":
-            return procfile_command("web", self.env)
+            return procfile_command("web", self.env_of(original))
         return {
             "worker": [PY, "manage.py", "qcluster"],
             "scheduler": [
@@ -134,21 +145,39 @@ class Platform:
         }[name]
 
     def start(self, *names: str) -> Platform:
-        if "web" in names:
+        if any(n.partition(":")[0] == "web" for n in names):
             self.env.setdefault("STATIC_ROOT", str(collected_static()))
         for name in names:
             log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
             self.procs[name] = subprocess.Popen(
                 self.command(name),
                 cwd=ROOT,
-                env=self.env,
+                env=self.env_of(name),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         if "web" in names:
             self.wait_http("/healthz")
+        for name in names:
+            if name.startswith("web:"):
+                self.wait_http_on(name, "/healthz")
         return self
+
+    def wait_http_on(self, name: str, path: str, timeout: float = 30) -> None:
+        """`wait_http` for another web process ("web:b")."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc = self.procs.get(name)
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"{name} exited: {self.log(name)}")
+            try:
+                if httpx.get(self.url_of(name) + path, timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"{name} {path} not ready: {self.log(name)}")
 
     def wait_http(self, path: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
