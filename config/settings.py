@@ -261,6 +261,9 @@ RUNYARD: dict[str, Any] = {
     # so long runs cannot hold workers against other tenants.
     "SEGMENT_SECONDS": env_float("RUNYARD_SEGMENT_SECONDS", 300),
     "MAX_RECOVERIES": int(os.environ.get("RUNYARD_MAX_RECOVERIES", 3)),
+    # A worker told to stop (SIGTERM) hands its runs back at the next step boundary; a step
+    # still running this long after the signal is cancelled and runs again elsewhere.
+    "DRAIN_GRACE_SECONDS": env_float("RUNYARD_DRAIN_GRACE_SECONDS", 20),
     # Consecutive pure steps (transform, end) committed in one transaction, at most this many;
     # 1 commits every step on its own.
     "PURE_BATCH_STEPS": int(os.environ.get("RUNYARD_PURE_BATCH_STEPS", 100)),

@@ -44,9 +44,7 @@ _since: list[float] = []
 
 
 def grace_seconds() -> float:
-    conf: dict[str, Any] = settings.RUNYARD
-    value = conf.get("DRAIN_GRACE_SECONDS") or os.environ.get("RUNYARD_DRAIN_GRACE_SECONDS")
-    return float(value) if value else 20.0
+    return float(settings.RUNYARD["DRAIN_GRACE_SECONDS"])
 
 
 def draining() -> bool:
