@@ -218,9 +218,9 @@ def run_page(tenant: Tenant, filters: RunFilters, *, cursor: str | None, limit: 
     qs = filtered_runs(tenant, filters)
     if cursor:
         created_at, pk = decode_cursor(cursor, dt.datetime, int)
-        # `created_at <= cursor` first: a range both databases seek in run_tenant_created
-        # (or run_tenant_status). The OR alone made SQLite walk the index from the newest
-        # run to the cursor, so deep pages cost more the deeper they were.
+        # `created_at <= cursor` too: a range both databases seek (run_tenant_created or
+        # run_tenant_status). From the OR alone PostgreSQL derived no range and walked the
+        # index from the newest run to the cursor: the deeper the page, the slower.
         qs = qs.filter(
             Q(created_at__lte=created_at),
             Q(created_at__lt=created_at) | Q(created_at=created_at, pk__lt=pk),
