@@ -6,7 +6,9 @@ Each test runs the real service or selector, captures the SQL it sent, and asks 
 how it would run each statement (SQLite: EXPLAIN QUERY PLAN; PostgreSQL: EXPLAIN (FORMAT
 JSON)) on a table of 100,000 runs with fresh statistics. A plan that reads every row of
 runs_run, runs_event or runs_step fails: its cost would grow with the table. Plans, not
-timings: a plan is the same on a loaded machine.
+timings: a plan is the same on a loaded machine. Where a seek could still walk far (the
+dispatcher's lookup, a deep cursor page, a thread's runs) the test also checks which index
+condition it starts from. `PLANS_DEBUG=1` prints every statement with its plan.
 """
 
 from __future__ import annotations
