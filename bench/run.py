@@ -21,6 +21,7 @@ SUITES = {
     "runtime": ["bench/runtime.py", "--json"],
     "events": ["bench/events.py", "--json"],
     "tokens": ["bench/tokens.py", "--json"],
+    "bigtable": ["bench/bigtable.py", "--json"],
 }
 
 

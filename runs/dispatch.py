@@ -71,7 +71,12 @@ def dispatchable() -> QuerySet[Run]:
 
 def candidates() -> QuerySet:
     """(tenant id, its oldest dispatchable run) in fair order: fewest runs in flight first,
-    then the tenant served longest ago (round robin among equals)."""
+    then the tenant served longest ago (round robin among equals).
+
+    Per tenant, one seek into the partial index run_dispatch_queue (queued, undispatched root
+    runs by (tenant, id)): its first entry is the oldest, and the thread check behind it is a
+    seek in run_thread_status. Its cost follows the tenants and their queues, never the runs
+    stored (tests/runs/test_query_plans.py)."""
     oldest = dispatchable().filter(tenant_id=OuterRef("pk")).order_by("id").values("id")[:1]
     return (
         Tenant.objects.filter(running_count__lt=F("max_concurrent_runs"))

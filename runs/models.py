@@ -64,7 +64,8 @@ class Run(models.Model):
     )
     depth = models.PositiveSmallIntegerField(default=0)
     # Run trees (subgraphs): every descendant points at its root, which holds the tree's
-    # shared counters. Nothing looks runs up by root, so no index (one less per insert).
+    # shared counters. Indexed by the partial run_root (children only): roots, most runs,
+    # pay no index write.
     root = models.ForeignKey(
         "self",
         null=True,
@@ -136,9 +137,30 @@ class Run(models.Model):
     class Meta:
         indexes = [
             models.Index(fields=["tenant", "-created_at", "-id"], name="run_tenant_created"),
-            models.Index(fields=["tenant", "status", "-created_at"], name="run_tenant_status"),
+            # Ends with -id like the list's order, so a status-filtered page stops after
+            # `limit` rows instead of sorting all the tenant's runs in that status.
+            models.Index(
+                fields=["tenant", "status", "-created_at", "-id"], name="run_tenant_status"
+            ),
             models.Index(fields=["status", "dispatched_at"], name="run_status_dispatched"),
             models.Index(fields=["thread", "status"], name="run_thread_status"),
+            # A thread's runs newest first (GET /runs?thread_id=): partial, so runs without a
+            # thread cost no index write.
+            models.Index(
+                fields=["thread", "-created_at", "-id"],
+                condition=models.Q(thread__isnull=False),
+                name="run_thread_created",
+            ),
+            # The dispatcher's queue: each tenant's oldest undispatched root run is the first
+            # entry of its range (runs/dispatch.py); holds only queued runs, so it stays small.
+            models.Index(
+                fields=["tenant", "id"],
+                condition=models.Q(status="queued", dispatched_at__isnull=True, root__isnull=True),
+                name="run_dispatch_queue",
+            ),
+            # Child runs by root: only children have one, so roots cost no index write; it
+            # spares deletes (the root_id foreign key) a scan of every run.
+            models.Index(fields=["root"], condition=models.Q(root__isnull=False), name="run_root"),
         ]
         constraints = [
             models.UniqueConstraint(

@@ -168,7 +168,15 @@ def filtered_runs(tenant: Tenant, filters: RunFilters) -> QuerySet[Run]:
     if filters.graph:
         qs = qs.filter(graph__name=filters.graph)
     if filters.thread_id:
-        qs = qs.filter(thread__public_id=filters.thread_id)
+        # The thread's pk first (one unique-index read), so the runs query is a seek in
+        # run_thread_created; joined by public_id, PostgreSQL walked every thread's runs.
+        thread_pk = (
+            Thread.objects.for_tenant(tenant)
+            .filter(public_id=filters.thread_id)
+            .values_list("pk", flat=True)
+            .first()
+        )
+        qs = qs.filter(thread_id=thread_pk) if thread_pk is not None else qs.none()
     if filters.created_after:
         qs = qs.filter(created_at__gt=_aware(filters.created_after))
     if filters.created_before:
@@ -210,7 +218,13 @@ def run_page(tenant: Tenant, filters: RunFilters, *, cursor: str | None, limit: 
     qs = filtered_runs(tenant, filters)
     if cursor:
         created_at, pk = decode_cursor(cursor, dt.datetime, int)
-        qs = qs.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, pk__lt=pk))
+        # `created_at <= cursor` too: a range both databases seek (run_tenant_created or
+        # run_tenant_status). From the OR alone PostgreSQL derived no range and walked the
+        # index from the newest run to the cursor: the deeper the page, the slower.
+        qs = qs.filter(
+            Q(created_at__lte=created_at),
+            Q(created_at__lt=created_at) | Q(created_at=created_at, pk__lt=pk),
+        )
     rows = list(qs.order_by("-created_at", "-pk")[: limit + 1])
     more = len(rows) > limit
     rows = rows[:limit]
