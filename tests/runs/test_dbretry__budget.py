@@ -28,8 +28,8 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     clock = Clock()
-    monkeypatch.setattr(dbretry.time, "monotonic", clock.monotonic)
-    monkeypatch.setattr(dbretry.time, "sleep", clock.sleep)
+    monkeypatch.setattr(dbretry, "monotonic", clock.monotonic)
+    monkeypatch.setattr(dbretry, "sleep", clock.sleep)
     return clock
 
 
