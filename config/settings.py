@@ -90,7 +90,7 @@ MIDDLEWARE = [
     # Serves `collectstatic`'s output (STATIC_ROOT) from the web process itself, DEBUG on or
     # off, before sessions or the database are touched: the admin's CSS and JS and the API
     # docs' Swagger UI (/static/ninja/) need no other server. ASGI-native (no thread per file).
-    "servestatic.middleware.ServeStaticMiddleware",
+    "config.staticfiles.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -198,6 +198,10 @@ STATIC_URL = "static/"
 # `make run` fills it with `collectstatic`; the browser tests collect into a temporary one.
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "static"))
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # ServeStatic warns about a missing one
+# The web process also serves the apps' static folders (indexed once at start-up) for whatever
+# `collectstatic` never copied; STATIC_ROOT's files win (config/staticfiles.py).
+SERVESTATIC_USE_FINDERS = True
+SERVESTATIC_USE_STATIC_ROOT = True
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", VAR_DIR / "media"))
 MEDIA_URL = "media/"
 STORAGES = {
