@@ -256,14 +256,18 @@ class StreamConsumer(AsyncWebsocketConsumer):
                 log.info("closing websocket %s: %s", self.scope.get("path"), verdict)
                 await self._revoke(code)
 
-    async def _revoke(self, code: int) -> None:
-        """Close now with `code`, dropping whatever the client has not read yet."""
+    def _stop_writing(self) -> None:
+        """Mark the socket closed and drop what waits for it: nothing more is written."""
         self._closed = True
         if self._writer is not None:
             self._writer.cancel()
         self._outbox.clear()
         self._outbox_bytes = 0
         self._drained.set()
+
+    async def _revoke(self, code: int) -> None:
+        """Close now with `code`, dropping whatever the client has not read yet."""
+        self._stop_writing()
         with contextlib.suppress(Exception):  # the client may be gone already
             await self.close(code=code)
 
@@ -391,12 +395,7 @@ class StreamConsumer(AsyncWebsocketConsumer):
 
     async def _overflow(self) -> None:
         """Close a client that fell too far behind, telling it where to resume."""
-        self._closed = True
-        if self._writer is not None:
-            self._writer.cancel()
-        self._outbox.clear()
-        self._outbox_bytes = 0
-        self._drained.set()
+        self._stop_writing()
         after = self.written
         log.info("closing slow websocket %s after %s", self.scope.get("path"), after)
         try:
