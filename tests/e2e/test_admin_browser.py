@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib.staticfiles import finders
 from django.utils import timezone
 
 from runs.models import Run
@@ -38,26 +37,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 require_browser()  # skips the module without playwright or chromium
 
 
-def serve_static(route: Any) -> None:
-    """daphne serves no static files (production does that elsewhere): answer the admin's CSS
-    and JS from the finders, so pages look as operators see them."""
-    path = route.request.url.split("/static/", 1)[1].split("?", 1)[0]
-    found = finders.find(path)
-    if not found:
-        route.fulfill(status=404, body="")
-        return
-    types = {".css": "text/css", ".js": "application/javascript", ".svg": "image/svg+xml"}
-    route.fulfill(
-        status=200,
-        body=Path(found).read_bytes(),
-        content_type=types.get(Path(found).suffix, "application/octet-stream"),
-    )
-
-
 @pytest.fixture
 def browser_page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     with chromium_context(monkeypatch, width=1500, height=950) as context:
-        context.route("**/static/**", serve_static)
         page = context.new_page()
         page.set_default_timeout(20_000)
         yield page
