@@ -87,7 +87,7 @@ def append_events(
     *,
     fence: dict[str, Any] | None = None,
     **run_updates: Any,
-) -> list[Event]:
+) -> None:
     """Write `events` for `run` and apply `run_updates` to it in one guarded UPDATE.
 
     Must run inside a transaction. `fence` adds conditions to the UPDATE (e.g. epoch and
@@ -117,7 +117,7 @@ def append_events(
         last = Run.objects.values_list("last_seq", flat=True).get(pk=run.pk)
     run.last_seq = last
     if not n:
-        return []
+        return
     first, now = last - n + 1, timezone.now()
     fields = [
         {
@@ -131,17 +131,16 @@ def append_events(
         for i, (etype, data) in enumerate(events)
     ]
     ids = insert_rows(Event, fields)
-    # from_db takes the values in field order: the fast way to build model instances.
-    rows = [
-        Event.from_db(
-            None, EVENT_FIELDS, (pk, run.pk, run.tenant_id, f["seq"], f["type"], f["data"], now)
-        )
-        for pk, f in zip(ids, fields, strict=True)
-    ]
     if settings.REDIS_URL:
+        # from_db takes the values in field order: the fast way to build model instances.
+        rows = [
+            Event.from_db(
+                None, EVENT_FIELDS, (pk, run.pk, run.tenant_id, f["seq"], f["type"], f["data"], now)
+            )
+            for pk, f in zip(ids, fields, strict=True)
+        ]
         hex_id, tenant_hex = run.public_id.hex, run.tenant.public_id.hex
         transaction.on_commit(lambda: publish(rows, hex_id, tenant_hex))
-    return rows
 
 
 class _LoopPublisher:

@@ -165,6 +165,36 @@ def _prepare(
     return [prep(v, db) for prep, v in zip(preparers, values.values(), strict=True)]
 
 
+@functools.cache
+def _native(sql: str, vendor: str) -> str:
+    """The statement in the DB-API module's own placeholder style (sqlite3 takes `?`)."""
+    return sql.replace("%s", "?") if vendor == "sqlite" else sql
+
+
+def _execute(db: BaseDatabaseWrapper, sql: str, params: list[Any], *, fetch: bool) -> Any:
+    """Run one statement; returns its rows when `fetch`, else its rowcount.
+
+    When nothing observes the connection (no query log, no execute wrappers: production),
+    the statement goes to the DB-API cursor directly, with the checks Django's cursor would
+    make (thread, broken transaction, error wrapping). Django's cursor costs ~15 us per
+    statement on top (its wrappers, and on SQLite a regex rewriting `%s` each time), which
+    is a tenth of an effectful step. Otherwise Django's cursor runs it, so tests and the
+    debug tooling see every statement."""
+    if db.queries_logged or db.execute_wrappers or db.connection is None:
+        with db.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall() if fetch else cursor.rowcount
+    db.validate_thread_sharing()
+    db.validate_no_broken_transaction()
+    cursor = db.connection.cursor()
+    try:
+        with db.wrap_database_errors:
+            cursor.execute(_native(sql, db.vendor), params)
+            return cursor.fetchall() if fetch else cursor.rowcount
+    finally:
+        cursor.close()
+
+
 def guarded_update(
     model: type[models.Model],
     pk: int,
@@ -188,12 +218,10 @@ def guarded_update(
         model, tuple(sets), tuple(increments), tuple(where), returning, null, not_null
     )
     params = [*_prepare(model, sets, db), *increments.values(), pk, *_prepare(model, where, db)]
-    with db.cursor() as cursor:
-        cursor.execute(sql, params)
-        if returning:
-            row = cursor.fetchone()
-            return None if row is None else row[0]
-        return True if cursor.rowcount == 1 else None
+    if returning:
+        rows = _execute(db, sql, params, fetch=True)
+        return rows[0][0] if rows else None
+    return True if _execute(db, sql, params, fetch=False) == 1 else None
 
 
 def insert_rows(model: type[models.Model], rows: list[dict[str, Any]]) -> list[int]:
@@ -205,9 +233,7 @@ def insert_rows(model: type[models.Model], rows: list[dict[str, Any]]) -> list[i
     params: list[Any] = []
     for row in rows:
         params.extend(_prepare(model, row, db))
-    with db.cursor() as cursor:
-        cursor.execute(sql, params)
-        return [r[0] for r in cursor.fetchall()]
+    return [r[0] for r in _execute(db, sql, params, fetch=True)]
 
 
 @functools.cache

@@ -4,6 +4,7 @@ the change that used it; read back as periods for budgets, the admin and the API
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, cast
@@ -26,19 +27,43 @@ def usage_shard(run_id: int) -> int:
     return run_id % max(1, int(settings.RUNYARD["USAGE_SHARDS"]))
 
 
-def _increment_day(tenant_id: int, day: dt.date, shard: int, **amounts: int | Decimal) -> bool:
-    """One plain UPDATE of the ledger row: this runs in every step's transaction."""
+@functools.cache
+def _increment_sql(
+    model: type[UsageDay | UsageModelDay], keys: tuple[str, ...], columns: tuple[str, ...]
+) -> str:
     q = connection.ops.quote_name
-    columns = [q(cast(str, cast(Field, UsageDay._meta.get_field(name)).column)) for name in amounts]
-    sets = ", ".join(f"{c} = {c} + %s" for c in columns)
-    day_value = cast(Field, UsageDay._meta.get_field("day")).get_db_prep_save(day, connection)
+
+    def col(name: str) -> str:
+        return q(cast(str, cast(Field, model._meta.get_field(name)).column))
+
+    sets = ", ".join(f"{col(c)} = {col(c)} + %s" for c in columns)
+    where = " AND ".join(f"{col(k)} = %s" for k in keys)
+    return f"UPDATE {q(model._meta.db_table)} SET {sets} WHERE {where}"  # noqa: S608 - names from model meta
+
+
+def _increment(
+    model: type[UsageDay | UsageModelDay], keys: dict[str, Any], amounts: dict[str, int | Decimal]
+) -> bool:
+    """One plain UPDATE of a ledger row (this runs in every step's transaction; the ORM's
+    query building cost more than the statement). False when the row does not exist yet."""
+    day = cast(Field, model._meta.get_field("day")).get_db_prep_save(keys["day"], connection)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {q(UsageDay._meta.db_table)} SET {sets} WHERE {q('tenant_id')} = %s "  # noqa: S608 - names from model meta
-            f"AND {q('day')} = %s AND {q('shard')} = %s",
-            [*amounts.values(), tenant_id, day_value, shard],
+            _increment_sql(model, tuple(keys), tuple(amounts)),
+            [*amounts.values(), *{**keys, "day": day}.values()],
         )
         return cursor.rowcount == 1
+
+
+def _add_to_row(
+    model: type[UsageDay | UsageModelDay], keys: dict[str, Any], amounts: dict[str, int | Decimal]
+) -> None:
+    """Add `amounts` to the ledger row of `keys`, creating it the first time."""
+    if _increment(model, keys, amounts):
+        return
+    _, created = model.objects.get_or_create(**keys, defaults=amounts)
+    if not created:  # another transaction created it between our UPDATE and INSERT
+        model.objects.filter(**keys).update(**{k: F(k) + v for k, v in amounts.items()})
 
 
 def record_usage(
@@ -56,61 +81,26 @@ def record_usage(
     """Add to today's ledger row of `shard` (and per model). Call in the transaction of the
     change; a run's changes go to `usage_shard(run.pk)`."""
     day = day or timezone.now().date()
-    cost = Decimal(str(cost_usd))
-    increments = {
-        "runs": F("runs") + runs,
-        "steps": F("steps") + steps,
-        "tokens_in": F("tokens_in") + tokens_in,
-        "tokens_out": F("tokens_out") + tokens_out,
-        "cost_usd": F("cost_usd") + cost,
+    keys = {"tenant_id": tenant_id, "day": day, "shard": shard}
+    amounts: dict[str, int | Decimal] = {
+        "runs": runs,
+        "steps": steps,
+        "tokens_in": tokens_in,
+        "tokens_out": tokens_out,
+        "cost_usd": Decimal(str(cost_usd)),
     }
-    if not _increment_day(
-        tenant_id,
-        day,
-        shard,
-        runs=runs,
-        steps=steps,
-        tokens_in=tokens_in,
-        tokens_out=tokens_out,
-        cost_usd=cost,
-    ):
-        _, created = UsageDay.objects.get_or_create(
-            tenant_id=tenant_id,
-            day=day,
-            shard=shard,
-            defaults={
-                "runs": runs,
-                "steps": steps,
-                "tokens_in": tokens_in,
-                "tokens_out": tokens_out,
-                "cost_usd": cost,
+    _add_to_row(UsageDay, keys, amounts)
+    for model, u in (by_model or {}).items():
+        _add_to_row(
+            UsageModelDay,
+            {**keys, "model": model},
+            {
+                "calls": int(u.get("calls", 0)),
+                "tokens_in": int(u.get("tokens_in", 0)),
+                "tokens_out": int(u.get("tokens_out", 0)),
+                "cost_usd": Decimal(str(u.get("cost_usd", 0))),
             },
         )
-        if not created:  # another transaction created it between our UPDATE and INSERT
-            UsageDay.objects.filter(tenant_id=tenant_id, day=day, shard=shard).update(**increments)
-    for model, u in (by_model or {}).items():
-        m_inc = {
-            "calls": F("calls") + int(u.get("calls", 0)),
-            "tokens_in": F("tokens_in") + int(u.get("tokens_in", 0)),
-            "tokens_out": F("tokens_out") + int(u.get("tokens_out", 0)),
-            "cost_usd": F("cost_usd") + Decimal(str(u.get("cost_usd", 0))),
-        }
-        row = UsageModelDay.objects.filter(tenant_id=tenant_id, day=day, model=model, shard=shard)
-        if not row.update(**m_inc):
-            _, created = UsageModelDay.objects.get_or_create(
-                tenant_id=tenant_id,
-                day=day,
-                model=model,
-                shard=shard,
-                defaults={
-                    "calls": int(u.get("calls", 0)),
-                    "tokens_in": int(u.get("tokens_in", 0)),
-                    "tokens_out": int(u.get("tokens_out", 0)),
-                    "cost_usd": Decimal(str(u.get("cost_usd", 0))),
-                },
-            )
-            if not created:
-                row.update(**m_inc)
 
 
 @dataclass

@@ -99,7 +99,10 @@ async def emit(run: Run, *types: str) -> list[Event]:
     def write() -> list[Event]:
         row = Run.objects.select_related("tenant").get(pk=run.pk)
         with transaction.atomic():
-            return append_events(row, [(t, {"n": i}) for i, t in enumerate(types)])
+            append_events(row, [(t, {"n": i}) for i, t in enumerate(types)])
+        return list(
+            Event.objects.filter(run=row, seq__gt=row.last_seq - len(types)).order_by("seq")
+        )
 
     return await sync_to_async(write)()
 
@@ -497,7 +500,8 @@ def test_event_tail_reads_new_rows_and_ids_committed_late(
     tail = live.EventTail()
     tail.start()
     with transaction.atomic():
-        rows = append_events(run, [("run.started", {}), ("step.started", {}), ("step.failed", {})])
+        append_events(run, [("run.started", {}), ("step.started", {}), ("step.failed", {})])
+    rows = list(Event.objects.filter(run=run, seq__gt=1).order_by("seq"))
     missing = rows[1]
     Event.objects.filter(pk=missing.pk).delete()  # as if not committed yet
     with django_assert_num_queries(1):
@@ -526,7 +530,8 @@ def test_event_tail_gives_up_on_a_hole_after_a_while(
     tail = live.EventTail()
     tail.start()
     with transaction.atomic():
-        rows = append_events(run, [("run.started", {}), ("step.started", {})])
+        append_events(run, [("run.started", {}), ("step.started", {})])
+    rows = list(Event.objects.filter(run=run, seq__gt=1).order_by("seq"))
     Event.objects.filter(pk=rows[0].pk).delete()  # rolled back, say
     tail.fetch()
     assert set(tail.holes) == {rows[0].pk}

@@ -28,7 +28,8 @@ needs_redis = pytest.mark.skipif(not django_settings.REDIS_URL, reason="needs RE
 
 def rows_of(run: Run, *types: str) -> list[Event]:
     with transaction.atomic():
-        return append_events(run, [(t, {"n": i}) for i, t in enumerate(types)])
+        append_events(run, [(t, {"n": i}) for i, t in enumerate(types)])
+    return list(Event.objects.filter(run=run).order_by("seq")[1:])  # after run.queued
 
 
 @pytest.mark.django_db

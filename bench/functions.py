@@ -1,0 +1,12 @@
+"""Functions the benchmarks' graphs call (RUNYARD_FUNCTION_MODULES=bench.functions)."""
+
+from __future__ import annotations
+
+from runs.engine.context import NodeContext
+from runs.engine.functions import register_function
+
+
+@register_function("bench_inc", replace=True)
+def bench_inc(state: dict, ctx: NodeContext) -> dict:
+    """The smallest effectful step: one key, one addition."""
+    return {"x": state["x"] + 1}
