@@ -130,8 +130,9 @@ def append_events(
         }
         for i, (etype, data) in enumerate(events)
     ]
-    ids = insert_rows(Event, fields)
-    if settings.REDIS_URL:
+    publishing = bool(settings.REDIS_URL)
+    ids = insert_rows(Event, fields, returning=publishing)
+    if publishing:
         # from_db takes the values in field order: the fast way to build model instances.
         rows = [
             Event.from_db(

@@ -45,6 +45,7 @@ from runs.services.steps import (
     write_steps,
 )
 from runs.services.watcher import watcher
+from runs.sql import pipelined
 from runs.status import RunStatus
 from tenants import limits
 
@@ -178,7 +179,7 @@ class Segment(SegmentEndings):
         def commit() -> str | None:
             saved = run.__dict__.copy()
             try:
-                with artifact_files_kept_on_commit(), transaction.atomic():
+                with artifact_files_kept_on_commit(), pipelined() as pipe, transaction.atomic():
                     written = write_steps(
                         run,
                         batch,
@@ -198,6 +199,8 @@ class Segment(SegmentEndings):
                         written.check.exceeded = limits.check_spend(
                             run.tenant, tokens=u.tokens_in + u.tokens_out, cost_usd=u.cost_usd
                         )
+                    if self._run_ends(last.result, written.check):
+                        pipe.end()  # ending it goes through the ORM, which reads results
                     outcome = self._after_step(
                         last.result, written.check, last.prev_state, last.prev_position
                     )

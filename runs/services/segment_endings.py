@@ -45,6 +45,15 @@ class SegmentEndings(SegmentBase):
     def _commit_pending(self) -> str | None:
         raise NotImplementedError
 
+    def _run_ends(self, result: StepResult, check: limits.RunLimitCheck) -> bool:
+        """Whether `_after_step` will end the run (or its segment) rather than go on."""
+        return bool(
+            result.done
+            or result.run_error
+            or self.tree_limit is not None
+            or check.exceeded is not None
+        )
+
     def _after_step(
         self,
         result: StepResult,

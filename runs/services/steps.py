@@ -302,11 +302,14 @@ def write_steps(
     run.state, run.position, run.steps = last.state, last.position, steps
     run.tokens_in, run.tokens_out, run.cost_usd = tokens_in, tokens_out, cost
     run.warned_limits = warned
-    step_pks = insert_rows(Step, step_rows)
-    insert_rows(Checkpoint, checkpoint_rows)
-    for p, pk in zip(written, step_pks, strict=True):
-        if p.result.artifacts:
-            store_artifacts(run, Step(pk=pk, run=run, index=p.result.index), p.result, fence)
+    # Only artifacts need the steps' ids: otherwise nothing waits for these INSERTs.
+    with_artifacts = any(p.result.artifacts for p in written)
+    step_pks = insert_rows(Step, step_rows, returning=with_artifacts)
+    insert_rows(Checkpoint, checkpoint_rows, returning=False)
+    if with_artifacts:
+        for p, pk in zip(written, step_pks, strict=True):
+            if p.result.artifacts:
+                store_artifacts(run, Step(pk=pk, run=run, index=p.result.index), p.result, fence)
     return Written(written, check, usage, bound)
 
 

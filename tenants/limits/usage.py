@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import F, Field, Q, Sum
+from django.db.models import Field, Q, Sum
 from django.utils import timezone
 
 from tenants.models import UsageDay, UsageModelDay
@@ -28,42 +28,40 @@ def usage_shard(run_id: int) -> int:
 
 
 @functools.cache
-def _increment_sql(
-    model: type[UsageDay | UsageModelDay], keys: tuple[str, ...], columns: tuple[str, ...]
+def _upsert_sql(
+    model: type[UsageDay | UsageModelDay], keys: tuple[str, ...], amounts: tuple[str, ...]
 ) -> str:
     q = connection.ops.quote_name
 
     def col(name: str) -> str:
         return q(cast(str, cast(Field, model._meta.get_field(name)).column))
 
-    sets = ", ".join(f"{col(c)} = {col(c)} + %s" for c in columns)
-    where = " AND ".join(f"{col(k)} = %s" for k in keys)
-    return f"UPDATE {q(model._meta.db_table)} SET {sets} WHERE {where}"  # noqa: S608 - names from model meta
-
-
-def _increment(
-    model: type[UsageDay | UsageModelDay], keys: dict[str, Any], amounts: dict[str, int | Decimal]
-) -> bool:
-    """One plain UPDATE of a ledger row (this runs in every step's transaction; the ORM's
-    query building cost more than the statement). False when the row does not exist yet."""
-    day = cast(Field, model._meta.get_field("day")).get_db_prep_save(keys["day"], connection)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _increment_sql(model, tuple(keys), tuple(amounts)),
-            [*amounts.values(), *{**keys, "day": day}.values()],
-        )
-        return cursor.rowcount == 1
+    table = q(model._meta.db_table)
+    columns = ", ".join(col(n) for n in (*keys, *amounts))
+    values = ", ".join(["%s"] * (len(keys) + len(amounts)))
+    adds = ", ".join(f"{col(n)} = {table}.{col(n)} + excluded.{col(n)}" for n in amounts)
+    return (
+        f"INSERT INTO {table} ({columns}) VALUES ({values}) "  # noqa: S608 - names from model meta
+        f"ON CONFLICT ({', '.join(col(k) for k in keys)}) DO UPDATE SET {adds}"
+    )
 
 
 def _add_to_row(
     model: type[UsageDay | UsageModelDay], keys: dict[str, Any], amounts: dict[str, int | Decimal]
 ) -> None:
-    """Add `amounts` to the ledger row of `keys`, creating it the first time."""
-    if _increment(model, keys, amounts):
-        return
-    _, created = model.objects.get_or_create(**keys, defaults=amounts)
-    if not created:  # another transaction created it between our UPDATE and INSERT
-        model.objects.filter(**keys).update(**{k: F(k) + v for k, v in amounts.items()})
+    """Add `amounts` to the ledger row of `keys`, creating it the first time: one upsert
+    (SQLite >= 3.24 and PostgreSQL), so a step's transaction never reads its result (nor
+    races another creating the row). It runs in every step's transaction; the ORM's query
+    building cost more than the statement."""
+    prep = {
+        name: cast(Field, model._meta.get_field(name)).get_db_prep_save(value, connection)
+        for name, value in (("day", keys["day"]), ("cost_usd", amounts["cost_usd"]))
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _upsert_sql(model, tuple(keys), tuple(amounts)),
+            [*{**keys, **amounts, **prep}.values()],
+        )
 
 
 def record_usage(
