@@ -15,7 +15,9 @@ MAX_EXPRESSION_CHARS = 200
 MAX_TIMEZONE_CHARS = 64
 # Standard five fields (minute hour day month weekday) or one of the usual nicknames. Six and
 # seven fields (seconds, years) are refused: a tick per second is a flood, not a schedule.
-MACROS = frozenset({"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"})
+MACROS = frozenset(
+    {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+)
 
 
 class InvalidSchedule(ValueError):
@@ -49,8 +51,8 @@ def check_expression(expression: str) -> str:
     nickname; InvalidSchedule naming `schedule` otherwise."""
     if not isinstance(expression, str) or len(expression) > MAX_EXPRESSION_CHARS:
         raise InvalidSchedule(
-            "schedule", f"schedule must be a cron expression of at most {MAX_EXPRESSION_CHARS} "
-            "characters."
+            "schedule",
+            f"schedule must be a cron expression of at most {MAX_EXPRESSION_CHARS} characters.",
         )
     text = " ".join(expression.split())
     if text.startswith("@"):

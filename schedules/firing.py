@@ -20,6 +20,7 @@ import datetime as dt
 import inspect
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -64,7 +65,7 @@ def fire_due_schedules(*, now: dt.datetime | None = None, limit: int = BATCH) ->
     fired: list[Fired] = []
     for pk, tick, expression, tz in due:
         try:
-            result = retry_transient(lambda: fire_cron(pk, tick, expression, tz, now=now))
+            result = retry_transient(partial(fire_cron, pk, tick, expression, tz, now=now))
         except Exception:  # noqa: BLE001 - one schedule's trouble must not stop the others
             log.exception("schedule %s: fire of tick %s failed", pk, tick)
             continue
@@ -144,7 +145,10 @@ def _start_run(cron: Cron, tick: dt.datetime) -> tuple[Run | None, str, dict[str
         return (
             None,
             FireOutcome.FAILED,
-            {"code": "internal_error", "message": f"Starting the run failed ({type(exc).__name__})."},
+            {
+                "code": "internal_error",
+                "message": f"Starting the run failed ({type(exc).__name__}).",
+            },
         )
     transaction.savepoint_commit(savepoint)
     return run, FireOutcome.STARTED, None

@@ -28,8 +28,10 @@ class CronIn(BodyIn):
 
     graph: str = Field(..., min_length=1, max_length=100, description="The graph's name.")
     version: int | None = Field(
-        None, ge=1, le=2_147_483_647, description="A stored version; default the latest at "
-        "each fire."
+        None,
+        ge=1,
+        le=2_147_483_647,
+        description="A stored version; default the latest at each fire.",
     )
     input: dict[str, Any] = Field(
         default_factory=dict, description="Each run's input; checked against the graph now."
@@ -111,8 +113,9 @@ class CronOut(Schema):
     metadata: dict[str, Any]
     priority: int
     multitask_strategy: str
-    next_run_at: dt.datetime | None = Field(..., description="The next tick (UTC); null when "
-                                            "disabled.")
+    next_run_at: dt.datetime | None = Field(
+        ..., description="The next tick (UTC); null when disabled."
+    )
     last_fired_at: dt.datetime | None
     last_run_id: uuid.UUID | None
     last_outcome: str | None

@@ -33,6 +33,4 @@ def cron_page(
 
 
 def recent_fires(cron: Cron, limit: int = RECENT_FIRES) -> list[CronFire]:
-    return list(
-        CronFire.objects.filter(cron=cron).select_related("run").order_by("-id")[:limit]
-    )
+    return list(CronFire.objects.filter(cron=cron).select_related("run").order_by("-id")[:limit])

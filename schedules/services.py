@@ -75,7 +75,8 @@ def _ensure_storable(value: Any, field: str) -> None:
         storable_size(value)
     except Unstorable as exc:
         raise field_error(
-            field, f"{field} holds a value that cannot be stored: {exc.reason}.",
+            field,
+            f"{field} holds a value that cannot be stored: {exc.reason}.",
             code="invalid_json_value",
         ) from None
 
@@ -199,7 +200,9 @@ def create_cron(
     return cron
 
 
-def update_cron(cron: Cron, *, by: str = "", now: dt.datetime | None = None, **changes: Any) -> Cron:
+def update_cron(
+    cron: Cron, *, by: str = "", now: dt.datetime | None = None, **changes: Any
+) -> Cron:
     """Change the fields in `changes` (names as in the API: graph, version, input, schedule,
     timezone, thread_id, enabled, metadata, priority, multitask_strategy). Changing the timing
     or enabling moves `next_run_at` to the first tick after now; disabling clears it.

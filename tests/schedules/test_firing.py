@@ -3,7 +3,6 @@ the schedule (not retried), disabled schedules do not fire, runs carry metadata.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import pytest
@@ -156,9 +155,9 @@ def test_an_unexpected_failure_is_recorded_and_the_tick_moves_on(
     fired = fire_due_schedules(now=at("2026-06-01 10:05:00"))
     assert [f.outcome for f in fired] == ["failed"]
     cron.refresh_from_db()
-    assert cron.last_error["code"] == "internal_error" and "RuntimeError" in cron.last_error[
-        "message"
-    ]
+    assert (
+        cron.last_error["code"] == "internal_error" and "RuntimeError" in cron.last_error["message"]
+    )
     assert cron.next_run_at == at("2026-06-01 10:10:00")
 
 
