@@ -20,7 +20,7 @@ router = Router(tags=["crons"])
 
 @router.post(
     "/crons",
-    response={201: CronDetailOut, **error_responses(403, 404, 409, 413)},
+    response={201: CronDetailOut, **error_responses(400, 403, 404, 409, 413)},
     summary="Create a schedule",
     description=(
         "Starts `graph` with `input` at every tick of `schedule` (cron, five fields) in "
@@ -80,7 +80,7 @@ def get_cron(request: HttpRequest, cron_id: uuid.UUID) -> Cron:
 
 @router.patch(
     "/crons/{cron_id}",
-    response={200: CronDetailOut, **error_responses(403, 404, 413)},
+    response={200: CronDetailOut, **error_responses(400, 403, 404, 413)},
     summary="Change a schedule",
     description=(
         "Only the fields sent change. Changing `schedule` or `timezone`, or enabling, moves "
