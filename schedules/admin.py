@@ -47,7 +47,7 @@ class CronFireInline(admin.TabularInline):
     can_delete = False
     ordering = ["-id"]
     fields = ["tick", "fired_at", "outcome", "run_link", "error_text"]
-    readonly_fields = fields
+    readonly_fields = ["tick", "fired_at", "outcome", "run_link", "error_text"]
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -93,6 +93,7 @@ class CronAdmin(admin.ModelAdmin):
     list_per_page = 50
     inlines = [CronFireInline]
     actions = ["enable_schedules", "disable_schedules"]
+    # Shown read-only (no change permission), callables included.
     fields = [
         "public_id",
         "tenant",
@@ -116,7 +117,6 @@ class CronAdmin(admin.ModelAdmin):
         "created_at",
         "updated_at",
     ]
-    readonly_fields = fields
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Cron]:
         latest = CronFire.objects.select_related("run").order_by("-id")[:LATEST_FIRES]

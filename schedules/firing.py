@@ -64,6 +64,7 @@ def fire_due_schedules(*, now: dt.datetime | None = None, limit: int = BATCH) ->
     )
     fired: list[Fired] = []
     for pk, tick, expression, tz in due:
+        assert tick is not None  # filtered on next_run_at__lte
         try:
             result = retry_transient(partial(fire_cron, pk, tick, expression, tz, now=now))
         except Exception:  # noqa: BLE001 - one schedule's trouble must not stop the others
@@ -97,7 +98,7 @@ def fire_cron(
             return None
         cron = Cron.objects.select_related("tenant", "thread").get(pk=pk)
         if broken is not None:
-            run, outcome = None, FireOutcome.FAILED
+            run, outcome = None, str(FireOutcome.FAILED)
             error: dict[str, Any] | None = {
                 "code": "invalid_schedule",
                 "message": f"{broken.message} The schedule was disabled.",

@@ -14,7 +14,7 @@ from schedules.cronexpr import MAX_EXPRESSION_CHARS, MAX_TIMEZONE_CHARS
 from schedules.models import Cron, CronFire
 from schedules.selectors import recent_fires
 
-EXAMPLE = {
+EXAMPLE: dict[str, Any] = {
     "graph": "support-triage",
     "input": {"text": "daily digest"},
     "schedule": "0 9 * * 1-5",
