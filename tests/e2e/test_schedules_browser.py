@@ -31,7 +31,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 require_browser()
 
 
-def test_schedules_fire_and_are_managed_from_the_page(live_platform: Any, watched: Any) -> None:
+def test_schedules_fire_and_are_managed_from_the_page(
+    live_platform: Any,
+    watched: Any,  # noqa: F811 - the fixture imported above
+) -> None:
     page, problems = watched
     tenant = make_tenant("crons-co")
     user = make_user("crons@example.com", tenant=tenant, password=PASSWORD)
