@@ -28,6 +28,7 @@ from runs.api import router as runs_router
 from runs.engine.values import Unstorable, loads_storable
 from runs.events import Fenced
 from runs.services.errors import ServiceError
+from schedules.api import router as schedules_router
 from tenants.api import router as tenants_router
 from tenants.auth import api_auth, auth_refusal
 from tenants.limits import LimitExceeded
@@ -174,6 +175,7 @@ api = RunyardAPI(
 )
 api.add_router("", runs_router)
 api.add_router("", tenants_router)
+api.add_router("", schedules_router)
 
 
 def error_response(

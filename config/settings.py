@@ -83,6 +83,7 @@ INSTALLED_APPS = [
     "django_q",
     "tenants",
     "runs",
+    "schedules",
 ]
 
 MIDDLEWARE = [
@@ -292,6 +293,9 @@ RUNYARD: dict[str, Any] = {
     # Threads (each with its database connection) for websocket consumers' queries, per process.
     "STREAM_DB_THREADS": int(os.environ.get("RUNYARD_STREAM_DB_THREADS", 8)),
     "MAX_INPUT_BYTES": int(os.environ.get("RUNYARD_MAX_INPUT_BYTES", 256 * 1024)),
+    # Schedules (crons) a tenant may hold, and fires kept in each one's history.
+    "MAX_CRONS_PER_TENANT": int(os.environ.get("RUNYARD_MAX_CRONS_PER_TENANT", 100)),
+    "CRON_FIRES_KEPT": int(os.environ.get("RUNYARD_CRON_FIRES_KEPT", 50)),
     "MAX_SPEC_BYTES": int(os.environ.get("RUNYARD_MAX_SPEC_BYTES", 1024 * 1024)),
     # Largest value one expression or template may build (bytes); over it: `expression_limit`.
     "MAX_VALUE_BYTES": int(os.environ.get("RUNYARD_MAX_VALUE_BYTES", 1_000_000)),

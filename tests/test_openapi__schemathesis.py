@@ -69,10 +69,24 @@ def flatmap_path_parameters(
 def flatmap_body(context: schemathesis.HookContext, body: Any) -> st.SearchStrategy[Any]:
     # Random graph names only find 404s; half the generated runs start a real graph instead.
     operation = context.operation
+    if operation is not None and operation.path.startswith("/api/v1/crons"):
+        return _cron_body(operation.method.upper(), body)
     if operation is None or operation.path != "/api/v1/runs" or not isinstance(body, dict):
         return st.just(body)
     real = {k: v for k, v in body.items() if k not in ("thread_id", "from_checkpoint")}
     return st.sampled_from([body, {**real, "graph": "chain", "version": 1}])
+
+
+def _cron_body(method: str, body: Any) -> st.SearchStrategy[Any]:
+    """Random cron expressions are nearly all 422s: half the schedules use a real one."""
+    if not isinstance(body, dict):
+        return st.just(body)
+    if method == "POST":
+        real = {k: v for k, v in body.items() if k not in ("thread_id", "version", "input")}
+        return st.sampled_from(
+            [body, {**real, "graph": "chain", "schedule": "*/5 * * * *", "timezone": "UTC"}]
+        )
+    return st.sampled_from([body, {"enabled": bool(body.get("enabled"))}])
 
 
 @pytest.fixture
@@ -93,8 +107,10 @@ def seeded(
     queue.drain()
     waiting = member.post("/runs", {"graph": "approve"}).json()["id"]
     queue.drain()
+    cron = member.post("/crons", {"graph": "chain", "schedule": "@daily"}).json()["id"]
     REAL.clear()
     REAL.update(
+        cron_id=cron,
         run_id=waiting,
         thread_id=thread,
         artifact_id=str(Artifact.objects.get().public_id),

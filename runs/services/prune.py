@@ -96,6 +96,20 @@ def with_descendants(roots: Iterable[int]) -> list[int]:
     return tree
 
 
+def referrers(on_delete: object) -> list[tuple[str, str]]:
+    """(table, column) of other apps' foreign keys to runs with this `on_delete` (a schedule's
+    fire points at the run it started): the plain DELETEs below honour them as the ORM would,
+    and the database's foreign keys would refuse the DELETE otherwise."""
+    return [
+        (rel.related_model._meta.db_table, str(rel.field.column))
+        for rel in Run._meta.get_fields(include_hidden=True)  # related_name="+" too
+        if isinstance(rel, models.ForeignObjectRel)
+        and rel.related_model is not Run
+        and rel.related_model not in OWNED
+        and rel.on_delete is on_delete
+    ]
+
+
 @transaction.atomic
 def delete_trees(roots: list[int], finished_before: dt.datetime) -> int:
     """One batch: the roots still old and finished, their descendants and what they own."""
@@ -118,6 +132,10 @@ def delete_trees(roots: list[int], finished_before: dt.datetime) -> int:
     marks = ", ".join(["%s"] * len(tree))
     tables = [(m._meta.db_table, "run_id") for m in OWNED] + [(Run._meta.db_table, "id")]
     with connection.cursor() as cursor:
+        for table, column in referrers(models.SET_NULL):
+            sql = f"UPDATE {qn(table)} SET {qn(column)} = NULL WHERE {qn(column)} IN ({marks})"  # noqa: S608
+            cursor.execute(sql, tree)
+        tables[:0] = referrers(models.CASCADE)
         for table, column in tables:
             sql = f"DELETE FROM {qn(table)} WHERE {qn(column)} IN ({marks})"  # noqa: S608
             cursor.execute(sql, tree)

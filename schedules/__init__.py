@@ -1,0 +1,1 @@
+"""Schedules (crons): graphs started on a cron expression, per tenant, through the run gate."""

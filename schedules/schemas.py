@@ -1,0 +1,171 @@
+"""API schemas of schedules (`/api/v1/crons`): what is accepted and how a schedule reads."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from ninja import Field, Schema
+from pydantic import ConfigDict
+
+from runs.schemas import BodyIn, MultitaskStrategy
+from schedules.cronexpr import MAX_EXPRESSION_CHARS, MAX_TIMEZONE_CHARS
+from schedules.models import Cron, CronFire
+from schedules.selectors import recent_fires
+
+EXAMPLE: dict[str, Any] = {
+    "graph": "support-triage",
+    "input": {"text": "daily digest"},
+    "schedule": "0 9 * * 1-5",
+    "timezone": "Europe/Paris",
+    "metadata": {"team": "support"},
+}
+
+
+class CronIn(BodyIn):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE]})
+
+    graph: str = Field(..., min_length=1, max_length=100, description="The graph's name.")
+    version: int | None = Field(
+        None,
+        ge=1,
+        le=2_147_483_647,
+        description="A stored version; default the latest at each fire.",
+    )
+    input: dict[str, Any] = Field(
+        default_factory=dict, description="Each run's input; checked against the graph now."
+    )
+    schedule: str = Field(
+        ...,
+        min_length=1,
+        max_length=MAX_EXPRESSION_CHARS,
+        description="Cron expression, five fields (minute hour day month weekday), or "
+        "@hourly, @daily, @weekly, @monthly, @yearly.",
+        examples=["*/15 * * * *"],
+    )
+    timezone: str = Field(
+        "UTC", min_length=1, max_length=MAX_TIMEZONE_CHARS, description="IANA zone name."
+    )
+    thread_id: uuid.UUID | None = Field(None, description="Run on this thread's state.")
+    enabled: bool = True
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="Copied to each run's metadata, with `cron_id`."
+    )
+    priority: int = Field(3, ge=1, le=5, description="Priority of the runs it starts (1-5).")
+    multitask_strategy: MultitaskStrategy = Field(
+        "reject", description="When the thread already has an active run at a tick."
+    )
+
+
+class CronPatchIn(BodyIn):
+    """Only the fields sent change. `version: null` follows the latest version again;
+    `thread_id: null` detaches the schedule from its thread."""
+
+    graph: str | None = Field(None, min_length=1, max_length=100)
+    version: int | None = Field(None, ge=1, le=2_147_483_647)
+    input: dict[str, Any] | None = None
+    schedule: str | None = Field(None, min_length=1, max_length=MAX_EXPRESSION_CHARS)
+    timezone: str | None = Field(None, min_length=1, max_length=MAX_TIMEZONE_CHARS)
+    thread_id: uuid.UUID | None = None
+    enabled: bool | None = None
+    metadata: dict[str, Any] | None = None
+    priority: int | None = Field(None, ge=1, le=5)
+    multitask_strategy: MultitaskStrategy | None = None
+
+    def changes(self) -> dict[str, Any]:
+        """What was sent; nulls only where null means something (version, thread_id)."""
+        sent = self.model_dump(exclude_unset=True)
+        for key in list(sent):
+            if sent[key] is None and key not in ("version", "thread_id"):
+                del sent[key]
+        if "thread_id" in sent and sent["thread_id"] is not None:
+            sent["thread_id"] = str(sent["thread_id"])
+        return sent
+
+
+class FireError(Schema):
+    code: str
+    message: str
+
+
+class CronFireOut(Schema):
+    tick: dt.datetime = Field(..., description="The tick fired (UTC).")
+    fired_at: dt.datetime
+    outcome: str = Field(..., description="started, refused or failed.")
+    run_id: uuid.UUID | None
+    error: FireError | None
+
+    @staticmethod
+    def resolve_run_id(obj: CronFire) -> uuid.UUID | None:
+        return obj.run.public_id if obj.run is not None else None
+
+
+class CronOut(Schema):
+    id: uuid.UUID
+    graph: str
+    version: int | None = Field(..., description="Null: the latest version at each fire.")
+    input: dict[str, Any]
+    schedule: str
+    timezone: str
+    thread_id: uuid.UUID | None
+    enabled: bool
+    metadata: dict[str, Any]
+    priority: int
+    multitask_strategy: str
+    next_run_at: dt.datetime | None = Field(
+        ..., description="The next tick (UTC); null when disabled."
+    )
+    last_fired_at: dt.datetime | None
+    last_run_id: uuid.UUID | None
+    last_outcome: str | None
+    last_error: FireError | None = Field(
+        ..., description="Why the last fire started no run; null after a fire that did."
+    )
+    fire_count: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    @staticmethod
+    def resolve_id(obj: Cron) -> uuid.UUID:
+        return obj.public_id
+
+    @staticmethod
+    def resolve_graph(obj: Cron) -> str:
+        return obj.graph_name
+
+    @staticmethod
+    def resolve_version(obj: Cron) -> int | None:
+        return obj.graph_version
+
+    @staticmethod
+    def resolve_thread_id(obj: Cron) -> uuid.UUID | None:
+        return obj.thread.public_id if obj.thread is not None else None
+
+    @staticmethod
+    def resolve_last_run_id(obj: Cron) -> uuid.UUID | None:
+        return obj.last_run.public_id if obj.last_run is not None else None
+
+    @staticmethod
+    def resolve_last_outcome(obj: Cron) -> str | None:
+        return obj.last_outcome or None
+
+
+class CronDetailOut(CronOut):
+    fires: list[CronFireOut] = Field(..., description="The latest fires, newest first.")
+
+    @staticmethod
+    def resolve_fires(obj: Cron) -> list[CronFire]:
+        return recent_fires(obj)
+
+
+class CronListOut(Schema):
+    items: list[CronOut]
+    next_cursor: str | None = Field(..., description="Pass as `cursor` for the next page.")
+
+
+class CronFiltersIn(Schema):
+    graph: str | None = Field(None, max_length=100, description="Only schedules of this graph.")
+    enabled: bool | None = Field(None, description="Only enabled (or disabled) schedules.")
+    cursor: str | None = Field(None, max_length=500, description="`next_cursor` of a page.")
+    limit: int = Field(50, ge=1, le=200)
