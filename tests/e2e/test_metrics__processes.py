@@ -24,7 +24,9 @@ pytestmark = pytest.mark.e2e
 def wait_done(runs: list[Run], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        statuses = set(Run.objects.filter(pk__in=[r.pk for r in runs]).values_list("status", flat=True))
+        statuses = set(
+            Run.objects.filter(pk__in=[r.pk for r in runs]).values_list("status", flat=True)
+        )
         if statuses <= {RunStatus.SUCCEEDED, RunStatus.FAILED}:
             return
         time.sleep(0.1)

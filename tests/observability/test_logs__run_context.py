@@ -97,7 +97,10 @@ def test_the_text_format_prefixes_the_run() -> None:
     finally:
         logger.removeHandler(handler)
         logger.propagate = True
-    assert buffer.getvalue().splitlines() == ["WARNING [tenant=acme run=abc123] inside", "WARNING outside"]
+    assert buffer.getvalue().splitlines() == [
+        "WARNING [tenant=acme run=abc123] inside",
+        "WARNING outside",
+    ]
 
 
 def test_json_lines_keep_tracebacks_on_one_line() -> None:
@@ -105,7 +108,9 @@ def test_json_lines_keep_tracebacks_on_one_line() -> None:
     try:
         raise ValueError("bad\nthing")
     except ValueError:
-        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed %s", ("here",), sys.exc_info())
+        record = logging.LogRecord(
+            "x", logging.ERROR, __file__, 1, "failed %s", ("here",), sys.exc_info()
+        )
     RunContextFilter().filter(record)
     line = formatter.format(record)
     assert "\n" not in line

@@ -100,7 +100,10 @@ def test_budgets_are_shown_against_their_limits(tenant, make_graph, queue, scrap
         run.tokens_in + run.tokens_out
     )
     assert value(samples, "runyard_tenant_limit", tenant=slug, limit="monthly_cost_usd") == 5
-    assert ("runyard_tenant_limit", frozenset({("tenant", slug), ("limit", "monthly_tokens")})) not in samples
+    assert (
+        "runyard_tenant_limit",
+        frozenset({("tenant", slug), ("limit", "monthly_tokens")}),
+    ) not in samples
     assert value(samples, "runyard_step_duration_seconds_count", tenant=slug, node_kind="llm") >= 1
 
 

@@ -67,7 +67,10 @@ def test_a_failed_step_and_run_are_error_spans(tenant, make_graph, queue, spans)
         {
             "name": "broken",
             "start": "boom",
-            "nodes": {"boom": {"kind": "transform", "set": {"x": "1 / 0"}}, "done": {"kind": "end"}},
+            "nodes": {
+                "boom": {"kind": "transform", "set": {"x": "1 / 0"}},
+                "done": {"kind": "end"},
+            },
             "edges": [{"from": "boom", "to": "done"}],
         },
     )
