@@ -29,8 +29,13 @@ class ObservabilityConfig(AppConfig):
         tracing.configure_from_env()
         # The prometheus docs: clear the multiprocess directory before the processes start.
         # Web and workers start apart here, so each clears what dead processes left.
-        if process_role(sys.argv) is not None:
+        role = process_role(sys.argv)
+        if role is not None:
             multiproc.clean_stale()
+        if role == "worker":
+            from observability import worker_server
+
+            worker_server.start_from_env()
         post_spawn.connect(on_worker_spawned, dispatch_uid="runyard-metrics-worker")
 
 

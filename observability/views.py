@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector
@@ -24,41 +25,40 @@ from observability import multiproc
 from observability.collectors import DatabaseCollector
 
 
-def _loopback(request: HttpRequest) -> bool:
-    if "HTTP_X_FORWARDED_FOR" in request.META or "HTTP_FORWARDED" in request.META:
+def _loopback(meta: Mapping[str, Any]) -> bool:
+    if "HTTP_X_FORWARDED_FOR" in meta or "HTTP_FORWARDED" in meta:
         return False
     try:
-        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+        address = ipaddress.ip_address(meta.get("REMOTE_ADDR", ""))
     except ValueError:
         return False
     mapped = getattr(address, "ipv4_mapped", None)
     return bool((mapped or address).is_loopback)
 
 
-def _bearer(request: HttpRequest) -> str | None:
-    scheme, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+def _bearer(meta: Mapping[str, Any]) -> str | None:
+    scheme, _, token = str(meta.get("HTTP_AUTHORIZATION", "")).partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def _refusal(request: HttpRequest) -> JsonResponse | None:
-    if _loopback(request):
+def refusal(meta: Mapping[str, Any], expected: str) -> tuple[int, str, str] | None:
+    """Why a scrape with these request headers (a WSGI environ or Django's META) is refused:
+    (status, code, message), or None to serve it. `expected`: the configured token."""
+    if _loopback(meta):
         return None
-    expected = settings.METRICS_TOKEN
     if not expected:
-        return _error(403, "forbidden", "Metrics are served to loopback clients only.")
-    token = _bearer(request)
+        return 403, "forbidden", "Metrics are served to loopback clients only."
+    token = _bearer(meta)
     if token is None or not hmac.compare_digest(token.encode(), expected.encode()):
-        response = _error(401, "unauthenticated", "Send Authorization: Bearer <metrics token>.")
-        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
-        return response
+        return 401, "unauthenticated", "Send Authorization: Bearer <metrics token>."
     return None
 
 
-def _error(status: int, code: str, message: str) -> JsonResponse:
-    return JsonResponse({"error": {"code": code, "message": message, "details": {}}}, status=status)
+def error_body(code: str, message: str) -> bytes:
+    return json.dumps({"error": {"code": code, "message": message, "details": {}}}).encode()
 
 
-class _Collected(Collector):
+class Collected(Collector):
     def __init__(self, families: Iterable[Any]) -> None:
         self.families = list(families)
 
@@ -68,10 +68,15 @@ class _Collected(Collector):
 
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
-    refused = _refusal(request)
+    refused = refusal(request.META, settings.METRICS_TOKEN)
     if refused is not None:
-        return refused
+        status, code, message = refused
+        response = HttpResponse(error_body(code, message), status=status)
+        response["Content-Type"] = "application/json"
+        if status == 401:
+            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collected(multiproc.collect()))
+    registry.register(Collected(multiproc.collect()))
     registry.register(DatabaseCollector())
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -14,7 +14,7 @@ import pytest
 from runs.models import Run
 from runs.services import create_graph_version, create_run
 from runs.status import RunStatus
-from tests.e2e.processes import platform
+from tests.e2e.processes import free_port, platform
 from tests.observability.conftest import parse, value
 from tests.runs.conftest import chain_spec
 
@@ -70,3 +70,45 @@ def test_the_web_process_serves_what_the_workers_observed(
         after = parse(httpx.get(p.url + "/metrics", timeout=10).text)
         assert value(after, f"{step}_count", tenant=slug, node_kind="transform") == 12
         assert value(after, "runyard_runs_finished_total", tenant=slug, status="succeeded") == 3
+
+
+def test_a_machine_with_only_workers_serves_its_own_metrics(
+    transactional_db: None, tenant, tmp_path: Path
+) -> None:
+    """RUNYARD_METRICS_PORT: the qcluster serves its machine's process metrics itself."""
+    prom = tmp_path / "prometheus"
+    prom.mkdir()
+    port = free_port()
+    create_graph_version(tenant, chain_spec(n=2))
+    env = {
+        "PROMETHEUS_MULTIPROC_DIR": str(prom),
+        "RUNYARD_METRICS_PORT": str(port),
+        "RUNYARD_METRICS_TOKEN": "tok-123",
+        "Q_WORKERS": "1",
+    }
+    with platform(tmp_path, "worker", **env) as p:
+        run = create_run(tenant, graph="chain")
+        wait_done([run])
+        url = f"http://127.0.0.1:{port}/metrics"
+        deadline = time.monotonic() + 30
+        while True:  # the cluster may still be starting
+            try:
+                response = httpx.get(url, timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, p.log("worker")
+                time.sleep(0.2)
+        assert response.status_code == 200
+        samples = parse(response.text)
+        step = "runyard_step_duration_seconds_count"
+        assert value(samples, step, tenant=tenant.slug, node_kind="transform") == 2
+        assert "runyard_dispatch_capacity" not in response.text  # the web's, cluster-wide
+        assert httpx.post(url, timeout=5).status_code == 404
+        forwarded = httpx.get(url, headers={"X-Forwarded-For": "203.0.113.1"}, timeout=5)
+        assert forwarded.status_code == 401
+        with_token = httpx.get(
+            url,
+            headers={"X-Forwarded-For": "203.0.113.1", "Authorization": "Bearer tok-123"},
+            timeout=5,
+        )
+        assert with_token.status_code == 200
