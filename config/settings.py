@@ -350,6 +350,9 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
+        # Daphne's access log, with LOG_FORMAT=json only (observability/logs.py); in the text
+        # format daphne writes it to stdout itself.
+        "daphne.access": {"level": "INFO"},
         # Their own handlers otherwise (Django's defaults, django-q2's plain one): one format.
         "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},

@@ -6,6 +6,7 @@ import sys
 from typing import Any
 
 from django.apps import AppConfig
+from django.conf import settings
 
 
 def process_role(argv: list[str]) -> str | None:
@@ -27,6 +28,10 @@ class ObservabilityConfig(AppConfig):
         from observability import multiproc, tracing
 
         tracing.configure_from_env()
+        if settings.LOG_FORMAT == "json":
+            from observability.logs import route_daphne_access_log
+
+            route_daphne_access_log()
         # The prometheus docs: clear the multiprocess directory before the processes start.
         # Web and workers start apart here, so each clears what dead processes left.
         role = process_role(sys.argv)

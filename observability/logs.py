@@ -72,6 +72,9 @@ class JsonFormatter(logging.Formatter):
         if tenant is not None:
             out["tenant"] = tenant
             out["run_id"] = getattr(record, "run_id", None)
+        http = getattr(record, "http", None)
+        if isinstance(http, dict):
+            out["http"] = http
         if record.exc_info:
             out["exc_info"] = self.formatException(record.exc_info)
         elif record.exc_text:
@@ -79,3 +82,35 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             out["stack_info"] = self.formatStack(record.stack_info)
         return json.dumps(out, default=str, ensure_ascii=False)
+
+
+def route_daphne_access_log() -> None:
+    """LOG_FORMAT=json: daphne writes its access log straight to stdout in NCSA format, not
+    through logging; send those lines through the `daphne.access` logger instead, so they are
+    JSON objects like every other line (with `client`, `request`, `status`, `bytes`)."""
+    try:
+        from daphne.access import AccessLogGenerator
+    except ImportError:  # another server
+        return
+    access = logging.getLogger("daphne.access")
+
+    def write_entry(
+        self: Any,
+        host: str,
+        date: Any,
+        request: str,
+        status: int | None = None,
+        length: int | None = None,
+        ident: str | None = None,
+        user: str | None = None,
+    ) -> None:
+        access.info(
+            '%s "%s" %s %s',
+            host,
+            request,
+            status or "-",
+            length or "-",
+            extra={"http": {"client": host, "request": request, "status": status, "bytes": length}},
+        )
+
+    AccessLogGenerator.write_entry = write_entry  # type: ignore[method-assign]

@@ -4,6 +4,7 @@ multiprocess mode), and a worker's counts survive its exit (folded into the arch
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from pathlib import Path
@@ -41,7 +42,12 @@ def test_the_web_process_serves_what_the_workers_observed(
     (prom / "counter_999999999.db").write_bytes(b"\0" * 8)  # left by a process long gone
     create_graph_version(tenant, chain_spec(n=4))
     with platform(
-        tmp_path, "web", "worker", PROMETHEUS_MULTIPROC_DIR=str(prom), Q_WORKERS="2"
+        tmp_path,
+        "web",
+        "worker",
+        PROMETHEUS_MULTIPROC_DIR=str(prom),
+        Q_WORKERS="2",
+        LOG_FORMAT="json",
     ) as p:
         assert not (prom / "counter_999999999.db").exists()  # cleaned at start
         runs = [create_run(tenant, graph="chain") for _ in range(3)]
@@ -70,6 +76,12 @@ def test_the_web_process_serves_what_the_workers_observed(
         after = parse(httpx.get(p.url + "/metrics", timeout=10).text)
         assert value(after, f"{step}_count", tenant=slug, node_kind="transform") == 12
         assert value(after, "runyard_runs_finished_total", tenant=slug, status="succeeded") == 3
+    for name in ("web", "worker"):  # LOG_FORMAT=json: every line the processes wrote
+        lines = (tmp_path / f"{name}.log").read_text().splitlines()
+        assert lines, name
+        for line in lines:
+            record = json.loads(line)
+            assert {"time", "level", "logger", "message"} <= record.keys(), line
 
 
 def test_a_machine_with_only_workers_serves_its_own_metrics(
