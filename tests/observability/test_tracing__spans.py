@@ -131,3 +131,37 @@ def test_with_an_endpoint_spans_are_exported_over_otlp_http(tmp_path: Path) -> N
         "BatchSpanProcessor",
         "opentelemetry.exporter.otlp.proto.http.trace_exporter",
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_child_runs_span_sits_inside_its_parents(tenant, make_graph, queue, spans) -> None:
+    make_graph(tenant, chain_spec(name="inner", n=1))
+    make_graph(
+        tenant,
+        {
+            "name": "outer",
+            "start": "call",
+            "nodes": {
+                "call": {"kind": "subgraph", "graph": "inner", "output": "child"},
+                "done": {"kind": "end"},
+            },
+            "edges": [{"from": "call", "to": "done"}],
+        },
+    )
+    parent = create_run(tenant, graph="outer")
+    queue.drain()
+    parent.refresh_from_db()
+    assert parent.status == RunStatus.SUCCEEDED, parent.error
+    runs = {
+        s.attributes["runyard.graph"]: s
+        for s in spans.get_finished_spans()
+        if s.name == "runyard.run"
+    }
+    assert set(runs) == {"outer", "inner"}
+    assert runs["inner"].parent.span_id == runs["outer"].context.span_id
+    assert runs["inner"].attributes["runyard.depth"] == 1
+    inner_steps = [
+        s for s in spans.get_finished_spans()
+        if s.name == "runyard.step" and s.parent.span_id == runs["inner"].context.span_id
+    ]  # fmt: skip
+    assert [s.attributes["runyard.node"] for s in inner_steps] == ["n0", "done"]
