@@ -15,6 +15,15 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("RUNYARD_VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
+# prometheus-client decides at import whether it runs in multiprocess mode (one mmap file per
+# process and metric type, summed at scrape time), so the directory is set here, before any
+# process (daphne, qcluster and its forked workers, manage.py) imports it. One directory per
+# machine: web and workers of one machine must share it (observability/multiproc.py).
+PROMETHEUS_MULTIPROC_DIR = Path(
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "prometheus"))
+)
+PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
+
 
 def env_bool(name: str, default: bool) -> bool:
     value = os.environ.get(name)
@@ -84,6 +93,7 @@ INSTALLED_APPS = [
     "tenants",
     "runs",
     "schedules",
+    "observability",
 ]
 
 MIDDLEWARE = [
@@ -315,11 +325,41 @@ RUNYARD: dict[str, Any] = {
     "LLM_PRICES": env_json_or_file("RUNYARD_LLM_PRICES"),
 }
 
+# --- Metrics, logs, traces (observability/) -------------------------------------------------
+# /metrics answers loopback clients, and others that send `Authorization: Bearer <token>`.
+METRICS_TOKEN = os.environ.get("RUNYARD_METRICS_TOKEN", "")
+# `json`: every log line is one JSON object. Lines written while a run executes carry its
+# tenant and run ids in either format (observability/logs.py).
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "text").strip().lower()
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured("LOG_FORMAT: text or json")
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}, "daphne": {"level": "WARNING"}},
+    "filters": {"run_context": {"()": "observability.logs.RunContextFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(run_context)s%(message)s"},
+        "json": {"()": "observability.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "plain",
+            "filters": ["run_context"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "daphne": {"level": "WARNING"},
+        # Daphne's access log, with LOG_FORMAT=json only (observability/logs.py); in the text
+        # format daphne writes it to stdout itself.
+        "daphne.access": {"level": "INFO"},
+        # Their own handlers otherwise (Django's defaults, django-q2's plain one): one format.
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "django-q": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+    },
 }

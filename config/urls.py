@@ -5,6 +5,7 @@ from django.urls import include, path
 
 from config import health
 from config.api import api
+from observability.views import metrics
 
 
 def favicon(request: HttpRequest) -> HttpResponsePermanentRedirect:
@@ -16,6 +17,7 @@ def favicon(request: HttpRequest) -> HttpResponsePermanentRedirect:
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics, name="metrics"),
     path("favicon.ico", favicon),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),

@@ -48,6 +48,7 @@ from django.conf import settings
 from django.db import close_old_connections, connections
 from django.db.models import Max, Q
 
+from observability import hooks as observe
 from runs.events import (
     TENANT_EVENT_PREFIX,
     run_group,
@@ -187,8 +188,13 @@ class Feed:
             self.idle_since = time.monotonic()
 
     def deliver(self, group: str, hints: list[Hint]) -> None:
-        for inbox in self.members.get(group, ()):
+        inboxes = self.members.get(group)
+        if not inboxes:
+            return
+        for inbox in inboxes:
             inbox.put(hints)
+        # Idle consumers wrote them to their sockets in `put`: the lag to the clients, once.
+        observe.events_delivered(group, hints)
 
     def deliver_live(self, group: str, frames: Iterable[Mapping[str, Any]]) -> None:
         """Live frames (no seq) to the group's inboxes that take them, encoded once."""

@@ -25,6 +25,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from observability import hooks as observe
 from runs.models import Control, ControlKind, Run
 from runs.services.errors import ServiceError
 from runs.services.lifecycle import error, finish, requeue
@@ -134,6 +135,7 @@ def reconcile_once(
     for finding in findings:
         try:
             finding.result = _resolve(finding)
+            observe.reconciled(finding)
         except ServiceError as exc:
             finding.result = f"skipped: {exc.message}"
         except Exception as exc:  # noqa: BLE001 - one bad run must not stop the others

@@ -8,6 +8,8 @@ exit. Idle workers retire after a while so a burst does not pin threads forever.
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import logging
 import queue
 import threading
@@ -64,8 +66,9 @@ _pool = _Pool()
 
 
 def spawn(fn: Callable[[], Any]) -> None:
-    """Run `fn` on a pooled daemon thread; `fn` must handle its own exceptions."""
-    _pool.submit(fn)
+    """Run `fn` on a pooled daemon thread; `fn` must handle its own exceptions. It sees the
+    caller's context variables (a copy): the run a log line is written for, the current span."""
+    _pool.submit(functools.partial(contextvars.copy_context().run, fn))
 
 
 def call_with_cancel(

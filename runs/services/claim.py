@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from observability import hooks as observe
 from runs.draining import draining
 from runs.engine import (
     apply_update,
@@ -53,7 +54,10 @@ def claim_run(run_pk: int, *, worker: str | None = None) -> Run | None:
         with transaction.atomic():
             return _claim(run_pk, worker)
 
-    return retry_transient(claim)
+    run = retry_transient(claim)
+    if run is not None:
+        observe.run_claimed(run)
+    return run
 
 
 def claim_next(*, worker: str | None = None) -> Run | None:
@@ -70,7 +74,10 @@ def claim_next(*, worker: str | None = None) -> Run | None:
             run_pk = dispatch_here()
             return None if run_pk is None else _claim(run_pk, worker)
 
-    return retry_transient(claim)
+    run = retry_transient(claim)
+    if run is not None:
+        observe.run_claimed(run)
+    return run
 
 
 def hand_back_dispatch(run_pk: int) -> str:

@@ -18,6 +18,7 @@ import time
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
+from observability import hooks as observe
 from runs.draining import draining
 from runs.engine import (
     Executor,
@@ -63,6 +64,10 @@ class Segment(SegmentEndings):
     # --- the loop -----------------------------------------------------------------------------
 
     def execute(self) -> str:
+        with observe.executing(self):  # log lines (and the span) name the run
+            return self._execute()
+
+    def _execute(self) -> str:
         watcher.add(self)
         try:
             if draining() and self.run.parent_id is None:  # the stop came as it was claimed
@@ -175,6 +180,7 @@ class Segment(SegmentEndings):
         if not batch:
             return None
         run = self.run
+        committed: list[PendingStep] = []
 
         def commit() -> str | None:
             saved = run.__dict__.copy()
@@ -205,6 +211,7 @@ class Segment(SegmentEndings):
                         last.result, written.check, last.prev_state, last.prev_position
                     )
                     record_step_usage(run, written)
+                    committed[:] = written.steps
                     return outcome
             except BaseException:
                 run.__dict__.update(saved)  # the transaction rolled back; so does the run
@@ -218,6 +225,7 @@ class Segment(SegmentEndings):
         with self.lock:
             self.pending = []
         self.consumed = []
+        observe.steps_committed(self, committed)
         return outcome
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from observability import hooks as observe
 from runs import hooks
 from runs.events import append_events
 from runs.models import Run, Thread
@@ -108,6 +109,7 @@ def finish(
     if run.thread_id:
         sync_thread_state(run)
     transaction.on_commit(partial(_notify_finished, run.pk))
+    observe.run_finished(run, to)
     return run
 
 
