@@ -1,4 +1,5 @@
 import logging
+import threading
 import time
 from typing import Any
 
@@ -7,6 +8,7 @@ from django.db import close_old_connections
 
 from runs.dispatch import dispatch_once
 from runs.reconcile import reconcile_once
+from webhooks.delivery import deliver_due_webhooks
 
 log = logging.getLogger("runs.scheduler")
 
@@ -17,6 +19,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--dispatch-every", type=float, default=0.5)
         parser.add_argument("--reconcile-every", type=float, default=2.0)
+        parser.add_argument("--webhooks-every", type=float, default=1.0)
         parser.add_argument("--once", action="store_true")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -24,6 +27,16 @@ class Command(BaseCommand):
         if found:
             log.info("reconciled %d run(s) at start", len(found))
         next_reconcile = time.monotonic()
+        if options["once"]:
+            self._send_webhooks()
+        else:
+            # Its own thread: a slow receiver must not hold up dispatching runs.
+            threading.Thread(
+                target=self._webhook_loop,
+                args=(options["webhooks_every"],),
+                name="webhooks",
+                daemon=True,
+            ).start()
         while True:
             close_old_connections()
             try:
@@ -37,3 +50,17 @@ class Command(BaseCommand):
             if options["once"]:
                 return
             time.sleep(options["dispatch_every"])
+
+    def _send_webhooks(self) -> None:
+        for outcome in deliver_due_webhooks():
+            log.debug("webhook delivery: %s", outcome)
+
+    def _webhook_loop(self, every: float) -> None:
+        """Retries, and first attempts whose queue task was lost: one iteration per tick."""
+        while True:
+            close_old_connections()
+            try:
+                self._send_webhooks()
+            except Exception:  # noqa: BLE001 - keep ticking; each tick is independent
+                log.exception("webhook tick failed")
+            time.sleep(every)
