@@ -20,7 +20,7 @@ from runs.engine.context import HttpPolicy
 from runs.engine.errors import NodeError
 from runs.engine.netguard import check_url
 from runs.services.errors import NotFound, ValidationFailed
-from tenants.models import Tenant
+from tenants.models import AuditLog, Tenant
 from webhooks.models import (
     EVENTS,
     URL_MAX_LENGTH,
@@ -216,11 +216,22 @@ def retry_window() -> Any:
 
 
 @transaction.atomic
-def redeliver(delivery: Delivery) -> Delivery:
+def redeliver(delivery: Delivery, *, by: Any = None) -> Delivery:
     """Send a delivery again now, whatever became of it, with a fresh retry window.
 
-    The same body (and delivery id) goes out, signed with the tenant's current secret."""
+    The same body (and delivery id) goes out, signed with the tenant's current secret.
+    `by` (an operator) is recorded in the audit log."""
     now = timezone.now()
+    AuditLog.objects.create(
+        actor=by if getattr(by, "pk", None) else None,
+        actor_label=str(by or "system"),
+        tenant_id=delivery.tenant_id,
+        action="webhook.redeliver",
+        target_type="delivery",
+        target_id=str(delivery.public_id),
+        status_before=delivery.status,
+        status_after=DeliveryStatus.PENDING,
+    )
     Delivery.objects.filter(pk=delivery.pk).update(
         status=DeliveryStatus.PENDING,
         next_attempt_at=now,
