@@ -19,6 +19,7 @@ urlpatterns = [
     path("favicon.ico", favicon),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
+    path("webhooks/", include("webhooks.urls")),
     path("", include("runs.urls")),
 ]
 
