@@ -33,8 +33,10 @@ from tenants.models import Role, Tenant
 from tenants.services import create_api_key
 from tests.runs.conftest import InlineQueue, approval_spec, chain_spec
 from tests.runs.test_api__helpers import key_client
+from webhooks.services import create_subscription
 
 OPENAPI_URL = "/api/v1/openapi.json"
+WEBHOOK_URL = "http://127.0.0.1:9/hook"  # allowed for the seeded tenant; never called here
 MAX_EXAMPLES = 12
 CHECKS = [
     not_a_server_error,
@@ -69,9 +71,15 @@ def flatmap_path_parameters(
 def flatmap_body(context: schemathesis.HookContext, body: Any) -> st.SearchStrategy[Any]:
     # Random graph names only find 404s; half the generated runs start a real graph instead.
     operation = context.operation
-    if operation is None or operation.path != "/api/v1/runs" or not isinstance(body, dict):
+    if operation is None or not isinstance(body, dict):
         return st.just(body)
-    real = {k: v for k, v in body.items() if k not in ("thread_id", "from_checkpoint")}
+    if operation.path.startswith("/api/v1/webhooks") and "url" in body:
+        # Random URLs are refused by the tenant's allow-list; half reach the seeded receiver.
+        return st.sampled_from([body, {**body, "url": WEBHOOK_URL}])
+    if operation.path != "/api/v1/runs":
+        return st.just(body)
+    skip = ("thread_id", "from_checkpoint", "webhook")
+    real = {k: v for k, v in body.items() if k not in skip}
     return st.sampled_from([body, {**real, "graph": "chain", "version": 1}])
 
 
@@ -93,8 +101,13 @@ def seeded(
     queue.drain()
     waiting = member.post("/runs", {"graph": "approve"}).json()["id"]
     queue.drain()
+    tenant.http_allowed_hosts = ["127.0.0.1"]
+    tenant.http_allow_private = True
+    tenant.save(update_fields=["http_allowed_hosts", "http_allow_private"])
+    webhook = create_subscription(tenant, url=WEBHOOK_URL)
     REAL.clear()
     REAL.update(
+        webhook_id=str(webhook.public_id),
         run_id=waiting,
         thread_id=thread,
         artifact_id=str(Artifact.objects.get().public_id),

@@ -53,7 +53,7 @@ def list_webhooks(request: HttpRequest, page: Query[PageIn]) -> Page[Subscriptio
 
 @router.post(
     "/webhooks",
-    response={201: WebhookOut, **error_responses(403)},
+    response={201: WebhookOut, **error_responses(400, 403)},
     summary="Subscribe a URL to run events",
     description=(
         "Deliveries are signed POSTs (see the README's Webhooks section), retried with "
@@ -99,7 +99,7 @@ def get_webhook(request: HttpRequest, webhook_id: str) -> Subscription:
 
 @router.patch(
     "/webhooks/{webhook_id}",
-    response={200: WebhookOut, **error_responses(403, 404)},
+    response={200: WebhookOut, **error_responses(400, 403, 404)},
     summary="Change a webhook",
     description="Only the fields sent change. Needs the admin role.",
 )
