@@ -12,6 +12,34 @@ from runs.admin.detail import pretty_json
 from webhooks import services
 from webhooks.models import Delivery, DeliveryAttempt, Subscription
 
+ATTEMPT_FIELDS = (
+    "number",
+    "outcome",
+    "status_code",
+    "error",
+    "duration_ms",
+    "response_excerpt",
+    "created_at",
+)
+DELIVERY_FIELDS = (
+    "public_id",
+    "tenant",
+    "subscription",
+    "run_public_id",
+    "event",
+    "url",
+    "status",
+    "attempts",
+    "last_outcome",
+    "last_status_code",
+    "last_error",
+    "next_attempt_at",
+    "retry_until",
+    "created_at",
+    "delivered_at",
+    "body_pretty",
+)
+
 
 @admin.register(Subscription)
 class SubscriptionAdmin(admin.ModelAdmin):
@@ -44,16 +72,8 @@ class AttemptInline(admin.TabularInline):
     model = DeliveryAttempt
     extra = 0
     can_delete = False
-    fields = [
-        "number",
-        "outcome",
-        "status_code",
-        "error",
-        "duration_ms",
-        "response_excerpt",
-        "created_at",
-    ]
-    readonly_fields = fields
+    fields = ATTEMPT_FIELDS
+    readonly_fields = ATTEMPT_FIELDS
     ordering = ["-number"]
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -78,25 +98,8 @@ class DeliveryAdmin(admin.ModelAdmin):
     list_select_related = ["tenant"]
     actions = ["redeliver"]
     inlines = [AttemptInline]
-    fields = [
-        "public_id",
-        "tenant",
-        "subscription",
-        "run_public_id",
-        "event",
-        "url",
-        "status",
-        "attempts",
-        "last_outcome",
-        "last_status_code",
-        "last_error",
-        "next_attempt_at",
-        "retry_until",
-        "created_at",
-        "delivered_at",
-        "body_pretty",
-    ]
-    readonly_fields = fields
+    fields = DELIVERY_FIELDS
+    readonly_fields = DELIVERY_FIELDS
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -7,6 +7,7 @@ subscription or a run's webhook is created (422), and again before every send (D
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 import uuid
 from functools import partial
@@ -211,8 +212,8 @@ def attach_to_run(run: Any, url: str, *, include_state: bool = True) -> RunWebho
 # --- redelivery ----------------------------------------------------------------------------------
 
 
-def retry_window() -> Any:
-    return timezone.timedelta(hours=float(settings.RUNYARD["WEBHOOK_RETRY_HOURS"]))
+def retry_window() -> dt.timedelta:
+    return dt.timedelta(hours=float(settings.RUNYARD["WEBHOOK_RETRY_HOURS"]))
 
 
 @transaction.atomic
