@@ -303,6 +303,9 @@ RUNYARD: dict[str, Any] = {
     "WEBHOOK_MAX_RESPONSE_BYTES": int(os.environ.get("RUNYARD_WEBHOOK_MAX_RESPONSE_BYTES", 65536)),
     "WEBHOOK_MAX_STATE_BYTES": int(os.environ.get("RUNYARD_WEBHOOK_MAX_STATE_BYTES", 256 * 1024)),
     "WEBHOOK_MAX_SUBSCRIPTIONS": int(os.environ.get("RUNYARD_WEBHOOK_MAX_SUBSCRIPTIONS", 20)),
+    # First attempts as queue tasks right after the change commits; off, the scheduler's
+    # webhook thread (every second) sends them, and workers spend no time on receivers.
+    "WEBHOOK_SEND_ON_COMMIT": env_bool("RUNYARD_WEBHOOK_SEND_ON_COMMIT", True),
     "MAX_INPUT_BYTES": int(os.environ.get("RUNYARD_MAX_INPUT_BYTES", 256 * 1024)),
     "MAX_SPEC_BYTES": int(os.environ.get("RUNYARD_MAX_SPEC_BYTES", 1024 * 1024)),
     # Largest value one expression or template may build (bytes); over it: `expression_limit`.

@@ -22,7 +22,6 @@ import hmac
 import logging
 import random
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,7 +30,8 @@ from typing import Any
 import httpx
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from runs.engine.context import HttpPolicy
@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 
 BATCH = 32  # deliveries claimed per iteration
 PER_TENANT = 8  # of which one tenant gets at most this many: its dead receiver is its own
-SENDERS = 8  # concurrent HTTP calls per iteration
 USER_AGENT = "Runyard-Webhooks/1"
 
 
@@ -77,7 +76,10 @@ def _lease() -> dt.timedelta:
 
 def send_soon(pks: Sequence[int]) -> None:
     """On commit of a status change: the first attempt goes to a worker at once. Failing to
-    enqueue loses nothing: the deliveries are due, and the scheduler's tick sends them."""
+    enqueue loses nothing: the deliveries are due, and the scheduler's tick sends them.
+    With WEBHOOK_SEND_ON_COMMIT off, only the scheduler sends (no worker time spent)."""
+    if not settings.RUNYARD.get("WEBHOOK_SEND_ON_COMMIT", True):
+        return
     try:
         from django_q.tasks import async_task
 
@@ -96,17 +98,16 @@ def deliver_due_webhooks(*, limit: int = BATCH, now: dt.datetime | None = None) 
     """One iteration: claim up to `limit` due deliveries (at most PER_TENANT of one tenant),
     send them, record each attempt. Returns their outcomes."""
     now = now or timezone.now()
-    due = list(
+    # The oldest due deliveries, at most PER_TENANT of each tenant: a tenant with thousands
+    # owed to a dead receiver delays nobody else's.
+    rank = Window(RowNumber(), partition_by=[F("tenant_id")], order_by=F("next_attempt_at").asc())
+    picked = list(
         Delivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
+        .annotate(rank=rank)
+        .filter(rank__lte=PER_TENANT)
         .order_by("next_attempt_at")
-        .values_list("pk", "tenant_id")[: limit * 4]
+        .values_list("pk", flat=True)[:limit]
     )
-    per_tenant: dict[int, int] = defaultdict(int)
-    picked: list[int] = []
-    for pk, tenant_id in due:
-        if per_tenant[tenant_id] < PER_TENANT and len(picked) < limit:
-            per_tenant[tenant_id] += 1
-            picked.append(pk)
     return _attempt([c for pk in picked if (c := _claim(pk, now)) is not None])
 
 
@@ -140,7 +141,8 @@ def _attempt(claimed: list[Claimed]) -> list[str]:
     if len(claimed) == 1:
         claimed[0].result = _send(claimed[0])
     else:
-        with ThreadPoolExecutor(min(SENDERS, len(claimed)), "webhook-send") as pool:
+        # One thread per claimed delivery: an iteration lasts one timeout at most.
+        with ThreadPoolExecutor(len(claimed), "webhook-send") as pool:
             for c, result in zip(claimed, pool.map(_send, claimed), strict=True):
                 c.result = result
     return [_record(c) for c in claimed]

@@ -3,8 +3,10 @@ time (422) and again at send time (a refused send is an attempt); two senders ne
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import threading
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -153,3 +155,62 @@ def test_a_sender_that_lost_its_claim_records_nothing(
     claimed.result = {"status_code": 200, "duration_ms": 1}
     assert delivery._record(claimed) == "fenced"
     assert DeliveryAttempt.objects.count() == 1
+
+
+def test_one_tenants_backlog_does_not_hold_up_another_tenants_delivery(
+    hook_tenant: Tenant, other_tenant: Tenant, receiver: Receiver
+) -> None:
+    from django.utils import timezone
+
+    Tenant.objects.filter(pk=other_tenant.pk).update(
+        http_allowed_hosts=["127.0.0.1"], http_allow_private=True
+    )
+    now = timezone.now()
+
+    def owed(tenant: Tenant, n: int, age: int) -> None:
+        Delivery.objects.bulk_create(
+            Delivery(
+                tenant=tenant,
+                run_public_id=uuid.uuid4(),
+                event="run.succeeded",
+                url=receiver.url,
+                body="{}",
+                next_attempt_at=now - dt.timedelta(seconds=age),
+                retry_until=now + dt.timedelta(hours=24),
+            )
+            for _ in range(n)
+        )
+
+    owed(hook_tenant, 30, age=600)  # alice's backlog is older...
+    owed(other_tenant, 1, age=1)  # ...than bob's one delivery
+    outcomes = delivery.deliver_due_webhooks(limit=9)
+    assert outcomes == ["delivered"] * 9
+    sent = Delivery.objects.filter(status="delivered")
+    assert sent.filter(tenant=other_tenant).count() == 1
+    assert sent.filter(tenant=hook_tenant).count() == delivery.PER_TENANT
+
+
+def test_send_on_commit_can_be_left_to_the_scheduler(
+    hook_tenant: Tenant, receiver: Receiver, queue: InlineQueue, settings: Any, monkeypatch: Any
+) -> None:
+    settings.RUNYARD = {**settings.RUNYARD, "WEBHOOK_SEND_ON_COMMIT": False}
+    enqueued: list[Any] = []
+    monkeypatch.setattr("django_q.tasks.async_task", lambda *a, **k: enqueued.append(a))
+    create_subscription(hook_tenant, url=receiver.url)
+    services.create_run(hook_tenant, graph="chain")
+    queue.drain()
+    assert not [a for a in enqueued if a and a[0] == "webhooks.delivery.deliver_webhooks"]
+    assert delivery.deliver_due_webhooks() == ["delivered"]
+
+
+def test_send_on_commit_runs_the_first_attempt_as_a_queue_task(
+    hook_tenant: Tenant, receiver: Receiver, queue: InlineQueue, monkeypatch: Any
+) -> None:
+    from django_q.conf import Conf
+
+    monkeypatch.setattr(Conf, "SYNC", True)  # django-q2 runs the task inline
+    create_subscription(hook_tenant, url=receiver.url)
+    services.create_run(hook_tenant, graph="chain")
+    queue.drain()
+    assert Delivery.objects.get().status == "delivered"
+    assert len(receiver.requests) == 1
