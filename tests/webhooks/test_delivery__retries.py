@@ -183,3 +183,16 @@ def test_a_run_ending_in_a_tenant_without_webhooks_asks_nothing_more(
     assert sql and not any("webhooks_" in q for q in sql)
     assert not any(q.startswith("SELECT") and '"tenants_tenant"' in q for q in sql)
     assert not Delivery.objects.exists()
+
+
+def test_the_scheduler_tick_sends_due_deliveries(
+    hook_tenant: Tenant, receiver: Receiver, queue: InlineQueue, kicked: list[int]
+) -> None:
+    from django.core.management import call_command
+
+    create_subscription(hook_tenant, url=receiver.url)
+    services.create_run(hook_tenant, graph="chain")
+    queue.drain()
+    call_command("runyard_scheduler", "--once")
+    assert Delivery.objects.get().status == DeliveryStatus.DELIVERED
+    assert len(receiver.requests) == 1
