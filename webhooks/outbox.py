@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from functools import partial
-from typing import Any
+from typing import Any, TypedDict
 
 from django.conf import settings
 from django.db import transaction
@@ -139,8 +139,32 @@ def _iso(value: Any) -> str | None:
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
+class WebhookRun(TypedDict, total=False):
+    id: str
+    status: str
+    graph: dict[str, Any]
+    thread_id: str | None
+    error: dict[str, Any] | None
+    usage: dict[str, Any]
+    waiting_for: dict[str, Any] | None
+    metadata: dict[str, Any]
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    state: dict[str, Any] | None  # absent when the target turned it off
+    state_omitted: str  # present when the state was too large to send
+
+
+class WebhookBody(TypedDict):
+    """What every delivery's body holds (README, Webhooks)."""
+
+    event: str
+    timestamp: str | None
+    run: WebhookRun
+
+
 def _body(event: str, row: dict[str, Any], now: Any, *, include_state: bool) -> str:
-    run: dict[str, Any] = {
+    run: WebhookRun = {
         "id": str(row["public_id"]),
         "status": row["status"],
         "graph": {"name": row["graph__name"], "version": row["graph__version"]},
@@ -166,5 +190,5 @@ def _body(event: str, row: dict[str, Any], now: Any, *, include_state: bool) -> 
         else:  # the run's own API has it; a webhook body stays small
             run["state"] = None
             run["state_omitted"] = f"larger than {limit} bytes"
-    payload = {"event": event, "timestamp": _iso(now), "run": run}
+    payload: WebhookBody = {"event": event, "timestamp": _iso(now), "run": run}
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str)
