@@ -83,7 +83,7 @@ def send_soon(pks: Sequence[int]) -> None:
     try:
         from django_q.tasks import async_task
 
-        async_task("webhooks.delivery.deliver_webhooks", list(pks), group="webhooks", hook=None)
+        async_task("webhooks.tasks.deliver_webhooks", list(pks), group="webhooks", hook=None)
     except Exception:  # noqa: BLE001 - the scheduler's tick picks them up
         log.warning("could not enqueue webhook deliveries %s", pks, exc_info=True)
 

@@ -193,14 +193,20 @@ def test_one_tenants_backlog_does_not_hold_up_another_tenants_delivery(
 def test_send_on_commit_can_be_left_to_the_scheduler(
     hook_tenant: Tenant, receiver: Receiver, queue: InlineQueue, settings: Any, monkeypatch: Any
 ) -> None:
-    settings.RUNYARD = {**settings.RUNYARD, "WEBHOOK_SEND_ON_COMMIT": False}
     enqueued: list[Any] = []
     monkeypatch.setattr("django_q.tasks.async_task", lambda *a, **k: enqueued.append(a))
     create_subscription(hook_tenant, url=receiver.url)
     services.create_run(hook_tenant, graph="chain")
     queue.drain()
-    assert not [a for a in enqueued if a and a[0] == "webhooks.delivery.deliver_webhooks"]
-    assert delivery.deliver_due_webhooks() == ["delivered"]
+    first = Delivery.objects.get()
+    assert enqueued == [("webhooks.tasks.deliver_webhooks", [first.pk])]
+
+    settings.RUNYARD = {**settings.RUNYARD, "WEBHOOK_SEND_ON_COMMIT": False}
+    enqueued.clear()
+    services.create_run(hook_tenant, graph="chain")
+    queue.drain()
+    assert Delivery.objects.count() == 2 and enqueued == []
+    assert delivery.deliver_due_webhooks() == ["delivered", "delivered"]
 
 
 def test_send_on_commit_runs_the_first_attempt_as_a_queue_task(
