@@ -227,10 +227,12 @@ def _record(c: Claimed) -> str:
     else:
         updates["next_attempt_at"] = now + dt.timedelta(seconds=retry_delay(number))
     # Fenced by the claim: a sender whose lease ran out (and whose delivery another sender
-    # claimed since) records nothing, so each attempt is logged once.
+    # claimed since, or an operator redelivered, or whose subscription was deleted) records
+    # nothing, so each attempt is logged once and never undoes a later decision.
     excerpt = r.get("excerpt") or b""
     with transaction.atomic():
-        if not Delivery.objects.filter(pk=d.pk, claims=d.claims).update(**updates):
+        fence = Delivery.objects.filter(pk=d.pk, claims=d.claims, status=DeliveryStatus.PENDING)
+        if not fence.update(**updates):
             return "fenced"
         DeliveryAttempt.objects.create(
             delivery=d,

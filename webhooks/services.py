@@ -15,6 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from runs.engine.context import HttpPolicy
@@ -238,6 +239,7 @@ def redeliver(delivery: Delivery, *, by: Any = None) -> Delivery:
         next_attempt_at=now,
         retry_until=now + retry_window(),
         delivered_at=None,
+        claims=F("claims") + 1,  # an attempt in flight now records nothing
     )
     delivery.refresh_from_db()
     from webhooks.delivery import send_soon

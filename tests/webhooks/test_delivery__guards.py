@@ -220,3 +220,31 @@ def test_send_on_commit_runs_the_first_attempt_as_a_queue_task(
     queue.drain()
     assert Delivery.objects.get().status == "delivered"
     assert len(receiver.requests) == 1
+
+
+def test_an_attempt_in_flight_does_not_undo_a_redelivery_or_a_deletion(
+    hook_tenant: Tenant, receiver: Receiver, queue: InlineQueue, kicked: list[int]
+) -> None:
+    from django.utils import timezone
+
+    from webhooks.services import delete_subscription, redeliver
+
+    sub = create_subscription(hook_tenant, url=receiver.url)
+    services.create_run(hook_tenant, graph="chain")
+    queue.drain()
+    out = Delivery.objects.get()
+    in_flight = delivery._claim(out.pk, timezone.now())
+    assert in_flight is not None
+    redeliver(out)  # an operator asks for it again while the attempt is on the wire
+    in_flight.result = {"status_code": 500, "duration_ms": 1}
+    assert delivery._record(in_flight) == "fenced"
+    out.refresh_from_db()
+    assert out.status == "pending" and out.next_attempt_at <= timezone.now()
+
+    in_flight = delivery._claim(out.pk, timezone.now())
+    assert in_flight is not None
+    delete_subscription(sub)
+    in_flight.result = {"status_code": 200, "duration_ms": 1}
+    assert delivery._record(in_flight) == "fenced"
+    assert Delivery.objects.get().status == "failed"
+    assert not DeliveryAttempt.objects.exists()
