@@ -286,9 +286,7 @@ def child(db: str, quick: bool) -> dict[str, Any]:
         <= TARGETS["vs_raw_commit"]
         for kind in ("function", "llm")
     } | {
-        f"{kind}_vs_langgraph <= {TARGETS['vs_langgraph']}": (
-            ratios[f"{kind}_vs_langgraph"] or 99
-        )
+        f"{kind}_vs_langgraph <= {TARGETS['vs_langgraph']}": (ratios[f"{kind}_vs_langgraph"] or 99)
         <= TARGETS["vs_langgraph"]
         for kind in ("function", "llm")
     }

@@ -33,6 +33,7 @@ from tenants.api import router as tenants_router
 from tenants.auth import api_auth, auth_refusal
 from tenants.limits import LimitExceeded
 from tenants.permissions import Forbidden
+from webhooks.api import router as webhooks_router
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +177,7 @@ api = RunyardAPI(
 api.add_router("", runs_router)
 api.add_router("", tenants_router)
 api.add_router("", schedules_router)
+api.add_router("", webhooks_router)
 
 
 def error_response(

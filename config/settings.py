@@ -94,6 +94,7 @@ INSTALLED_APPS = [
     "runs",
     "schedules",
     "observability",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -302,6 +303,20 @@ RUNYARD: dict[str, Any] = {
     "MAX_STREAMS_PER_TENANT": int(os.environ.get("RUNYARD_MAX_STREAMS_PER_TENANT", 100)),
     # Threads (each with its database connection) for websocket consumers' queries, per process.
     "STREAM_DB_THREADS": int(os.environ.get("RUNYARD_STREAM_DB_THREADS", 8)),
+    # Completion webhooks (webhooks/): a failed delivery is retried with exponential backoff
+    # (first retry after WEBHOOK_FIRST_RETRY_SECONDS) until this many hours after it was
+    # written, then marked failed. Each attempt waits WEBHOOK_TIMEOUT_SECONDS at most and
+    # reads WEBHOOK_MAX_RESPONSE_BYTES of the answer; a run's state above
+    # WEBHOOK_MAX_STATE_BYTES (JSON) is left out of the body.
+    "WEBHOOK_RETRY_HOURS": env_float("RUNYARD_WEBHOOK_RETRY_HOURS", 24),
+    "WEBHOOK_FIRST_RETRY_SECONDS": env_float("RUNYARD_WEBHOOK_FIRST_RETRY_SECONDS", 10),
+    "WEBHOOK_TIMEOUT_SECONDS": env_float("RUNYARD_WEBHOOK_TIMEOUT_SECONDS", 10),
+    "WEBHOOK_MAX_RESPONSE_BYTES": int(os.environ.get("RUNYARD_WEBHOOK_MAX_RESPONSE_BYTES", 65536)),
+    "WEBHOOK_MAX_STATE_BYTES": int(os.environ.get("RUNYARD_WEBHOOK_MAX_STATE_BYTES", 256 * 1024)),
+    "WEBHOOK_MAX_SUBSCRIPTIONS": int(os.environ.get("RUNYARD_WEBHOOK_MAX_SUBSCRIPTIONS", 20)),
+    # First attempts as queue tasks right after the change commits; off, the scheduler's
+    # webhook thread (every second) sends them, and workers spend no time on receivers.
+    "WEBHOOK_SEND_ON_COMMIT": env_bool("RUNYARD_WEBHOOK_SEND_ON_COMMIT", True),
     "MAX_INPUT_BYTES": int(os.environ.get("RUNYARD_MAX_INPUT_BYTES", 256 * 1024)),
     # Schedules (crons) a tenant may hold, and fires kept in each one's history.
     "MAX_CRONS_PER_TENANT": int(os.environ.get("RUNYARD_MAX_CRONS_PER_TENANT", 100)),

@@ -22,6 +22,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
     path("schedules/", include("schedules.urls")),
+    path("webhooks/", include("webhooks.urls")),
     path("", include("runs.urls")),
 ]
 

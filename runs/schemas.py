@@ -260,6 +260,17 @@ class RunIn(BodyIn):
     metadata: dict[str, Any] = Field(
         default_factory=dict, description="Your labels; filter lists with `metadata.<key>=`."
     )
+    webhook: str | None = Field(
+        None,
+        min_length=1,
+        max_length=2000,
+        description="An http(s) URL told of this run's events (run.succeeded, run.failed, "
+        "run.cancelled, run.waiting, run.interrupted, run.timed_out) by a signed POST. "
+        "It obeys the tenant's HTTP allow-list and private-address rule (422 webhook_refused).",
+    )
+    webhook_include_state: bool = Field(
+        True, description="Whether the webhook's body carries the run's state."
+    )
 
 
 class RunUsage(Schema):

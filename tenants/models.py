@@ -50,6 +50,11 @@ class Tenant(models.Model):
     warn_ratio = models.DecimalField(max_digits=4, decimal_places=3, default=Decimal("0.8"))
     http_allowed_hosts = models.JSONField(default=list, blank=True)
     http_allow_private = models.BooleanField(default=False)
+    # Completion webhooks (webhooks/): the key that signs every delivery, made on first use
+    # and shown to the tenant once per rotation; and whether the tenant ever asked for a
+    # webhook, so a run ending in a tenant that never did costs no query (webhooks/outbox.py).
+    webhook_secret = models.CharField(max_length=100, blank=True)
+    webhooks_in_use = models.BooleanField(default=False)
 
     # Admission counters, changed only by guarded UPDATEs in tenants/limits/.
     running_count = models.IntegerField(default=0)

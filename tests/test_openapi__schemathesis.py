@@ -33,8 +33,10 @@ from tenants.models import Role, Tenant
 from tenants.services import create_api_key
 from tests.runs.conftest import InlineQueue, approval_spec, chain_spec
 from tests.runs.test_api__helpers import key_client
+from webhooks.services import create_subscription
 
 OPENAPI_URL = "/api/v1/openapi.json"
+WEBHOOK_URL = "http://127.0.0.1:9/hook"  # allowed for the seeded tenant; never called here
 MAX_EXAMPLES = 12
 CHECKS = [
     not_a_server_error,
@@ -71,9 +73,15 @@ def flatmap_body(context: schemathesis.HookContext, body: Any) -> st.SearchStrat
     operation = context.operation
     if operation is not None and operation.path.startswith("/api/v1/crons"):
         return _cron_body(operation.method.upper(), body)
-    if operation is None or operation.path != "/api/v1/runs" or not isinstance(body, dict):
+    if operation is None or not isinstance(body, dict):
         return st.just(body)
-    real = {k: v for k, v in body.items() if k not in ("thread_id", "from_checkpoint")}
+    if operation.path.startswith("/api/v1/webhooks") and "url" in body:
+        # Random URLs are refused by the tenant's allow-list; half reach the seeded receiver.
+        return st.sampled_from([body, {**body, "url": WEBHOOK_URL}])
+    if operation.path != "/api/v1/runs":
+        return st.just(body)
+    skip = ("thread_id", "from_checkpoint", "webhook")
+    real = {k: v for k, v in body.items() if k not in skip}
     return st.sampled_from([body, {**real, "graph": "chain", "version": 1}])
 
 
@@ -108,9 +116,14 @@ def seeded(
     waiting = member.post("/runs", {"graph": "approve"}).json()["id"]
     queue.drain()
     cron = member.post("/crons", {"graph": "chain", "schedule": "@daily"}).json()["id"]
+    tenant.http_allowed_hosts = ["127.0.0.1"]
+    tenant.http_allow_private = True
+    tenant.save(update_fields=["http_allowed_hosts", "http_allow_private"])
+    webhook = create_subscription(tenant, url=WEBHOOK_URL)
     REAL.clear()
     REAL.update(
         cron_id=cron,
+        webhook_id=str(webhook.public_id),
         run_id=waiting,
         thread_id=thread,
         artifact_id=str(Artifact.objects.get().public_id),

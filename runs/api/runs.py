@@ -89,6 +89,8 @@ def create_run(
         metadata=payload.metadata,
         idempotency_key=idempotency_key or "",
         by=ctx.actor_label,
+        webhook=payload.webhook or "",
+        webhook_include_state=payload.webhook_include_state,
     )
     # A replayed idempotent request gets the run an earlier request created.
     return Status(201 if run.created_at >= started else 200, _current(ctx.tenant, run))

@@ -65,6 +65,8 @@ def create_run(
     idempotency_key: str = "",
     by: str = "",
     parent: Run | None = None,
+    webhook: str = "",
+    webhook_include_state: bool = True,
 ) -> Run:
     """Validate and admit a new run, write it `queued` with its event, dispatch on commit.
 
@@ -76,6 +78,9 @@ def create_run(
     state and the input merged in; a checkpoint where routing failed is refused (Conflict
     `checkpoint_not_resumable`). Input or metadata holding what the database cannot store
     (NaN, infinities, NUL) is refused (`invalid_json_value`) whoever calls.
+
+    `webhook`: a URL told of the run's events (webhooks/), checked against the tenant's HTTP
+    allow-list and private-address rule (422 `webhook_refused`).
     """
     input = input if input is not None else {}
     if not isinstance(input, dict):
@@ -96,6 +101,12 @@ def create_run(
         "from_checkpoint": from_checkpoint,
         "metadata": metadata or {},
     }
+    if webhook:
+        from webhooks.services import check_destination
+
+        request["webhook"] = check_destination(tenant, webhook, field="webhook")
+        if not webhook_include_state:
+            request["webhook_include_state"] = False
     body_hash = _body_hash(request)
     if idempotency_key:
         existing = _idempotent_match(tenant, idempotency_key, body_hash)
@@ -290,6 +301,12 @@ def _admit_and_write(
     insert_instance(run)
     run.tenant = tenant
     append_events(run, [("run.queued", {"graph": graph_row.name, "version": graph_row.version})])
+    if request.get("webhook"):
+        from webhooks.services import attach_to_run
+
+        attach_to_run(
+            run, request["webhook"], include_state=request.get("webhook_include_state", True)
+        )
     limits.record_usage(tenant.pk, runs=1, shard=limits.usage_shard(run.pk))
     dispatch_on_commit()
     return run

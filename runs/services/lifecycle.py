@@ -21,6 +21,18 @@ from tenants import limits
 
 log = logging.getLogger(__name__)
 
+# Statuses whose run.<status> event completion webhooks announce (webhooks/outbox.py).
+WEBHOOK_STATUSES = frozenset(
+    {
+        RunStatus.SUCCEEDED,
+        RunStatus.FAILED,
+        RunStatus.CANCELLED,
+        RunStatus.WAITING,
+        RunStatus.INTERRUPTED,
+        RunStatus.TIMED_OUT,
+    }
+)
+
 
 def release_run_slot(run: Run) -> None:
     """Give back the run's concurrency slot exactly once (a guarded flag flip)."""
@@ -71,6 +83,11 @@ def transition(
             setattr(run, key, value)
     if to in TERMINAL or to in (RunStatus.WAITING, RunStatus.PAUSED):
         release_slots(run)
+    if to in WEBHOOK_STATUSES:
+        # Completion webhooks: their outbox rows commit with this change, or not at all.
+        from webhooks.outbox import enqueue_for_run
+
+        enqueue_for_run(run, f"run.{to}", events)
     return run
 
 

@@ -1,4 +1,5 @@
 import logging
+import threading
 import time
 from typing import Any
 
@@ -8,6 +9,7 @@ from django.db import close_old_connections
 from runs.dispatch import dispatch_once
 from runs.reconcile import reconcile_once
 from schedules.firing import fire_due_schedules
+from webhooks.delivery import deliver_due_webhooks
 
 log = logging.getLogger("runs.scheduler")
 
@@ -22,6 +24,7 @@ class Command(BaseCommand):
         parser.add_argument("--dispatch-every", type=float, default=0.5)
         parser.add_argument("--reconcile-every", type=float, default=2.0)
         parser.add_argument("--crons-every", type=float, default=1.0)
+        parser.add_argument("--webhooks-every", type=float, default=1.0)
         parser.add_argument("--once", action="store_true")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -29,6 +32,16 @@ class Command(BaseCommand):
         if found:
             log.info("reconciled %d run(s) at start", len(found))
         next_reconcile = next_crons = time.monotonic()
+        if options["once"]:
+            self._send_webhooks()
+        else:
+            # Its own thread: a slow receiver must not hold up dispatching runs.
+            threading.Thread(
+                target=self._webhook_loop,
+                args=(options["webhooks_every"],),
+                name="webhooks",
+                daemon=True,
+            ).start()
         while True:
             close_old_connections()
             # Schedules first: a run a schedule starts is dispatched in the same tick. Any
@@ -50,3 +63,17 @@ class Command(BaseCommand):
             if options["once"]:
                 return
             time.sleep(options["dispatch_every"])
+
+    def _send_webhooks(self) -> None:
+        for outcome in deliver_due_webhooks():
+            log.debug("webhook delivery: %s", outcome)
+
+    def _webhook_loop(self, every: float) -> None:
+        """Retries, and first attempts whose queue task was lost: one iteration per tick."""
+        while True:
+            close_old_connections()
+            try:
+                self._send_webhooks()
+            except Exception:  # noqa: BLE001 - keep ticking; each tick is independent
+                log.exception("webhook tick failed")
+            time.sleep(every)

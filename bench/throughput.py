@@ -1,0 +1,254 @@
+"""Runs per second and start latency through real processes: `python bench/throughput.py`.
+
+Each setup runs in a child process of its own with a fresh database: the embedded default
+(SQLite + django-q2's ORM broker) and PostgreSQL + the Redis broker. In each, side by side:
+
+- baseline: plain django-q2 no-op tasks on the same Q_CLUSTER settings, in a cluster of their
+  own (a qcluster started for them alone and stopped before Runyard's starts, no scheduler);
+  tasks/s for a burst, and enqueue -> task start p50/p95 for tasks sent one at a time;
+- Runyard: a qcluster + `runyard_scheduler` as the Procfile starts them; runs/s for a burst
+  of one-node runs created through the service `POST /runs` calls (each run: a transform
+  node and the end node), and run created -> first step started p50/p95 for runs created one
+  at a time (the dispatcher's own path: create_run enqueues on commit);
+- with PostgreSQL + Redis: runs/s with one, two and three qclusters (separate processes, as
+  separate machines would run them; on a 2-vCPU machine they share the same two cores).
+
+Targets (issue #17): runs/s >= 1.0x the baseline's tasks/s on both setups; created -> first
+step <= 2x the broker's enqueue -> start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+WORK = ROOT / "var" / "bench" / "throughput"
+PG_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
+PG_DB = "runyard_bench_throughput"
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
+WORKERS = 4
+TARGETS = {"runs_vs_tasks": 1.0, "start_vs_broker": 2.0}
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
+
+
+# --- child --------------------------------------------------------------------------------------
+
+
+def setup() -> None:
+    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def wait_until(check: Any, timeout: float, poll: float = 0.01) -> float:
+    t0 = time.perf_counter()
+    while not check():
+        if time.perf_counter() - t0 > timeout:
+            raise TimeoutError("benchmark did not finish in time")
+        time.sleep(poll)
+    return time.perf_counter()
+
+
+def procs_for(env: dict[str, str]) -> Any:
+    from bench.runtime import Procs
+
+    return Procs(env, WORK)
+
+
+def baseline(count: int, singles: int) -> dict[str, Any]:
+    """Plain django-q2: no-op tasks in a cluster of their own."""
+    from django.db import connection
+    from django_q.models import Success
+    from django_q.tasks import async_task
+
+    env = {**os.environ, "Q_WORKERS": str(WORKERS)}
+    procs = procs_for(env)
+    procs.start("qcluster")
+    try:
+        async_task("bench.noop.started_after", time.time())
+        wait_until(lambda: Success.objects.exists(), 60)
+        time.sleep(0.5)
+        Success.objects.all().delete()
+        for _ in range(singles):  # one at a time: the broker's own enqueue -> start
+            before = Success.objects.count()
+            async_task("bench.noop.started_after", time.time())
+            wait_until(lambda b=before: Success.objects.count() > b, 30, poll=0.002)
+            time.sleep(0.02)
+        waits = [float(s.result) for s in Success.objects.all()]
+        Success.objects.all().delete()
+        t0 = time.perf_counter()
+        for _ in range(count):
+            async_task("bench.noop.noop")
+        t1 = wait_until(lambda: Success.objects.count() >= count, 300)
+    finally:
+        procs.stop()
+        connection.close()
+    return {
+        "tasks": count,
+        "tasks_per_s": round(count / (t1 - t0), 1),
+        "enqueue_to_start_p50_ms": ms(statistics.median(waits)),
+        "enqueue_to_start_p95_ms": ms(pct(waits, 0.95)),
+    }
+
+
+def runyard(count: int, singles: int, clusters: int) -> dict[str, Any]:
+    """Runyard as the Procfile runs it: qcluster(s) + the scheduler."""
+    from django.db import connection
+
+    from bench.runtime import bench_tenant, chain
+    from runs.models import Run, Step
+    from runs.services import create_graph_version, create_run
+
+    env = {**os.environ, "Q_WORKERS": str(WORKERS)}
+    procs = procs_for(env)
+    for _ in range(clusters):
+        procs.start("qcluster")
+    procs.start("runyard_scheduler")
+    tenant = bench_tenant(f"tp{clusters}-{int(time.time() * 1000) % 100000}")
+    create_graph_version(tenant, chain("tp", 1, {"kind": "transform", "set": {"x": "state.x + 1"}}))
+
+    def done(ids: list[int]) -> bool:
+        return Run.objects.filter(pk__in=ids, status="succeeded").count() >= len(ids)
+
+    try:
+        warm = [create_run(tenant, graph="tp").pk for _ in range(clusters * WORKERS)]
+        wait_until(lambda: done(warm), 120)
+        time.sleep(0.5)
+        singles_ids = []
+        for _ in range(singles):
+            pk = create_run(tenant, graph="tp").pk
+            singles_ids.append(pk)
+            wait_until(lambda pk=pk: done([pk]), 30, poll=0.002)
+            time.sleep(0.02)
+        t0 = time.perf_counter()
+        ids = [create_run(tenant, graph="tp").pk for _ in range(count)]
+        created = time.perf_counter()
+        t1 = wait_until(lambda: done(ids), 600, poll=0.02)
+        starts = []
+        for run in Run.objects.filter(pk__in=singles_ids):
+            first = Step.objects.filter(run=run, index=0).values_list("started_at", flat=True)
+            starts.append((first[0] - run.created_at).total_seconds())
+    finally:
+        procs.stop()
+        connection.close()
+    report = {
+        "runs": count,
+        "clusters": clusters,
+        "runs_per_s": round(count / (t1 - t0), 1),
+        "create_ms_each": ms((created - t0) / count),
+        "created_to_first_step_p50_ms": ms(statistics.median(starts)),
+        "created_to_first_step_p95_ms": ms(pct(starts, 0.95)),
+    }
+    return report
+
+
+def child(quick: bool, scale: bool) -> dict[str, Any]:
+    setup()
+    count, singles = (200, 15) if quick else (600, 40)
+    base = baseline(count, singles)
+    ours = runyard(count, singles, 1)
+    report: dict[str, Any] = {
+        "workers_per_cluster": WORKERS,
+        "django_q2_baseline": base,
+        "runyard": ours,
+        "runs_vs_tasks": round(ours["runs_per_s"] / base["tasks_per_s"], 2),
+        "start_vs_broker": round(
+            ours["created_to_first_step_p50_ms"] / base["enqueue_to_start_p50_ms"], 2
+        ),
+    }
+    if scale:
+        report["clusters"] = [ours] + [runyard(count, singles, k) for k in (2, 3)]
+    report["targets"] = {
+        f"runs_vs_tasks >= {TARGETS['runs_vs_tasks']}": report["runs_vs_tasks"]
+        >= TARGETS["runs_vs_tasks"],
+        f"start_vs_broker <= {TARGETS['start_vs_broker']}": report["start_vs_broker"]
+        <= TARGETS["start_vs_broker"],
+    }
+    return report
+
+
+# --- parent -------------------------------------------------------------------------------------
+
+
+def run_child(name: str, quick: bool) -> dict[str, Any]:
+    work = WORK / name
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(
+        RUNYARD_VAR_DIR=str(work),
+        MEDIA_ROOT=str(work / "media"),
+        SQLITE_PATH=str(work / "db.sqlite3"),
+        LOG_LEVEL="WARNING",
+        PYTHONUNBUFFERED="1",
+        PROMETHEUS_MULTIPROC_DIR=str(work / "prometheus"),
+    )
+    if name == "postgresql_redis":
+        from bench.steps import postgres_up
+
+        if not postgres_up():
+            return {"skipped": f"no PostgreSQL at {PG_URL}"}
+        import psycopg
+        import redis
+
+        with psycopg.connect(f"{PG_URL}/postgres", autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
+            conn.execute(f"CREATE DATABASE {PG_DB}")
+        redis.Redis.from_url(REDIS_URL).flushdb()
+        env["DATABASE_URL"] = f"{PG_URL}/{PG_DB}"
+        env["REDIS_URL"] = REDIS_URL
+    cmd = [sys.executable, __file__, "--child"] + (["--quick"] if quick else [])
+    cmd += ["--scale"] if name == "postgresql_redis" else []
+    log(f"throughput: {name}")
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        return {"error": proc.stderr[-3000:]}
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    return json.loads(lines[-1]) if lines else {"error": "no JSON from child"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--child", action="store_true")
+    parser.add_argument("--scale", action="store_true")
+    parser.add_argument("--only", choices=["embedded", "postgresql_redis"])
+    args = parser.parse_args()
+    if args.child:
+        WORK.mkdir(parents=True, exist_ok=True)
+        print(json.dumps(child(args.quick, args.scale)))
+        return
+    names = [args.only] if args.only else ["embedded", "postgresql_redis"]
+    report = {name: run_child(name, args.quick) for name in names}
+    print(json.dumps(report, indent=None if args.json else 2))
+
+
+if __name__ == "__main__":
+    main()
