@@ -6,7 +6,7 @@ Workers send it later (webhooks/delivery.py) and log every attempt.
 
 No foreign key points at runs.Run with a database constraint: `prune_runs` deletes runs with
 plain DELETEs, which a constraint from these tables would refuse. Deliveries keep the run's
-public id instead; a RunWebhook left behind by a pruned run is inert.
+public id instead; `prune_runs` deletes a pruned run's RunWebhook row with it.
 """
 
 from __future__ import annotations
