@@ -18,6 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SUITES = {
     "engine": ["bench/engine.py", "--json"],
+    "steps": ["bench/steps.py", "--json"],
+    "throughput": ["bench/throughput.py", "--json"],
     "runtime": ["bench/runtime.py", "--json"],
     "events": ["bench/events.py", "--json"],
     "tokens": ["bench/tokens.py", "--json"],

@@ -87,11 +87,12 @@ def candidates() -> QuerySet:
     )
 
 
-def dispatch_once(*, max_runs: int | None = None) -> int:
-    """One dispatcher pass. Returns how many runs it handed to the queue."""
+def dispatch_once(*, max_runs: int | None = None, wait: bool = True) -> int:
+    """One dispatcher pass. Returns how many runs it handed to the queue. With `wait=False`
+    it gives up when another dispatcher holds the gate (see `dispatch_on_commit`)."""
     dispatched = 0
     while max_runs is None or dispatched < max_runs:
-        if _dispatch_next(to_broker=True) is None:
+        if _dispatch_next(to_broker=True, wait=wait) is None:
             break
         dispatched += 1
     return dispatched
@@ -105,13 +106,13 @@ def dispatch_here() -> int | None:
     return _dispatch_next(to_broker=False)
 
 
-def _dispatch_next(*, to_broker: bool) -> int | None:
+def _dispatch_next(*, to_broker: bool, wait: bool = True) -> int | None:
     """Take one slot, in the caller's transaction when there is one (a claim), else in its
     own. The capacity check and the slot it allows are one step under the gate: checked
     apart, four dispatchers each saw room for 8 and put 20 runs in flight together."""
     with transaction.atomic():
         room = cluster.enter_dispatch_gate(
-            capacity=configured_capacity(), fallback=fallback_capacity()
+            capacity=configured_capacity(), fallback=fallback_capacity(), wait=wait
         )
         if room <= 0:
             return None
@@ -144,12 +145,19 @@ def enqueue_run(run_pk: int) -> None:
 
 
 def dispatch_on_commit() -> None:
-    """Dispatch as soon as the current transaction commits (or now, outside one)."""
+    """Dispatch as soon as the current transaction commits (or now, outside one).
+
+    Its callers have just made one run dispatchable (created, requeued, handed back), so this
+    dispatches one run at most, and not at all while another dispatcher holds the gate:
+    under a burst every worker finishing a segment and every `POST /runs` would otherwise
+    queue on the gate's row lock one after another. A run skipped that way is taken by the
+    next dispatch (a worker finishing its segment takes queued runs itself; the scheduler
+    ticks every 0.5 s); on an idle system the gate is free and the run goes at once."""
     transaction.on_commit(_dispatch_safely)
 
 
 def _dispatch_safely() -> None:
     try:
-        dispatch_once()
+        dispatch_once(max_runs=1, wait=False)
     except Exception:  # noqa: BLE001 - the scheduler's next tick dispatches anyway
         log.warning("dispatch after commit failed", exc_info=True)

@@ -21,7 +21,7 @@ CLUSTER_SEEN_WITHIN = dt.timedelta(seconds=30)
 CLUSTER_FORGOTTEN_AFTER = dt.timedelta(days=1)
 
 
-def enter_dispatch_gate(*, capacity: int | None, fallback: int) -> int:
+def enter_dispatch_gate(*, capacity: int | None, fallback: int, wait: bool = True) -> int:
     """How many more runs may be in flight cluster-wide: the capacity (`capacity`, or when
     None the workers of the clusters seen lately, or `fallback` when none is) minus the runs
     holding a slot.
@@ -31,6 +31,9 @@ def enter_dispatch_gate(*, capacity: int | None, fallback: int) -> int:
     after another, and each reads the slots taken before it (READ COMMITTED reads per
     statement; a SQLite writer holds the database). Releases need not pass the gate: they only
     make room. One UPDATE and one SELECT, both on the primary key or small tables.
+
+    With `wait=False`, a gate another dispatcher holds right now gives 0 (no room) at once,
+    on PostgreSQL; a SQLite writer holds the whole database anyway.
     """
     q = connection.ops.quote_name
     gate_sql = (
@@ -42,6 +45,14 @@ def enter_dispatch_gate(*, capacity: int | None, fallback: int) -> int:
         f"FROM {q(Tenant._meta.db_table)}"
     )
     with connection.cursor() as cursor:
+        if not wait and connection.vendor == "postgresql":
+            cursor.execute(
+                f"SELECT 1 FROM {q(DispatchGate._meta.db_table)} WHERE {q('id')} = %s "  # noqa: S608 - names from model meta
+                "FOR UPDATE SKIP LOCKED",
+                [GATE_ID],
+            )
+            if cursor.fetchone() is None and DispatchGate.objects.filter(pk=GATE_ID).exists():
+                return 0  # another dispatcher is in the gate: it, or the next one, goes on
         cursor.execute(gate_sql, [GATE_ID])
         if cursor.rowcount == 0:  # a new (or flushed) database: make the row, then lock it
             DispatchGate.objects.bulk_create([DispatchGate(pk=GATE_ID)], ignore_conflicts=True)

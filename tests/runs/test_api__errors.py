@@ -172,6 +172,18 @@ def test_openapi_document_is_public_and_lists_every_endpoint(db: Any) -> None:
         "GET /runs/{run_id}/artifacts",
         "GET /artifacts/{artifact_id}/content",
         "GET /usage",
+        "DELETE /crons/{cron_id}",
+        "DELETE /webhooks/{webhook_id}",
+        "GET /crons",
+        "GET /crons/{cron_id}",
+        "GET /webhooks",
+        "GET /webhooks/{webhook_id}",
+        "GET /webhooks/{webhook_id}/deliveries",
+        "PATCH /crons/{cron_id}",
+        "PATCH /webhooks/{webhook_id}",
+        "POST /crons",
+        "POST /webhooks",
+        "POST /webhooks/secret",
     }
     for item in doc["paths"].values():
         for operation in item.values():

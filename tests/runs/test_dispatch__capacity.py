@@ -4,8 +4,12 @@ workers of every qcluster sharing the database."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 
 import pytest
+from django.conf import settings as django_settings
+from django.db import connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
 from django_q.signals import post_spawn
@@ -129,3 +133,41 @@ def test_a_spawned_worker_registers_its_cluster_and_keeps_beating(monkeypatch, s
         assert WorkerCluster.objects.count() == 1
     finally:
         beat.stop()
+
+
+@pytest.mark.skipif(
+    django_settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
+    reason="row locks: SQLite's writer lock holds the whole database",
+)
+def test_dispatch_after_commit_does_not_queue_behind_a_busy_gate(monkeypatch) -> None:
+    """A new run is dispatched at once through a free gate; while another dispatcher holds
+    the gate, `POST /runs` does not wait for it, and the next dispatch takes the run."""
+    enqueued: list[int] = []
+    monkeypatch.setattr(dispatch, "enqueue_run", enqueued.append)
+    tenant = make_tenant("gate", max_concurrent_runs=10, runs_per_minute=None)
+    create_graph_version(tenant, chain_spec())
+    first = create_run(tenant, graph="chain")
+    assert enqueued == [first.pk]  # the gate was free: dispatched on commit
+
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_gate() -> None:
+        with transaction.atomic():
+            cluster.enter_dispatch_gate(capacity=100, fallback=100)
+            holding.set()
+            release.wait(10)
+        connection.close()
+
+    holder = threading.Thread(target=hold_gate)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        started = time.monotonic()
+        second = create_run(tenant, graph="chain")
+        assert time.monotonic() - started < 2  # did not wait for the holder's 10 s
+        assert enqueued == [first.pk]
+    finally:
+        release.set()
+        holder.join()
+    assert dispatch.dispatch_once() == 1  # the scheduler's tick, or a worker's next pass
+    assert enqueued == [first.pk, second.pk]
