@@ -83,6 +83,7 @@ INSTALLED_APPS = [
     "django_q",
     "tenants",
     "runs",
+    "lg",
 ]
 
 MIDDLEWARE = [

@@ -5,6 +5,7 @@ from django.urls import include, path
 
 from config import health
 from config.api import api
+from lg.api import api as lg_api
 
 
 def favicon(request: HttpRequest) -> HttpResponsePermanentRedirect:
@@ -19,6 +20,7 @@ urlpatterns = [
     path("favicon.ico", favicon),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
+    path("lg/", lg_api.urls),
     path("", include("runs.urls")),
 ]
 
