@@ -6,14 +6,16 @@ is the cursor the stream starts after; a reconnect with `Last-Event-ID` gets exa
 followed that id (`-1` replays the run from its start). Events are read from the database
 (the source of truth), woken by this process's live feed (runs/live.py), so a stream serves
 the same whichever daphne process a reconnect lands on. LLM tokens also arrive live, before
-their step commits; the stored copies are then skipped on that connection.
+their step commits, with ids `<cursor>~<n>` (a resume from one starts after the cursor, so
+the stored copies come then); the stored copies are skipped on the connection that showed
+them live.
 
 Mapping (DESIGN §4 events -> stream modes):
 - run.started (first claim): `values` = the initial state (checkpoint 0), `checkpoints`.
 - step.started: `tasks` {id, name, input, triggers}, `debug` task, `events` on_chain_start.
-- step.completed / step.failed: `tasks` result, `debug` task_result, `events` on_chain_end.
-- state.updated: `updates` {node: update}, `values` (the step's checkpoint), `checkpoints`,
-  `debug` checkpoint.
+- step.completed / step.failed: `tasks` result, `debug` task_result, `events` on_chain_end;
+  for a completed step then `updates` {node: update}, `values` (the step's checkpoint),
+  `checkpoints`, `debug` checkpoint (state.updated repeats the update: nothing of its own).
 - llm.delta: `messages` [AIMessageChunk, metadata] (mode `messages-tuple`),
   `events` on_chat_model_stream.
 - run.waiting: `values` with `__interrupt__`, `updates` {"__interrupt__": [...]}.
@@ -76,10 +78,11 @@ WHOLE = 1 << 30  # k meaning "every part of that seq"
 
 
 def parse_last_event_id(value: str | None) -> Cursor | None:
-    """`-1`: from the start; `<seq>` or `<seq>.<k>`: after that. None when absent or bad."""
+    """`-1`: from the start; `<seq>` or `<seq>.<k>`: after that (`~<n>` after it names a live
+    token sent there). None when absent or bad."""
     if value is None or not value.strip():
         return None
-    value = value.strip()
+    value = value.strip().partition("~")[0]  # a live token's id: resume after its cursor
     if value == "-1":
         return (0, WHOLE)
     seq, _, k = value.partition(".")
@@ -128,7 +131,7 @@ class Translator:
                 for c in Checkpoint.objects.filter(run=self.run, step_index__in=wanted)
             }
         updates: dict[int, Any] = {}
-        if self.modes & {"tasks", "debug", "events"} and steps:
+        if self.modes & {"tasks", "debug", "events", "updates"} and steps:
             updates = dict(
                 Step.objects.filter(run=self.run, index__in=steps).values_list("index", "update")
             )
@@ -193,6 +196,36 @@ class Translator:
             "metadata": {"langgraph_node": node},
             "data": {"chunk": {"content": text, "type": "AIMessageChunk"}},
         }
+
+    def _step_state(
+        self,
+        index: Any,
+        node: str,
+        checkpoints: dict[int, Checkpoint],
+        updates: dict[int, Any],
+        ts: str,
+    ) -> list[tuple[str, Any]]:
+        """What a committed step changed: `updates`, then `values`, `checkpoints`, `debug`."""
+        out: list[tuple[str, Any]] = []
+        if self._want("updates"):
+            out.append(("updates", {node: updates.get(index) or None}))
+        cp = checkpoints.get(index) if isinstance(index, int) else None
+        if cp is None:
+            return out
+        self.values = cp.state
+        if self._want("values"):
+            out.append(("values", cp.state))
+        if self._want("checkpoints"):
+            out.append(("checkpoints", self._checkpoint_payload(cp, index - 1)))
+        if self._want("debug"):
+            payload = self._checkpoint_payload(cp, index - 1)
+            out.append(
+                (
+                    "debug",
+                    {"step": index, "timestamp": ts, "type": "checkpoint", "payload": payload},
+                )
+            )
+        return out
 
     def translate(
         self, e: Event, checkpoints: dict[int, Checkpoint], updates: dict[int, Any]
@@ -276,6 +309,8 @@ class Translator:
                         },
                     )
                 )
+            if not failed:
+                out += self._step_state(data.get("index"), node, checkpoints, updates, ts)
             if self._want("events"):
                 out.append(
                     (
@@ -295,30 +330,6 @@ class Translator:
                         },
                     )
                 )
-            return out
-        if e.type == "state.updated":
-            index = data.get("index")
-            cp = checkpoints.get(index) if isinstance(index, int) else None
-            if self._want("updates"):
-                out.append(("updates", {str(data.get("node")): data.get("update")}))
-            if cp is not None:
-                self.values = cp.state
-                if self._want("values"):
-                    out.append(("values", cp.state))
-                if self._want("checkpoints"):
-                    out.append(("checkpoints", self._checkpoint_payload(cp, index - 1)))
-                if self._want("debug"):
-                    out.append(
-                        (
-                            "debug",
-                            {
-                                "step": index,
-                                "timestamp": ts,
-                                "type": "checkpoint",
-                                "payload": self._checkpoint_payload(cp, index - 1),
-                            },
-                        )
-                    )
             return out
         if e.type == "llm.delta":
             node = str(data.get("node", ""))
@@ -428,6 +439,7 @@ class RunStream:
         try:
             now = loop.time()
             ends_at, next_check, last_sent = now + STREAM_MAX_SECONDS, now + interval, now
+            live_sent = 0
             while loop.time() < ends_at:
                 events = await selectors.aevents_after(self.run.pk, after, BATCH)
                 if events:
@@ -468,7 +480,8 @@ class RunStream:
                 for key, text in hints:
                     if key == live.LIVE_KEY:
                         for name, data in translator.live(json.loads(text)):
-                            yield sse(cursor_id(self.cursor), name, data)
+                            live_sent += 1
+                            yield sse(f"{cursor_id(self.cursor)}~{live_sent}", name, data)
                             last_sent = loop.time()
                 if loop.time() >= next_check:
                     if await streams.recheck(self.ctx):
