@@ -208,7 +208,7 @@ async def join_run_stream(
     ctx = reader(request)
     run = await sync_to_async(runs.get_run)(ctx, ident(thread_id), ident(run_id))
     options = await sync_to_async(_options)(run)
-    asked = request.GET.getlist("stream_mode")
+    asked = [m for m in request.GET.getlist("stream_mode") if m]
     default = (
         options.stream_mode
         if options is not None and options.stream_mode
