@@ -3,7 +3,8 @@
 Every SSE event is `id: <seq>.<k>` (the k-th protocol event made from the run's stored event
 `seq`), `event: <mode>`, `data: <json>`. The first is `metadata` {run_id, attempt}, whose id
 is the cursor the stream starts after; a reconnect with `Last-Event-ID` gets exactly what
-followed that id (`-1` replays the run from its start). Events are read from the database
+followed that id, without a second `metadata` (`-1` replays the run from its start,
+`metadata` first). Events are read from the database
 (the source of truth), woken by this process's live feed (runs/live.py), so a stream serves
 the same whichever daphne process a reconnect lands on. LLM tokens also arrive live, before
 their step commits, with ids `<cursor>~<n>` (a resume from one starts after the cursor, so
@@ -404,8 +405,10 @@ class RunStream:
         slot: streams.Slot,
         *,
         cancel_on_disconnect: bool = False,
+        resumed: bool = False,
     ) -> None:
         self.ctx = ctx
+        self.resumed = resumed
         self.run = run
         self.modes = modes
         self.cursor = cursor
@@ -426,9 +429,9 @@ class RunStream:
                 loop.run_in_executor(None, _cancel_quietly, self.run.pk)
 
     async def _messages(self) -> AsyncIterator[str]:
-        yield sse(
-            cursor_id(self.cursor), "metadata", {"run_id": str(self.run.public_id), "attempt": 1}
-        )
+        if not self.resumed:  # a reconnect has it already; a replay from -1 gets it again
+            metadata = {"run_id": str(self.run.public_id), "attempt": 1}
+            yield sse(cursor_id(self.cursor), "metadata", metadata)
         translator = await streams.db(Translator)(self.run, self.modes, self.cursor[0])
         loop = asyncio.get_running_loop()
         interval = streams.recheck_seconds()
@@ -518,9 +521,12 @@ def stream_response(
     location: str | None,
     content_location: str | None,
     cancel_on_disconnect: bool = False,
+    resumed: bool = False,
 ) -> StreamingHttpResponse:
     slot = streams.slots.acquire(ctx.tenant.pk)
-    stream = RunStream(ctx, run, modes, cursor, slot, cancel_on_disconnect=cancel_on_disconnect)
+    stream = RunStream(
+        ctx, run, modes, cursor, slot, cancel_on_disconnect=cancel_on_disconnect, resumed=resumed
+    )
     response = StreamingHttpResponse(aiter(stream), content_type="text/event-stream")
     response._resource_closers.append(slot.release)  # type: ignore[attr-defined]
     weakref.finalize(response, slot.release)

@@ -215,7 +215,9 @@ async def join_run_stream(
         else list(runs.STREAM_MODES)
     )
     modes = runs.stream_modes(asked or None, default)
-    cursor = stream.parse_last_event_id(request.headers.get("Last-Event-ID"))
+    last_event_id = request.headers.get("Last-Event-ID")
+    cursor = stream.parse_last_event_id(last_event_id)
+    resumed = cursor is not None and last_event_id.strip() != "-1"  # type: ignore[union-attr]
     if cursor is None:
         cursor = (run.last_seq, stream.WHOLE)  # a join without an id gets what comes next
     cancel = request.GET.get("cancel_on_disconnect", "").lower() in ("1", "true")
@@ -228,6 +230,7 @@ async def join_run_stream(
         location=stream_url,
         content_location=run_url,
         cancel_on_disconnect=cancel,
+        resumed=resumed,
     )
 
 
