@@ -5,6 +5,7 @@ strategies, cancels, batches, and the options Runyard refuses."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import httpx
@@ -13,8 +14,10 @@ from langgraph_sdk import get_client, get_sync_client
 from langgraph_sdk.errors import ConflictError, NotFoundError, UnprocessableEntityError
 
 from runs.models import Run
+from runs.services import create_graph_version
 from tenants.models import Tenant
 from tests.e2e.processes import Platform
+from tests.e2e.test_live__delivery import paced_spec
 from tests.lg.conftest import key_for, lg_url
 
 pytestmark = pytest.mark.e2e
@@ -248,3 +251,43 @@ def test_multitask_cancel_batch_and_refusals(
     made = client.runs.wait(fresh, "chat", input={"question": "x"}, if_not_exists="create")
     assert made["answer"] == "the polished answer"
     assert client.threads.get(fresh)["status"] == "idle"
+
+
+def test_disconnect_cancel_rollback_and_bulk_cancel(
+    tenant: Tenant, graphs: dict[str, Any], lg_platform: Platform
+) -> None:
+    create_graph_version(tenant, paced_spec(steps=10, latency_ms=300))
+    client = get_sync_client(url=lg_url(lg_platform), api_key=key_for(tenant))
+
+    # on_disconnect=cancel: the client leaves mid-run, the run is cancelled.
+    tid = client.threads.create()["thread_id"]
+    parts = client.runs.stream(
+        tid, "paced", input={}, stream_mode="updates", on_disconnect="cancel"
+    )
+    run_id = next(parts).data["run_id"]
+    assert next(parts).event == "updates"
+    parts.close()
+    deadline = time.monotonic() + 20
+    while Run.objects.get(public_id=run_id).status != "cancelled":
+        assert time.monotonic() < deadline, Run.objects.get(public_id=run_id).status
+        time.sleep(0.1)
+    assert client.runs.get(tid, run_id)["status"] == "interrupted"
+
+    # action=rollback: the thread's values are those from before the cancelled run.
+    tid2 = client.threads.create()["thread_id"]
+    client.runs.wait(tid2, "chat", input={"question": "first"})
+    before = client.threads.get_state(tid2)["values"]
+    held = client.runs.create(tid2, "review", input={"item": "boat"})
+    assert "proposal" in client.runs.join(tid2, held["run_id"])
+    client.runs.cancel(tid2, held["run_id"], action="rollback", wait=True)
+    assert client.threads.get_state(tid2)["values"] == before
+    assert client.threads.get(tid2)["status"] == "idle"
+
+    # Bulk cancel by status.
+    waiting = [client.threads.create()["thread_id"] for _ in range(2)]
+    for t in waiting:
+        client.runs.wait(t, "review", input={"item": "x"})
+    client.runs.cancel_many(status="all")
+    for t in waiting:
+        assert client.threads.get(t)["status"] == "idle"
+        assert [r["status"] for r in client.runs.list(t)] == ["interrupted"]
