@@ -222,7 +222,7 @@ def _as_update(value: Any) -> dict[str, Any] | None:
         pairs = [p for p in value if isinstance(p, list | tuple) and len(p) == 2]
         if len(pairs) != len(value) or not all(isinstance(k, str) for k, _ in pairs):
             raise Refused("`command.update` must be an object or a list of [key, value] pairs.")
-        return dict(pairs)
+        return {str(k): v for k, v in pairs}
     if not isinstance(value, dict):
         raise Refused("`command.update` must be a JSON object.")
     return value

@@ -11,7 +11,7 @@ from runs.status import RunStatus
 # now (LangGraph ends the run at an interrupt and the thread is "interrupted"): "interrupted"
 # tells the SDK it will not go on by itself. Cancelled runs are "interrupted" as LangGraph's
 # cancel leaves them; a run Runyard marked interrupted (orphaned, evidence kept) failed.
-RUN_STATUS = {
+RUN_STATUS: dict[str, str] = {
     RunStatus.QUEUED: "pending",
     RunStatus.RUNNING: "running",
     RunStatus.CANCELLING: "running",

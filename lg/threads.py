@@ -179,7 +179,7 @@ def search(tenant: Tenant, payload: dict[str, Any], *, count: bool = False) -> A
     if status:
         if status not in shapes.THREAD_STATUSES:
             raise Refused(f"`status` must be one of {list(shapes.THREAD_STATUSES)}.")
-        qs = qs.filter(lg_status=status)
+        qs = qs.filter(lg_status=status)  # type: ignore[misc] # annotated by with_status
     ids = payload.get("ids")
     if ids:
         if not isinstance(ids, list) or len(ids) > 1000:
