@@ -17,6 +17,7 @@ from lg import assistants, threads
 from lg.errors import Refused, conflict, not_found
 from lg.models import RunOptions
 from runs import services
+from runs.api.common import ensure_json_size
 from runs.models import Checkpoint, Run, Thread
 from runs.services.create import STRATEGIES
 from runs.status import TERMINAL, RunStatus
@@ -121,6 +122,9 @@ def check_options(payload: dict[str, Any], *, threaded: bool) -> None:
         raise Refused("`input` must be a JSON object (or null).")
     if payload.get("metadata") is not None and not isinstance(payload["metadata"], dict):
         raise Refused("`metadata` must be a JSON object.")
+    # The limits /api/v1 applies to the same fields (413 past them).
+    for name in ("input", "metadata", "config", "context", "command"):
+        ensure_json_size(payload.get(name), name)
 
 
 def start_run(

@@ -22,9 +22,11 @@ from lg.assistants import metadata_filter, page_of
 from lg.errors import Refused, conflict, not_found
 from lg.models import StateUpdate
 from runs.engine import apply_update
+from runs.engine.values import storable_size
 from runs.models import Checkpoint, Graph, Run, Thread
 from runs.services import spec_for
 from runs.status import RunStatus
+from tenants import limits
 from tenants.models import Tenant
 
 BUSY = (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.CANCELLING, RunStatus.PAUSED)
@@ -457,6 +459,10 @@ def update_state(thread: Thread, payload: dict[str, Any]) -> dict[str, Any]:
         state = apply_update(spec, locked.state, values) if spec else {**locked.state, **values}
     except Exception as exc:  # a reducer refusing the value (engine NodeError)
         raise Refused(f"The update does not fit the thread's state: {exc}") from None
+    # The same containment a run's state has (DESIGN §5): updates cannot grow it past the cap.
+    too_big = limits.check_state_size(thread.tenant, storable_size(state))
+    if too_big is not None:
+        raise too_big
     Thread.objects.filter(pk=locked.pk).update(state=state, updated_at=timezone.now())
     update = StateUpdate.objects.create(thread=locked, values=state, as_node=as_node)
     return {"checkpoint": shapes.checkpoint_ref(thread.public_id, update.public_id)}

@@ -1,0 +1,121 @@
+"""/lg's bounds and refusals through Django's test client (no processes): sizes, roles,
+unknown options, state caps, and runs reached through the wrong thread or tenant."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from runs.services import create_graph_version, create_run
+from tenants.models import Role, Tenant
+from tests.lg.conftest import chat_spec, key_for
+
+
+def call(client: Client, method: str, path: str, key: str, payload: Any = None) -> Any:
+    response = getattr(client, method)(
+        "/lg" + path,
+        data=payload if payload is not None else None,
+        content_type="application/json",
+        HTTP_X_API_KEY=key,
+    )
+    return response.status_code, response.json() if response.content else None
+
+
+@pytest.fixture
+def key(tenant: Tenant) -> str:
+    create_graph_version(tenant, chat_spec())
+    return key_for(tenant)
+
+
+def test_unknown_and_malformed_run_options_are_422(client: Client, key: str) -> None:
+    status, thread = call(client, "post", "/threads", key, {})
+    tid = thread["thread_id"]
+    for payload, words in [
+        ({"assistant_id": "chat", "input": {"question": "x"}, "frobnicate": 1}, "Unknown run"),
+        ({"input": {"question": "x"}}, "assistant_id"),
+        ({"assistant_id": "chat", "input": [1, 2]}, "input"),
+        ({"assistant_id": "chat", "input": {"question": "x"}, "durability": "never"}, "durability"),
+        ({"assistant_id": "chat", "command": {"resume": 1, "jump": 2}}, "Unknown command"),
+        ({"assistant_id": "chat", "command": {"goto": "polish"}}, "without `resume`"),
+        (
+            {"assistant_id": "chat", "input": {"question": "x"}, "on_completion": "keep"},
+            "stateless",
+        ),
+        (
+            {"assistant_id": "chat", "input": {"question": "x"}, "stream_mode": ["tools"]},
+            "stream_mode",
+        ),
+    ]:
+        status, body = call(client, "post", f"/threads/{tid}/runs", key, payload)
+        assert status == 422, (payload, body)
+        assert words in body["detail"], (payload, body)
+    status, body = call(
+        client, "post", "/runs", key, {"assistant_id": "chat", "command": {"resume": 1}}
+    )
+    assert status == 422 and "thread" in body["detail"]
+
+
+def test_sizes_are_bounded(client: Client, key: str, settings: Any) -> None:
+    settings.RUNYARD = {**settings.RUNYARD, "MAX_INPUT_BYTES": 2000}
+    status, body = call(
+        client, "post", "/runs", key, {"assistant_id": "chat", "input": {"question": "x" * 2500}}
+    )
+    assert status == 413, body
+    status, body = call(client, "post", "/threads", key, {"metadata": {"x": "y" * 5000}})
+    assert status == 413 and "bytes" in body["detail"]
+
+
+def test_state_updates_respect_max_state_bytes(client: Client, tenant: Tenant, key: str) -> None:
+    tenant.max_state_bytes = 1000
+    tenant.save(update_fields=["max_state_bytes"])
+    _, thread = call(client, "post", "/threads", key, {"metadata": {"graph_id": "chat"}})
+    path = f"/threads/{thread['thread_id']}/state"
+    for _ in range(3):
+        status, _body = call(client, "post", path, key, {"values": {"log": "z" * 300}})
+        assert status == 200
+    status, body = call(client, "post", path, key, {"values": {"log": "z" * 300}})
+    assert status == 429 and "max_state_bytes" in body["detail"]
+    _, state = call(client, "get", path, key)
+    assert len(state["values"]["log"]) == 3
+
+
+def test_runs_through_the_wrong_thread_or_tenant_are_404(
+    client: Client, tenant: Tenant, other_tenant: Tenant, key: str
+) -> None:
+    _, a = call(client, "post", "/threads", key, {})
+    _, b = call(client, "post", "/threads", key, {})
+    run = create_run(tenant, graph="chat", input={"question": "x"}, thread_id=a["thread_id"])
+    status, _ = call(client, "get", f"/threads/{a['thread_id']}/runs/{run.public_id}", key)
+    assert status == 200
+    status, _ = call(client, "get", f"/threads/{b['thread_id']}/runs/{run.public_id}", key)
+    assert status == 404
+    bob = key_for(other_tenant)
+    for method, path in [
+        ("get", f"/threads/{a['thread_id']}/runs/{run.public_id}"),
+        ("post", f"/threads/{a['thread_id']}/runs/{run.public_id}/cancel"),
+        ("delete", f"/threads/{a['thread_id']}/runs/{run.public_id}"),
+        ("get", f"/threads/{a['thread_id']}/runs"),
+    ]:
+        status, body = call(client, method, path, bob)
+        assert status == 404, (path, body)
+    status, body = call(client, "post", "/runs/cancel", bob, {"run_ids": [str(run.public_id)]})
+    assert status == 404
+    # An active run is not deleted.
+    status, body = call(client, "delete", f"/threads/{a['thread_id']}/runs/{run.public_id}", key)
+    assert status == 409
+    status, body = call(client, "delete", f"/threads/{a['thread_id']}", key)
+    assert status == 409
+
+
+def test_viewers_read_and_members_do_not_manage_assistants(
+    client: Client, tenant: Tenant, key: str
+) -> None:
+    viewer, member = key_for(tenant, Role.VIEWER), key_for(tenant, Role.MEMBER)
+    status, body = call(client, "post", "/runs", viewer, {"assistant_id": "chat", "input": {}})
+    assert status == 403 and "member" in body["detail"]
+    status, body = call(client, "post", "/assistants", member, {"graph_id": "chat"})
+    assert status == 403 and "admin" in body["detail"]
+    status, body = call(client, "post", "/assistants/search", viewer, {})
+    assert status == 200 and body[0]["graph_id"] == "chat"
