@@ -31,16 +31,20 @@ CANCEL_ACTIONS = ("interrupt", "rollback")
 
 
 def _locations(request: HttpRequest, run: Run) -> tuple[str | None, str | None, str | None]:
-    """Absolute URLs of the run, its stream and its join (the SDK follows them to reconnect,
-    and reads run and thread ids from Content-Location); none for a stateless run."""
+    """The run, its stream and its join, as paths under the protocol's root (`/threads/...`,
+    without `/lg`): both SDKs resolve Location and Content-Location against the URL they were
+    given (`.../lg`), the JS one by plain concatenation, as LangGraph's server sends them.
+    They follow them to reconnect and read run and thread ids from them. None for a
+    stateless run."""
     if run.thread is None:
         return None, None, None
     kwargs = {"thread_id": str(run.thread.public_id), "run_id": str(run.public_id)}
-    return (
-        request.build_absolute_uri(reverse("lg:get_run", kwargs=kwargs)),
-        request.build_absolute_uri(reverse("lg:join_run_stream", kwargs=kwargs)),
-        request.build_absolute_uri(reverse("lg:join_run", kwargs=kwargs)),
-    )
+    root = reverse("lg:ok").removesuffix("ok")
+
+    def under_root(name: str) -> str:
+        return "/" + reverse(name, kwargs=kwargs).removeprefix(root)
+
+    return under_root("lg:get_run"), under_root("lg:join_run_stream"), under_root("lg:join_run")
 
 
 def _json(
