@@ -23,10 +23,14 @@ from runs.services.create import STRATEGIES
 from runs.status import TERMINAL, RunStatus
 from tenants.auth import TenantContext
 
+# `tools` is accepted and stays quiet: Runyard's nodes are not LangChain tools (useStream asks
+# for it as soon as a UI reads tool progress).
 STREAM_MODES = (
     "values",
     "updates",
     "messages-tuple",
+    "messages",
+    "tools",
     "custom",
     "events",
     "debug",
@@ -87,7 +91,7 @@ def stream_modes(value: Any, default: list[str]) -> list[str]:
     if unknown:
         raise Refused(
             f"stream_mode {unknown} is not supported; Runyard streams {list(STREAM_MODES)} "
-            "(LLM tokens come as `messages-tuple`)."
+            "(LLM tokens come as `messages-tuple` or `messages`)."
         )
     return list(dict.fromkeys(modes))
 

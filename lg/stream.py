@@ -114,7 +114,8 @@ class RunStream:
         interval = streams.recheck_seconds()
         after = self.cursor[0] - (0 if self.cursor[1] == WHOLE else 1)
         group = run_group(self.run.public_id.hex)
-        inbox = live.Inbox(accepts_live="messages-tuple" in self.modes or "events" in self.modes)
+        tokens = {"messages-tuple", "messages", "events"} & set(self.modes)
+        inbox = live.Inbox(accepts_live=bool(tokens))
         await live.subscribe(group, inbox)
         try:
             now = loop.time()

@@ -6,8 +6,9 @@ Mapping (DESIGN §4 events -> stream modes):
 - step.completed / step.failed: `tasks` result, `debug` task_result, `events` on_chain_end;
   for a completed step then `updates` {node: update}, `values` (the step's checkpoint),
   `checkpoints`, `debug` checkpoint (state.updated repeats the update: nothing of its own).
-- llm.delta: `messages` [AIMessageChunk, metadata] (mode `messages-tuple`),
-  `events` on_chat_model_stream.
+- llm.delta: `messages` [AIMessageChunk, metadata] (mode `messages-tuple`);
+  `messages/metadata` once, then `messages/partial` (the text so far) and, when the step
+  commits, `messages/complete` (mode `messages`); `events` on_chat_model_stream.
 - run.waiting: `values` with `__interrupt__`, `updates` {"__interrupt__": [...]}.
 - run.failed / timed_out / interrupted: `error` {error, message}.
 - anything else a node or Runyard emits (approval.*, input.*, artifact.created, branch.*,
@@ -55,7 +56,10 @@ class Translator:
         self.values: dict[str, Any] | None = None
         self.live_nodes: set[str] = set()
         self.done: dict[str, int] = {}
-        if "messages-tuple" in self.modes and cursor_seq > 0:
+        # `messages` mode: the text of each node's message so far, and the ids announced.
+        self.partial: dict[str, str] = {}
+        self.announced: set[str] = set()
+        if self.modes & {"messages-tuple", "messages"} and cursor_seq > 0:
             # Message ids count a node's finished steps: count those already sent.
             for data in Event.objects.filter(
                 run=run, seq__lte=cursor_seq, type="step.completed"
@@ -118,15 +122,37 @@ class Translator:
         }
         return [chunk, meta]
 
+    def _partial(self, node: str, text: str) -> list[tuple[str, Any]]:
+        """`messages` mode: metadata once per message, then the message so far."""
+        chunk, meta = self._message(node, "")
+        out: list[tuple[str, Any]] = []
+        if chunk["id"] not in self.announced:
+            self.announced.add(chunk["id"])
+            out.append(("messages/metadata", {chunk["id"]: {"metadata": meta}}))
+        self.partial[node] = self.partial.get(node, "") + text
+        out.append(("messages/partial", [{**chunk, "type": "ai", "content": self.partial[node]}]))
+        return out
+
+    def _complete(self, node: str) -> list[tuple[str, Any]]:
+        if node not in self.partial:
+            return []
+        chunk, _ = self._message(node, self.partial.pop(node))
+        return [("messages/complete", [{**chunk, "type": "ai"}])]
+
     def live(self, frame: dict[str, Any]) -> list[tuple[str, Any]]:
         if frame.get("event") != "llm.delta":
             return []
         data = frame.get("data") or {}
         node, text = str(data.get("node", "")), str(data.get("text", ""))
         self.live_nodes.add(node)
+        return self._delta(node, text)
+
+    def _delta(self, node: str, text: str) -> list[tuple[str, Any]]:
         out: list[tuple[str, Any]] = []
         if self._want("messages-tuple"):
             out.append(("messages", self._message(node, text)))
+        if self._want("messages"):
+            out += self._partial(node, text)
         if self._want("events"):
             out.append(("events", self._chat_stream(node, text)))
         return out
@@ -237,8 +263,12 @@ class Translator:
                 "result": None if failed else updates.get(data.get("index", -1), {}),
             }
             if not failed:
+                if self._want("messages"):
+                    out += self._complete(node)
                 self.done[node] = self.done.get(node, 0) + 1
                 self.live_nodes.discard(node)
+            else:
+                self.partial.pop(node, None)
             if self._want("tasks"):
                 out.append(("tasks", result))
             if self._want("debug"):
@@ -276,15 +306,15 @@ class Translator:
                 )
             return out
         if e.type == "llm.delta":
-            node = str(data.get("node", ""))
+            node, text = str(data.get("node", "")), str(data.get("text", ""))
             if node in self.live_nodes:
-                return []  # this connection showed these tokens live already
-            text = str(data.get("text", ""))
-            if self._want("messages-tuple"):
-                out.append(("messages", self._message(node, text)))
-            if self._want("events"):
-                out.append(("events", self._chat_stream(node, text)))
-            return out
+                # This connection showed these tokens live already; the stored copy (the
+                # node's whole text) still completes its message, live frames being
+                # best-effort.
+                if node in self.partial:
+                    self.partial[node] = text
+                return []
+            return self._delta(node, text)
         if e.type == "run.waiting":
             waiting = data.get("waiting_for") or {}
             if waiting.get("kind") not in ("approval", "input"):

@@ -44,7 +44,7 @@ def test_unknown_and_malformed_run_options_are_422(client: Client, key: str) -> 
             "stateless",
         ),
         (
-            {"assistant_id": "chat", "input": {"question": "x"}, "stream_mode": ["tools"]},
+            {"assistant_id": "chat", "input": {"question": "x"}, "stream_mode": ["lifecycle"]},
             "stream_mode",
         ),
     ]:

@@ -151,6 +151,19 @@ def test_stream_modes(tenant: Tenant, graphs: dict[str, Any], lg_platform: Platf
     )
     assert [p.data for p in replay if p.event == "updates"] == updates
     assert replay[-1].event == "end"
+    # `messages`: metadata once per message, the text so far, the whole message at the end.
+    messages = list(
+        client.runs.stream(tid, "chat", input={"question": "m"}, stream_mode=["messages", "tools"])
+    )
+    kinds = [p.event for p in messages]
+    assert kinds.count("messages/metadata") == 2 and kinds.count("messages/complete") == 2
+    complete = [p.data[0] for p in messages if p.event == "messages/complete"]
+    assert [m["content"] for m in complete] == [
+        "a first draft in five tokens",
+        "the polished answer",
+    ]
+    partial = [p.data[0]["content"] for p in messages if p.event == "messages/partial"]
+    assert partial[-1] == "the polished answer"
     # Default stream mode of a POST /stream is values.
     only_values = list(client.runs.stream(tid, "chat", input={"question": "again"}))
     assert {p.event for p in only_values} == {"metadata", "values", "end"}
