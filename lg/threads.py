@@ -172,6 +172,8 @@ def delete_thread(thread: Thread) -> None:
 
 
 def search(tenant: Tenant, payload: dict[str, Any], *, count: bool = False) -> Any:
+    if payload.get("extract"):
+        raise Refused("`extract` is not supported; read the values with `select`.")
     qs = with_status(Thread.objects.for_tenant(tenant))
     for key, value in metadata_filter(payload.get("metadata")).items():
         qs = qs.filter(**{f"metadata__{key}": value})
