@@ -131,7 +131,10 @@ def create_thread(tenant: Tenant, payload: dict[str, Any]) -> Thread:
     try:
         with transaction.atomic():
             return Thread.objects.create(tenant=tenant, public_id=public_id, metadata=metadata)
-    except IntegrityError:
+    except IntegrityError:  # a concurrent request made it first
+        made = Thread.objects.filter(public_id=public_id, tenant=tenant).first()
+        if made is not None and if_exists == "do_nothing":
+            return made
         raise conflict(f"Thread {public_id} already exists.") from None
 
 
