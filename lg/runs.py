@@ -79,6 +79,7 @@ class Started:
     cursor: int  # the run's last seq before this request: a stream starts after it
     modes: list[str] = field(default_factory=list)
     on_disconnect: str = "continue"
+    subgraphs: bool = False
 
 
 def stream_modes(value: Any, default: list[str]) -> list[str]:
@@ -103,11 +104,6 @@ def check_options(payload: dict[str, Any], *, threaded: bool) -> None:
     for option, why in REFUSED.items():
         if payload.get(option):
             raise Refused(why)
-    if payload.get("stream_subgraphs"):
-        raise Refused(
-            "stream_subgraphs is not supported: a subgraph node's child run streams on its own "
-            "(GET /api/v1/runs/{id}/events/stream)."
-        )
     if payload.get("after_seconds"):
         raise Refused("after_seconds (delayed runs) is not supported; start the run later.")
     if payload.get("on_completion") not in (None, "delete", "keep"):
@@ -157,6 +153,7 @@ def start_run(
         "config": config,
         "context": context or {},
         "stream_mode": modes,
+        "stream_subgraphs": bool(payload.get("stream_subgraphs")),
         "durability": payload.get("durability"),
         "on_disconnect": payload.get("on_disconnect"),
     }
@@ -174,7 +171,7 @@ def start_run(
                 "kwargs": kwargs,
             },
         )
-        return Started(run, cursor, modes, on_disconnect)
+        return Started(run, cursor, modes, on_disconnect, bool(payload.get("stream_subgraphs")))
     from_checkpoint = None
     wanted = threads.checkpoint_id_of(payload.get("checkpoint_id") or payload.get("checkpoint"))
     if wanted:
@@ -197,7 +194,7 @@ def start_run(
             run=run, assistant_id=resolved.assistant_id, stream_mode=modes, kwargs=kwargs
         )
     run._lg_options = options  # type: ignore[attr-defined]
-    return Started(run, 0, modes, on_disconnect)
+    return Started(run, 0, modes, on_disconnect, bool(payload.get("stream_subgraphs")))
 
 
 def _fork_point(thread: Thread, checkpoint_id: Any) -> str | None:

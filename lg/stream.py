@@ -83,9 +83,11 @@ class RunStream:
         *,
         cancel_on_disconnect: bool = False,
         resumed: bool = False,
+        subgraphs: bool = False,
     ) -> None:
         self.ctx = ctx
         self.resumed = resumed
+        self.subgraphs = subgraphs
         self.run = run
         self.modes = modes
         self.cursor = cursor
@@ -109,7 +111,9 @@ class RunStream:
         if not self.resumed:  # a reconnect has it already; a replay from -1 gets it again
             metadata = {"run_id": str(self.run.public_id), "attempt": 1}
             yield sse(cursor_id(self.cursor), "metadata", metadata)
-        translator = await streams.db(Translator)(self.run, self.modes, self.cursor[0])
+        translator = await streams.db(Translator)(
+            self.run, self.modes, self.cursor[0], subgraphs=self.subgraphs
+        )
         loop = asyncio.get_running_loop()
         interval = streams.recheck_seconds()
         after = self.cursor[0] - (0 if self.cursor[1] == WHOLE else 1)
@@ -200,10 +204,18 @@ def stream_response(
     content_location: str | None,
     cancel_on_disconnect: bool = False,
     resumed: bool = False,
+    subgraphs: bool = False,
 ) -> StreamingHttpResponse:
     slot = streams.slots.acquire(ctx.tenant.pk)
     stream = RunStream(
-        ctx, run, modes, cursor, slot, cancel_on_disconnect=cancel_on_disconnect, resumed=resumed
+        ctx,
+        run,
+        modes,
+        cursor,
+        slot,
+        cancel_on_disconnect=cancel_on_disconnect,
+        resumed=resumed,
+        subgraphs=subgraphs,
     )
     response = StreamingHttpResponse(aiter(stream), content_type="text/event-stream")
     response._resource_closers.append(slot.release)  # type: ignore[attr-defined]

@@ -11,6 +11,8 @@ Mapping (DESIGN §4 events -> stream modes):
   commits, `messages/complete` (mode `messages`); `events` on_chat_model_stream.
 - run.waiting: `values` with `__interrupt__`, `updates` {"__interrupt__": [...]}.
 - run.failed / timed_out / interrupted: `error` {error, message}.
+- with stream_subgraphs, a step's child runs (subgraph nodes) as `<mode>|<node>:<run id>`,
+  when that step commits (see `subgraph_parts`).
 - anything else a node or Runyard emits (approval.*, input.*, artifact.created, branch.*,
   limit.*, ...): `custom` {type, data}, `events` on_custom_event.
 """
@@ -46,11 +48,19 @@ QUIET = frozenset(
 )
 
 
+# Bounds on what one subgraph step adds to a stream.
+MAX_CHILDREN = 50
+MAX_CHILD_EVENTS = 5000
+
+
 class Translator:
     """Stored events -> (mode, data) parts, for one stream (it remembers what it saw)."""
 
-    def __init__(self, run: Run, modes: list[str], cursor_seq: int) -> None:
+    def __init__(
+        self, run: Run, modes: list[str], cursor_seq: int, *, subgraphs: bool = False
+    ) -> None:
         self.run = run
+        self.subgraphs = subgraphs
         self.modes = set(modes)
         self.thread_id = str(run.thread.public_id) if run.thread_id and run.thread else None
         self.values: dict[str, Any] | None = None
@@ -98,6 +108,22 @@ class Translator:
             "parent_config": None,
             "tasks": [],
         }
+
+    def subgraph_parts(self, index: Any, node: str) -> list[tuple[str, Any]]:
+        """With stream_subgraphs: the child runs a step started (subgraph nodes), their parts
+        named `<mode>|<node>:<child run id>` (deeper ones append their own), when the step
+        commits: the children have ended or stopped by then, so a replay gives the same."""
+        if not isinstance(index, int):
+            return []
+        out: list[tuple[str, Any]] = []
+        children = Run.objects.filter(parent=self.run, child_key__startswith=f"{index}:")
+        for child in children.select_related("thread").order_by("created_at", "id")[:MAX_CHILDREN]:
+            inner = Translator(child, sorted(self.modes), 0, subgraphs=True)
+            events = list(Event.objects.filter(run=child).order_by("seq")[:MAX_CHILD_EVENTS])
+            suffix = f"|{node}:{child.public_id}"
+            for _seq, parts in inner.parts(events):
+                out += [(name + suffix, data) for name, data in parts]
+        return out
 
     def _message(self, node: str, text: str) -> list[Any]:
         n = self.done.get(node, 0)
@@ -253,6 +279,8 @@ class Translator:
             return out
         if e.type in ("step.completed", "step.failed"):
             node = str(data.get("node", ""))
+            if self.subgraphs:
+                out += self.subgraph_parts(data.get("index"), node)
             failed = e.type == "step.failed"
             err = data.get("error") or {}
             result: dict[str, Any] = {

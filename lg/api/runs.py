@@ -114,6 +114,7 @@ async def _stream(request: HttpRequest, thread_id: str | None) -> StreamingHttpR
         location=stream_url,
         content_location=run_url,
         cancel_on_disconnect=started.on_disconnect == "cancel",
+        subgraphs=started.subgraphs,
     )
 
 
@@ -225,6 +226,9 @@ async def join_run_stream(
     if cursor is None:
         cursor = (run.last_seq, stream.WHOLE)  # a join without an id gets what comes next
     cancel = request.GET.get("cancel_on_disconnect", "").lower() in ("1", "true")
+    # A join (and the SDK's reconnect, which sends no parameters) streams subgraphs when the
+    # run was started with stream_subgraphs.
+    subgraphs = bool(options is not None and options.kwargs.get("stream_subgraphs"))
     run_url, stream_url, _ = await sync_to_async(_locations)(request, run)
     return stream.stream_response(
         ctx,
@@ -235,6 +239,7 @@ async def join_run_stream(
         content_location=run_url,
         cancel_on_disconnect=cancel,
         resumed=resumed,
+        subgraphs=subgraphs,
     )
 
 

@@ -247,7 +247,6 @@ def test_multitask_cancel_batch_and_refusals(
         "interrupt_before": ["draft"],
         "webhook": "https://example.com/hook",
         "after_seconds": 5,
-        "stream_subgraphs": True,
     }
     for option, value in refused.items():
         with pytest.raises(UnprocessableEntityError) as err:
@@ -304,3 +303,46 @@ def test_disconnect_cancel_rollback_and_bulk_cancel(
     for t in waiting:
         assert client.threads.get(t)["status"] == "idle"
         assert [r["status"] for r in client.runs.list(t)] == ["interrupted"]
+
+
+def test_stream_subgraphs(tenant: Tenant, graphs: dict[str, Any], lg_platform: Platform) -> None:
+    create_graph_version(
+        tenant,
+        {
+            "name": "outer",
+            "start": "ask",
+            "nodes": {
+                "ask": {
+                    "kind": "subgraph",
+                    "graph": "chat",
+                    "input": {"question": "state.topic"},
+                    "output": "inner",
+                },
+                "done": {"kind": "end"},
+            },
+            "edges": [{"from": "ask", "to": "done"}],
+        },
+    )
+    client = get_sync_client(url=lg_url(lg_platform), api_key=key_for(tenant))
+    tid = client.threads.create()["thread_id"]
+    parts = list(
+        client.runs.stream(
+            tid, "outer", input={"topic": "nesting"}, stream_mode="updates", stream_subgraphs=True
+        )
+    )
+    names = [p.event for p in parts]
+    inner = [p for p in parts if p.event.startswith("updates|ask:")]
+    assert [next(iter(p.data)) for p in inner] == ["draft", "polish", "done"]
+    child_id = inner[0].event.split("|ask:")[1]
+    assert Run.objects.get(public_id=child_id).parent.public_id.hex == (
+        Run.objects.get(public_id=parts[0].data["run_id"]).public_id.hex
+    )
+    # The child's parts come before the parent's step that ran it.
+    assert names.index("updates") > names.index(inner[-1].event)
+    outer = [p.data for p in parts if p.event == "updates"]
+    assert outer[0]["ask"]["inner"]["answer"] == "the polished answer"
+    # Joined again (as the SDK's reconnect does, with no parameters), it still has them.
+    replay = list(client.runs.join_stream(tid, parts[0].data["run_id"], last_event_id="-1"))
+    assert [p.event for p in replay if "|" in p.event] == [p.event for p in parts if "|" in p.event]
+    plain = list(client.runs.stream(tid, "outer", input={"topic": "x"}, stream_mode="updates"))
+    assert not any("|" in p.event for p in plain)
