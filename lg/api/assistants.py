@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgiref.sync import sync_to_async  # noqa: F401 - kept for symmetry with async routes
 from django.http import HttpRequest, HttpResponse
 from ninja import Router
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.conf import settings
@@ -59,7 +58,3 @@ def ident(value: str) -> str:
     if len(value) > MAX_ID:
         raise Refused(f"An id is at most {MAX_ID} characters.", status=404)
     return value
-
-
-def json_size(value: Any) -> int:
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
