@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ObjectDoesNotExist
+
 from runs.models import Run, Thread
 from runs.status import RunStatus
 
@@ -126,7 +128,7 @@ def run_out(run: Run, *, assistant_id: str | None = None) -> dict[str, Any]:
 def _has_options(run: Run) -> bool:
     try:
         run.lg_options  # noqa: B018 - a reverse one-to-one raises when absent
-    except Exception:  # RelatedObjectDoesNotExist
+    except ObjectDoesNotExist:
         return False
     return True
 
