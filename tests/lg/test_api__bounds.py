@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 from django.test import Client
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from runs.services import create_graph_version, create_run
 from tenants.models import Role, Tenant
@@ -119,3 +121,96 @@ def test_viewers_read_and_members_do_not_manage_assistants(
     assert status == 403 and "admin" in body["detail"]
     status, body = call(client, "post", "/assistants/search", viewer, {})
     assert status == 200 and body[0]["graph_id"] == "chat"
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+# Bodies shaped like the protocol's, with any values: the fields a hostile caller would vary.
+FIELDS = st.sampled_from(
+    [
+        "assistant_id",
+        "graph_id",
+        "input",
+        "command",
+        "config",
+        "context",
+        "metadata",
+        "stream_mode",
+        "checkpoint",
+        "checkpoint_id",
+        "multitask_strategy",
+        "if_not_exists",
+        "limit",
+        "offset",
+        "sort_by",
+        "sort_order",
+        "select",
+        "status",
+        "ids",
+        "values",
+        "before",
+        "namespace",
+        "key",
+        "value",
+        "prefix",
+        "max_depth",
+        "thread_id",
+        "version",
+        "as_node",
+        "name",
+        "filter",
+        "namespace_prefix",
+        "if_exists",
+        "on_disconnect",
+    ]
+)
+BODIES = st.dictionaries(FIELDS, JSON, max_size=6) | JSON
+
+
+@pytest.mark.django_db
+@given(body=BODIES, which=st.integers(min_value=0, max_value=100))
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_no_body_makes_a_500(client: Client, tenant: Tenant, body: Any, which: int) -> None:
+    """Whatever JSON reaches any write or search endpoint, the answer is a 2xx or a 4xx
+    with a `detail` (never a 500)."""
+    key = getattr(tenant, "_lg_key", None)
+    if key is None:
+        create_graph_version(tenant, chat_spec())
+        key = tenant._lg_key = key_for(tenant)  # type: ignore[attr-defined]
+        tenant._lg_thread = call(client, "post", "/threads", key, {})[1]["thread_id"]  # type: ignore[attr-defined]
+    tid = tenant._lg_thread  # type: ignore[attr-defined]
+    routes = [
+        ("post", "/assistants"),
+        ("post", "/assistants/search"),
+        ("post", "/assistants/count"),
+        ("post", "/assistants/chat/versions"),
+        ("post", "/assistants/chat/latest"),
+        ("patch", "/assistants/chat"),
+        ("post", "/threads"),
+        ("post", "/threads/search"),
+        ("post", "/threads/count"),
+        ("patch", f"/threads/{tid}"),
+        ("post", f"/threads/{tid}/state"),
+        ("post", f"/threads/{tid}/state/checkpoint"),
+        ("post", f"/threads/{tid}/history"),
+        ("post", f"/threads/{tid}/runs"),
+        ("post", "/runs"),
+        ("post", "/runs/batch"),
+        ("post", "/runs/cancel"),
+        ("put", "/store/items"),
+        ("delete", "/store/items"),
+        ("post", "/store/items/search"),
+        ("post", "/store/namespaces"),
+    ]
+    method, path = routes[which % len(routes)]
+    status, answer = call(client, method, path, key, body)
+    assert status < 500, (method, path, body, answer)
+    if status >= 400:
+        assert isinstance(answer["detail"], str)
