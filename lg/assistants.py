@@ -308,7 +308,7 @@ def search(tenant: Tenant, payload: dict[str, Any]) -> list[dict[str, Any]]:
     limit, offset = page_of(payload)
     sort_by = payload.get("sort_by") or "created_at"
     order = payload.get("sort_order") or "desc"
-    if sort_by not in SORTS or order not in ("asc", "desc"):
+    if not isinstance(sort_by, str) or sort_by not in SORTS or order not in ("asc", "desc"):
         raise Refused(f"`sort_by` must be one of {sorted(SORTS)} and `sort_order` asc or desc.")
     sign = "-" if order == "desc" else ""
     graph_field = {"assistant_id": "public_id", "graph_id": "name", "name": "name"}.get(

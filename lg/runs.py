@@ -345,7 +345,7 @@ def cancel_many(ctx: TenantContext, payload: dict[str, Any], *, action: str) -> 
             "pending": [RunStatus.QUEUED],
             "running": [RunStatus.RUNNING],
             "all": [RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PAUSED],
-        }.get(status)
+        }.get(str(status))
         if wanted is None:
             raise Refused("`status` must be pending, running or all.")
         qs = Run.objects.for_tenant(ctx.tenant).filter(status__in=wanted, parent__isnull=True)

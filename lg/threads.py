@@ -203,14 +203,14 @@ def search(tenant: Tenant, payload: dict[str, Any], *, count: bool = False) -> A
     limit, offset = page_of(payload)
     sort_by = payload.get("sort_by") or "created_at"
     order = payload.get("sort_order") or "desc"
-    if sort_by not in SORTS or order not in ("asc", "desc"):
+    if not isinstance(sort_by, str) or sort_by not in SORTS or order not in ("asc", "desc"):
         raise Refused(f"`sort_by` must be one of {sorted(SORTS)} and `sort_order` asc or desc.")
     sign = "-" if order == "desc" else ""
     page = list(qs.order_by(sign + SORTS[sort_by], sign + "id")[offset : offset + limit])
     out = [_listed(thread) for thread in page]
     select = payload.get("select")
     if select:
-        if not isinstance(select, list):
+        if not isinstance(select, list) or not all(isinstance(k, str) for k in select):
             raise Refused("`select` must be a list of field names.")
         out = [{k: t[k] for k in select if k in t} for t in out]
     return out

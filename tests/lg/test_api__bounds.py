@@ -169,7 +169,25 @@ FIELDS = st.sampled_from(
         "on_disconnect",
     ]
 )
-BODIES = st.dictionaries(FIELDS, JSON, max_size=6) | JSON
+# Valid bodies of each kind with some fields replaced by anything, and anything at all.
+VALID = [
+    {"assistant_id": "chat", "input": {"question": "x"}},
+    {"assistant_id": "chat", "command": {"resume": "approve"}},
+    {"graph_id": "chat", "config": {"tags": ["a"]}},
+    {"namespace": ["a", "b"], "key": "k", "value": {"v": 1}},
+    {"values": {"log": "x"}, "as_node": "draft"},
+    {"limit": 5, "offset": 0, "sort_by": "created_at", "sort_order": "asc"},
+    {},
+]
+BODIES = (
+    st.builds(
+        lambda base, extra: {**base, **extra},
+        st.sampled_from(VALID),
+        st.dictionaries(FIELDS, JSON, max_size=3),
+    )
+    | st.dictionaries(FIELDS, JSON, max_size=6)
+    | JSON
+)
 
 
 @pytest.mark.django_db
