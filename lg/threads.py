@@ -356,7 +356,9 @@ def current_state(thread: Thread) -> dict[str, Any]:
     parent = points[1] if len(points) > 1 else None
     run = active_run(thread)
     if run is None or run.started_at is None:
-        return _state(thread, point, parent, values=thread.state if point is None else thread.state)
+        # The thread's own values win over its newest checkpoint's: a rollback restores them
+        # without writing a checkpoint.
+        return _state(thread, point, parent, values=thread.state)
     interrupts = shapes.waiting_interrupts(run)
     node = (run.waiting_for or {}).get("node") or (run.position or {}).get("node")
     tasks = []
