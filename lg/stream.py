@@ -28,6 +28,7 @@ from asgiref.sync import sync_to_async
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import StreamingHttpResponse
 
+from lg.errors import not_found
 from lg.translate import TERMINAL_EVENTS, Translator
 from runs import live, selectors, streams
 from runs.events import run_group
@@ -205,8 +206,11 @@ def stream_response(
     cancel_on_disconnect: bool = False,
     resumed: bool = False,
     subgraphs: bool = False,
+    slot: streams.Slot | None = None,
 ) -> StreamingHttpResponse:
-    slot = streams.slots.acquire(ctx.tenant.pk)
+    """The SSE response; `slot` is the tenant's stream slot when the caller took it already
+    (before starting the run, so that a refused stream leaves no run behind)."""
+    slot = slot or streams.slots.acquire(ctx.tenant.pk)
     stream = RunStream(
         ctx,
         run,
@@ -230,6 +234,12 @@ def stream_response(
 
 
 async def arun(run_pk: int) -> Run:
-    return await sync_to_async(
-        lambda: Run.objects.select_related("tenant", "graph", "thread").get(pk=run_pk)
-    )()
+    """The run again, with what shaping it needs; 404 once it was deleted meanwhile."""
+
+    def read() -> Run:
+        run = Run.objects.select_related("tenant", "graph", "thread").filter(pk=run_pk).first()
+        if run is None:
+            raise not_found("Run", run_pk)
+        return run
+
+    return await sync_to_async(read)()

@@ -103,9 +103,15 @@ def create_run_batch(request: HttpRequest) -> Any:
 async def _stream(request: HttpRequest, thread_id: str | None) -> StreamingHttpResponse:
     ctx = writer(request)
     payload = body(request)
-    started = await sync_to_async(runs.start_run)(ctx, payload, thread_id=thread_id)
-    run = await stream.arun(started.run.pk)
-    run_url, stream_url, _ = await sync_to_async(_locations)(request, run)
+    # The stream's slot first: a tenant at its stream limit gets a 429 and no run.
+    slot = streams.slots.acquire(ctx.tenant.pk)
+    try:
+        started = await sync_to_async(runs.start_run)(ctx, payload, thread_id=thread_id)
+        run = await stream.arun(started.run.pk)
+        run_url, stream_url, _ = await sync_to_async(_locations)(request, run)
+    except BaseException:
+        slot.release()
+        raise
     return stream.stream_response(
         ctx,
         run,
@@ -115,6 +121,7 @@ async def _stream(request: HttpRequest, thread_id: str | None) -> StreamingHttpR
         content_location=run_url,
         cancel_on_disconnect=started.on_disconnect == "cancel",
         subgraphs=started.subgraphs,
+        slot=slot,
     )
 
 
@@ -128,10 +135,11 @@ async def create_stateless_run_stream(request: HttpRequest) -> StreamingHttpResp
     return await _stream(request, None)
 
 
-async def _settle(ctx: TenantContext, run: Run) -> Run:
+async def _settle(ctx: TenantContext, run: Run, slot: streams.Slot | None = None) -> Run:
     """The run once it has settled (finished, or waiting on a human), or as it is after
-    WAIT_MAX_SECONDS."""
-    slot = streams.slots.acquire(ctx.tenant.pk)
+    WAIT_MAX_SECONDS. Holds one of the tenant's stream slots meanwhile (`slot`, when the
+    caller took it already)."""
+    slot = slot or streams.slots.acquire(ctx.tenant.pk)
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + WAIT_MAX_SECONDS
@@ -148,8 +156,13 @@ async def _settle(ctx: TenantContext, run: Run) -> Run:
 async def _wait(request: HttpRequest, thread_id: str | None) -> HttpResponse:
     ctx = writer(request)
     payload = body(request)
-    started = await sync_to_async(runs.start_run)(ctx, payload, thread_id=thread_id)
-    run = await _settle(ctx, started.run)
+    slot = streams.slots.acquire(ctx.tenant.pk)  # before the run: a 429 leaves no run behind
+    try:
+        started = await sync_to_async(runs.start_run)(ctx, payload, thread_id=thread_id)
+    except BaseException:
+        slot.release()
+        raise
+    run = await _settle(ctx, started.run, slot)
     values = await sync_to_async(runs.final_values)(run)
     run_url, _, join_url = await sync_to_async(_locations)(request, run)
     return _json(values, headers={"Content-Location": run_url, "Location": join_url})

@@ -10,6 +10,7 @@ from django.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from runs.models import Run
 from runs.services import create_graph_version, create_run
 from tenants.models import Role, Tenant
 from tests.lg.conftest import chat_spec, key_for
@@ -232,3 +233,15 @@ def test_no_body_makes_a_500(client: Client, tenant: Tenant, body: Any, which: i
     assert status < 500, (method, path, body, answer)
     if status >= 400:
         assert isinstance(answer["detail"], str)
+
+
+def test_a_refused_stream_or_wait_leaves_no_run(
+    client: Client, tenant: Tenant, key: str, settings: Any
+) -> None:
+    settings.RUNYARD = {**settings.RUNYARD, "MAX_STREAMS_PER_TENANT": 0}
+    for path in ("/runs/wait", "/runs/stream"):
+        status, body = call(
+            client, "post", path, key, {"assistant_id": "chat", "input": {"question": "x"}}
+        )
+        assert status == 429 and "streams" in body["detail"], (path, body)
+    assert not Run.objects.filter(tenant=tenant).exists()
