@@ -6,6 +6,7 @@ from django.urls import include, path
 from config import health
 from config.api import api
 from observability.views import metrics
+from lg.api import api as lg_api
 
 
 def favicon(request: HttpRequest) -> HttpResponsePermanentRedirect:
@@ -23,6 +24,7 @@ urlpatterns = [
     path("api/v1/", api.urls),
     path("schedules/", include("schedules.urls")),
     path("webhooks/", include("webhooks.urls")),
+    path("lg/", lg_api.urls),
     path("", include("runs.urls")),
 ]
 
