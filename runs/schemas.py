@@ -13,6 +13,7 @@ from django.urls import reverse
 from ninja import Field, Schema
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
+from runs.engine.results import Usage
 from runs.models import Artifact, Checkpoint, Event, Graph, Run, Step, Thread
 from runs.status import RunStatus
 
@@ -95,10 +96,42 @@ def _statuses(value: Any) -> Any:
     return parts
 
 
-class PageIn(Schema):
-    cursor: str | None = Field(
-        None, max_length=500, description="The `next_cursor` of the previous page."
+# Cursors are opaque: unpadded base64url (runs.selectors.encode_cursor) of what the list
+# pages by. A string of the right alphabet that no list returned is a 400 `invalid_cursor`.
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
+CURSOR_MAX_LENGTH = 500
+CURSOR_DESCRIPTION = (
+    "Opaque: pass back the `next_cursor` of the previous page, with the same filters. "
+    f"Unpadded base64url (`A-Z a-z 0-9 - _`), 1 to {CURSOR_MAX_LENGTH} characters; "
+    "a value no list returned is a 400 `invalid_cursor`."
+)
+NEXT_CURSOR_DESCRIPTION = (
+    "Opaque cursor of the next page (unpadded base64url, `A-Z a-z 0-9 - _`, at most "
+    f"{CURSOR_MAX_LENGTH} characters); null on the last page."
+)
+
+
+def cursor_field() -> Any:
+    return Field(
+        None,
+        min_length=1,
+        max_length=CURSOR_MAX_LENGTH,
+        pattern=CURSOR_PATTERN,
+        description=CURSOR_DESCRIPTION,
     )
+
+
+def next_cursor_field() -> Any:
+    return Field(
+        ...,
+        max_length=CURSOR_MAX_LENGTH,
+        pattern=CURSOR_PATTERN,
+        description=NEXT_CURSOR_DESCRIPTION,
+    )
+
+
+class PageIn(Schema):
+    cursor: str | None = cursor_field()
     limit: int = Field(50, ge=1, le=200, description="Items per page.")
 
 
@@ -168,7 +201,7 @@ class GraphOut(GraphVersionOut):
 
 class GraphListOut(Schema):
     items: list[GraphSummaryOut]
-    next_cursor: str | None
+    next_cursor: str | None = next_cursor_field()
 
 
 # --- threads -------------------------------------------------------------------------------------
@@ -217,7 +250,7 @@ class CheckpointOut(Schema):
 
 class CheckpointListOut(Schema):
     items: list[CheckpointOut]
-    next_cursor: str | None
+    next_cursor: str | None = next_cursor_field()
 
 
 # --- runs ----------------------------------------------------------------------------------------
@@ -275,7 +308,7 @@ class WaitingFor(Schema):
 
     model_config = ConfigDict(extra="allow")
 
-    kind: str = Field(..., examples=["approval"], description="approval, input or sleep.")
+    kind: Literal["approval", "input", "sleep"] = Field(..., examples=["approval"])
     id: str = Field(..., examples=["approve@1"], description="node@occurrence.")
     node: str
     message: Any = None
@@ -350,7 +383,7 @@ class RunOut(Schema):
 
 class RunListOut(Schema):
     items: list[RunOut]
-    next_cursor: str | None = Field(..., description="Pass as `cursor` for the next page.")
+    next_cursor: str | None = next_cursor_field()
 
 
 class RunFiltersIn(Schema):
@@ -370,7 +403,7 @@ class RunFiltersIn(Schema):
         "value. Any number of `metadata.<key>=<value>` parameters work too.",
     )
     metadata_value: str | None = Field(None, max_length=1000)
-    cursor: str | None = Field(None, max_length=500, description="`next_cursor` of a page.")
+    cursor: str | None = cursor_field()
     limit: int = Field(50, ge=1, le=200)
 
 
@@ -406,25 +439,46 @@ class ApprovalIn(BodyIn):
     )
 
 
+class ModelCallsOut(Schema):
+    model_config = ConfigDict(extra="allow")
+
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+
+
+class StepUsageOut(Schema):
+    tokens_in: int = Field(..., ge=0)
+    tokens_out: int = Field(..., ge=0)
+    cost_usd: float = Field(..., ge=0)
+    by_model: dict[str, ModelCallsOut] = Field(..., description="Model name → its usage.")
+
+
 class StepOut(Schema):
-    index: int
+    index: int = Field(..., ge=0)
     node: str
-    status: str = Field(..., examples=["completed"])
-    attempt: int
+    status: Literal["completed", "failed", "suspended"] = Field(
+        ..., description="`suspended`: the node waits (approval, input, sleep)."
+    )
+    attempt: int = Field(..., ge=0)
     started_at: dt.datetime
     finished_at: dt.datetime
-    duration_ms: int
-    usage: dict[str, Any]
+    duration_ms: int = Field(..., ge=0)
+    usage: StepUsageOut
     error: ErrorInfo | None
 
     @staticmethod
     def resolve_error(obj: Step) -> dict[str, Any] | None:
         return error_info(obj.error)
 
+    @staticmethod
+    def resolve_usage(obj: Step) -> dict[str, Any]:
+        return Usage.from_dict(obj.usage if isinstance(obj.usage, dict) else None).to_dict()
+
 
 class StepListOut(Schema):
     items: list[StepOut]
-    next_cursor: str | None
+    next_cursor: str | None = next_cursor_field()
 
 
 class EventOut(Schema):
@@ -445,7 +499,10 @@ class EventOut(Schema):
 class EventListOut(Schema):
     items: list[EventOut]
     next_cursor: str | None = Field(
-        ..., description="When more events are stored: the seq to pass as `after`."
+        ...,
+        pattern=r"^[0-9]+$",
+        max_length=10,
+        description="When more events are stored: the seq (decimal digits) to pass as `after`.",
     )
 
 
@@ -479,4 +536,4 @@ class ArtifactOut(Schema):
 
 class ArtifactListOut(Schema):
     items: list[ArtifactOut]
-    next_cursor: str | None
+    next_cursor: str | None = next_cursor_field()

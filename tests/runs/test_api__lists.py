@@ -152,7 +152,7 @@ def test_filters_by_metadata(tenant: Tenant, alice: Api) -> None:
         ({"limit": 1000}, "limit"),
         ({"created_after": "yesterday"}, "created_after"),
         ({"thread_id": "t1"}, "thread_id"),
-        ({"cursor": "not-a-cursor"}, "cursor"),
+        ({"cursor": "not a cursor!"}, "cursor"),
         ({"metadata_key": "customer"}, "metadata_value"),
     ],
 )
@@ -164,3 +164,14 @@ def test_bad_list_parameters_are_422_naming_the_field(
     error = error_of(response)
     named = [p["where"] for p in error["details"].get("problems", [])]
     assert field in named or error["details"].get("field") == field
+
+
+@pytest.mark.parametrize("cursor", ["not-a-cursor", "0" * 500, "W10", "WzEsMl0"])
+def test_a_cursor_no_list_returned_is_a_400_naming_it(alice: Api, cursor: str) -> None:
+    """Cursors are opaque: the document gives their alphabet and length (a 422 outside
+    them), and a value of that shape the API never issued is a 400 `invalid_cursor`."""
+    response = alice.get("/runs", {"cursor": cursor})
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["code"] == "invalid_cursor"
+    assert error["details"] == {"field": "cursor"}
