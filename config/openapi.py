@@ -129,6 +129,20 @@ def graph_spec_components() -> dict[str, Any]:
     return specschema.with_refs(components, _PREFIX)
 
 
+def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A parameter's schema without ninja's `null` branch: query parameters and headers are
+    strings on the wire; an optional one is left out (`required: false`), never "null"."""
+    branches = schema.get("anyOf")
+    if not isinstance(branches, list):
+        return schema
+    rest = [b for b in branches if b != {"type": "null"}]
+    if len(rest) != 1 or len(rest) == len(branches):
+        return schema
+    out = {k: v for k, v in schema.items() if k != "anyOf"}
+    out.update(rest[0])
+    return out
+
+
 def finish(document: dict[str, Any]) -> dict[str, Any]:
     """Complete ninja's document in place (see the module docstring); returns it."""
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
@@ -138,6 +152,9 @@ def finish(document: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(operation, dict):
                 continue
             op_id = operation.get("operationId")
+            for parameter in operation.get("parameters", []):
+                if isinstance(parameter.get("schema"), dict):
+                    parameter["schema"] = _without_null(parameter["schema"])
             body = SPEC_BODIES.get(op_id)
             if body is not None:
                 operation["requestBody"] = {

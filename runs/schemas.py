@@ -6,6 +6,7 @@ Output schemas resolve from model rows; public ids are the rows' UUIDs, never pr
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -13,6 +14,7 @@ from django.urls import reverse
 from ninja import Field, Schema
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
+from runs.engine.fields import NOT_BLANK
 from runs.engine.results import Usage
 from runs.models import Artifact, Checkpoint, Event, Graph, Run, Step, Thread
 from runs.status import RunStatus
@@ -128,6 +130,22 @@ def next_cursor_field() -> Any:
         pattern=CURSOR_PATTERN,
         description=NEXT_CURSOR_DESCRIPTION,
     )
+
+
+# RFC 3339, what the document's `format: date-time` promises: pydantic alone would also take
+# a bare number as a Unix time, and a time without an offset.
+RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})"
+)
+
+
+def _rfc3339(value: Any) -> Any:
+    if isinstance(value, str) and not RFC3339.fullmatch(value):
+        raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2025-01-01T12:00:00Z")
+    return value
+
+
+DateTimeIn = Annotated[dt.datetime, BeforeValidator(_rfc3339)]
 
 
 class PageIn(Schema):
@@ -393,8 +411,8 @@ class RunFiltersIn(Schema):
     )
     graph: str | None = Field(None, description="Only runs of the graph with this name.")
     thread_id: uuid.UUID | None = Field(None, description="Only runs on this thread.")
-    created_after: dt.datetime | None = Field(None, description="Created strictly after.")
-    created_before: dt.datetime | None = Field(None, description="Created strictly before.")
+    created_after: DateTimeIn | None = Field(None, description="Created strictly after.")
+    created_before: DateTimeIn | None = Field(None, description="Created strictly before.")
     metadata_key: str | None = Field(
         None,
         min_length=1,
@@ -426,7 +444,14 @@ class InputIn(BodyIn):
 
 
 class GuidanceIn(BodyIn):
-    message: str = Field(..., min_length=1, max_length=10_000, examples=["Keep it short."])
+    message: str = Field(
+        ...,
+        min_length=1,
+        max_length=10_000,
+        pattern=NOT_BLANK,
+        description="Appended to the state's `guidance` list; not blank.",
+        examples=["Keep it short."],
+    )
 
 
 class ApprovalIn(BodyIn):

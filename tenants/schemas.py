@@ -11,7 +11,9 @@ from ninja import Field, Schema
 # --- errors --------------------------------------------------------------------------------------
 
 ERROR_DESCRIPTIONS: dict[int, str] = {
-    400: "Malformed request (the body is not valid JSON).",
+    400: "Malformed request: the body is not valid JSON (`malformed_json`) or holds a value "
+    "that cannot be stored, such as U+0000 (`invalid_json_value`), or a cursor the list never "
+    "returned (`invalid_cursor`).",
     401: "Missing or invalid credentials: send `Authorization: Bearer <key>` or a session.",
     403: "The caller's role does not allow this, the session's CSRF check failed, "
     "or a pre-run hook refused the run.",

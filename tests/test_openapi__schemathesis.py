@@ -2,13 +2,24 @@
 
 The document is loaded from /api/v1/openapi.json through the WSGI app in-process. Every
 operation gets generated requests, valid and invalid, with a fixed seed (derandomized) and a
-bounded number of examples; each response must not be a 5xx and must match the document:
-a declared status code, content type and body schema. Half of the generated ids are replaced
-by real ones, so operations also reach their success paths, not only 404s.
+bounded number of examples, checked by EVERY check schemathesis has (server errors, status
+codes, content types, headers, response bodies, negative data rejected, positive data
+accepted, missing headers, unsupported methods, auth ignored, use after free...), plus one
+of ours: a request the document calls valid may only be refused for a documented reason the
+document cannot state (`DOMAIN_REFUSALS`: a graph's semantics, input against a graph's
+`input_schema`, a cursor the API never issued), never for its shape.
+
+Half of the generated ids are replaced by real ones, so operations reach their success paths,
+and a stateful run follows the document's OpenAPI links (run -> steps, events, artifacts,
+approvals, input, controls; thread -> checkpoints; graph -> versions) with the ids real
+responses return.
+
+`RUNYARD_FUZZ_EXAMPLES` / `RUNYARD_FUZZ_STEPS` raise the bounds (`make chaos` does).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +28,9 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
+from schemathesis.checks import CHECKS as REGISTERED_CHECKS
+from schemathesis.checks import load_all_checks
+from schemathesis.config import PositiveDataAcceptanceConfig
 
 from config.wsgi import application
 from runs import dispatch
@@ -35,58 +43,139 @@ from tests.runs.conftest import InlineQueue, approval_spec, chain_spec
 from tests.runs.test_api__helpers import key_client
 
 OPENAPI_URL = "/api/v1/openapi.json"
-MAX_EXAMPLES = 12
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_schema_conformance,
-]
+MAX_EXAMPLES = int(os.environ.get("RUNYARD_FUZZ_EXAMPLES", "12"))
+STATEFUL_EXAMPLES = int(os.environ.get("RUNYARD_FUZZ_SCENARIOS", "25"))
+STATEFUL_STEPS = int(os.environ.get("RUNYARD_FUZZ_STEPS", "8"))
+
+# Why the API may refuse a request its document calls valid: rules no schema can state,
+# each answered with its own error code (documented in the operation's description).
+DOMAIN_REFUSALS: dict[int, set[str]] = {
+    400: {"invalid_cursor", "invalid_json_value"},
+    413: {"payload_too_large"},
+    422: {
+        "invalid_graph",
+        "invalid_input",
+        "invalid_json_value",
+        "invalid_route",
+        "invalid_filter",
+    },
+}
+
+load_all_checks()
+
+
+@schemathesis.check
+def valid_requests_are_refused_only_for_documented_reasons(
+    ctx: Any, response: Any, case: schemathesis.Case
+) -> bool | None:
+    """A positive (schema-valid) request answered 400/413/422 must carry a domain code: a
+    generic `validation_error` there means the document is looser than the code."""
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive:
+        return None
+    allowed = DOMAIN_REFUSALS.get(response.status_code)
+    if allowed is None:
+        return None
+    try:
+        code = response.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        code = None
+    if code not in allowed:
+        raise AssertionError(
+            f"A request the document calls valid was refused with {response.status_code} "
+            f"{code!r} (allowed for schema-valid requests: {sorted(allowed)}): "
+            f"{response.text[:500]}"
+        )
+    return None
+
+
+CHECKS = [REGISTERED_CHECKS.get_one(name) for name in REGISTERED_CHECKS.get_all_names()]
 
 schema = schemathesis.openapi.from_wsgi(OPENAPI_URL, application)
 schema.config.generation.update(
     modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE], deterministic=True
 )
+# The builtin positive-data check takes the statuses of `DOMAIN_REFUSALS` too; our check
+# above then requires their domain codes.
+schema.config.checks.positive_data_acceptance = PositiveDataAcceptanceConfig(
+    expected_statuses=["2xx", "401", "403", "404", "409", "429", *map(str, DOMAIN_REFUSALS)]
+)
 
 # Status codes seen per operation, to check that the run reached success paths as well.
 STATUSES: dict[str, set[int]] = {}
+STATEFUL_STATUSES: dict[str, set[int]] = {}
 
 # Ids of real objects, filled per test by the `seeded` fixture and read by the hook below.
 REAL: dict[str, str] = {}
 
 
 @schema.hook
-def flatmap_path_parameters(
-    context: schemathesis.HookContext, path_parameters: dict[str, Any]
-) -> st.SearchStrategy[dict[str, Any]]:
-    real = {name: REAL[name] for name in (path_parameters or {}) if name in REAL}
-    if not real:
-        return st.just(path_parameters)
-    return st.sampled_from([path_parameters, {**path_parameters, **real}])
+def flatmap_case(
+    context: schemathesis.HookContext, case: schemathesis.Case
+) -> st.SearchStrategy[schemathesis.Case]:
+    """Half the valid cases get real ids (random ones only find 404s), and half the valid
+    `POST /runs` start a real graph. Invalid cases stay as generated: a real id written over
+    the invalid part would make them valid."""
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive:
+        return st.just(case)
+    real = {name: REAL[name] for name in (case.path_parameters or {}) if name in REAL}
+    start = case.operation.path == "/api/v1/runs" and case.method.upper() == "POST"
+    if not real and not (start and isinstance(case.body, dict)):
+        return st.just(case)
+
+    def with_real(use: bool) -> schemathesis.Case:
+        if use and real:
+            case.path_parameters = {**case.path_parameters, **real}
+        if use and start and isinstance(case.body, dict):
+            body = {k: v for k, v in case.body.items() if k not in ("thread_id", "from_checkpoint")}
+            case.body = {**body, "graph": "chain", "version": 1}
+        return case
+
+    return st.booleans().map(with_real)
 
 
-@schema.hook
-def flatmap_body(context: schemathesis.HookContext, body: Any) -> st.SearchStrategy[Any]:
-    # Random graph names only find 404s; half the generated runs start a real graph instead.
-    operation = context.operation
-    if operation is None or operation.path != "/api/v1/runs" or not isinstance(body, dict):
-        return st.just(body)
-    real = {k: v for k, v in body.items() if k not in ("thread_id", "from_checkpoint")}
-    return st.sampled_from([body, {**real, "graph": "chain", "version": 1}])
+def ask_spec() -> dict[str, Any]:
+    """Waits for input, and requires `text` in its run input."""
+    return {
+        "name": "ask",
+        "input_schema": {
+            "type": "object",
+            "required": ["text"],
+            "properties": {"text": {"type": "string"}},
+        },
+        "start": "ask",
+        "nodes": {
+            "ask": {"kind": "input", "prompt": "More?", "output": "answer"},
+            "done": {"kind": "end"},
+        },
+        "edges": [{"from": "ask", "to": "done"}],
+    }
+
+
+class Seeded:
+    def __init__(self, headers: dict[str, str], queue: InlineQueue) -> None:
+        self.headers = headers
+        self.queue = queue
 
 
 @pytest.fixture
 def seeded(
     tenant: Tenant, monkeypatch: pytest.MonkeyPatch, settings: Any, tmp_path: Path
-) -> dict[str, str]:
+) -> Seeded:
     """A tenant with graphs, a thread, a finished run with an artifact, a waiting run."""
     settings.MEDIA_ROOT = tmp_path
     queue = InlineQueue()
     monkeypatch.setattr(dispatch, "enqueue_run", queue.put)
+    # Long polls would otherwise hold a generated request for up to a minute.
+    monkeypatch.setattr(live, "WAIT_CAP_SECONDS", 0.2)
+    monkeypatch.setattr(live, "STREAM_MAX_SECONDS", 0.2)
+    monkeypatch.setattr(live, "HEARTBEAT_SECONDS", 0.05)
     spec = chain_spec()
     spec["nodes"]["n0"]["artifacts"] = [{"name": "a.txt", "text": "hi"}]
     create_graph_version(tenant, spec)
     create_graph_version(tenant, approval_spec())
+    create_graph_version(tenant, ask_spec())
     member = key_client(tenant, Role.MEMBER)
     thread = member.post("/threads", {}).json()["id"]
     member.post("/runs", {"graph": "chain", "thread_id": thread})
@@ -104,7 +193,11 @@ def seeded(
     )
     assert Checkpoint.objects.exists()
     _, raw = create_api_key(tenant, role=Role.OWNER)
-    return {"Authorization": f"Bearer {raw}"}
+    return Seeded({"Authorization": f"Bearer {raw}"}, queue)
+
+
+def _label(case: schemathesis.Case) -> str:
+    return f"{case.operation.method.upper()} {case.operation.path.removeprefix('/api/v1')}"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -118,18 +211,45 @@ def seeded(
     database=None,
     suppress_health_check=list(HealthCheck),
 )
-def test_api_conforms_to_its_openapi_document(
-    case: schemathesis.Case, seeded: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Long polls would otherwise hold a generated request for up to a minute.
-    monkeypatch.setattr(live, "WAIT_CAP_SECONDS", 0.2)
-    monkeypatch.setattr(live, "STREAM_MAX_SECONDS", 0.2)
-    monkeypatch.setattr(live, "HEARTBEAT_SECONDS", 0.05)
-    response = case.call_and_validate(headers=seeded, checks=CHECKS)
+def test_api_conforms_to_its_openapi_document(case: schemathesis.Case, seeded: Seeded) -> None:
+    response = case.call_and_validate(headers=seeded.headers, checks=CHECKS)
+    seeded.queue.drain()
     assert response.status_code != 401, "generated requests must be authenticated"
     if case.method.upper() == case.operation.method.upper():
-        label = f"{case.operation.method.upper()} {case.operation.path}"
-        STATUSES.setdefault(label, set()).add(response.status_code)
+        STATUSES.setdefault(_label(case), set()).add(response.status_code)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume asynchronous iterators")
+def test_stateful_sequences_follow_the_links_with_real_ids(seeded: Seeded) -> None:
+    """Sequences of calls that feed each response's ids into the operations its links name:
+    a created run into its steps, events, artifacts, approvals, input and controls."""
+
+    class Machine(schema.as_state_machine()):  # type: ignore[misc]
+        def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
+            return {"headers": seeded.headers}
+
+        def after_call(self, response: Any, case: schemathesis.Case) -> None:
+            seeded.queue.drain()  # queued runs execute, so links reach waiting/ended runs
+            STATEFUL_STATUSES.setdefault(_label(case), set()).add(response.status_code)
+
+        def validate_response(
+            self, response: Any, case: schemathesis.Case, additional_checks: Any = None, **kw: Any
+        ) -> None:
+            case.validate_response(response, checks=CHECKS, transport_kwargs=kw)
+
+    Machine.run(
+        settings=settings(
+            max_examples=STATEFUL_EXAMPLES,
+            stateful_step_count=STATEFUL_STEPS,
+            derandomize=True,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+    )
+    linked = {"GET /runs/{run_id}/steps", "GET /threads/{thread_id}/checkpoints"}
+    assert linked <= set(STATEFUL_STATUSES), sorted(STATEFUL_STATUSES)
 
 
 def test_every_operation_succeeded_at_least_once() -> None:
@@ -138,7 +258,7 @@ def test_every_operation_succeeded_at_least_once() -> None:
     if not STATUSES:
         pytest.skip("the property test did not run in this session")
     operations = {
-        f"{method.upper()} {path}"
+        f"{method.upper()} {path.removeprefix('/api/v1')}"
         for path, item in schema.raw_schema["paths"].items()
         for method in item
     }

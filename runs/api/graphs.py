@@ -128,7 +128,7 @@ def validate_graph(request: HttpRequest, spec: GraphSpecIn) -> dict[str, Any]:
 
 @router.get(
     "/graphs",
-    response={200: GraphListOut, **error_responses()},
+    response={200: GraphListOut, **error_responses(400)},
     summary="List graphs",
     description="The latest version of each graph, by name, with cursor pagination.",
 )

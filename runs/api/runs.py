@@ -32,6 +32,8 @@ router = Router(tags=["runs"])
 artifacts_router = Router(tags=["artifacts"])
 
 METADATA_PREFIX = "metadata."
+# A node name (runs.engine.specfields.NODE_NAME), `@`, and an occurrence or `*`.
+APPROVAL_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,99}@(?:[0-9]{1,9}|\*)$"
 
 # Content types a browser may show inline from the API's origin; anything else (HTML, SVG,
 # XML...) could run script there, so it is served as a download.
@@ -102,7 +104,9 @@ def _metadata_pairs(request: HttpRequest, filters: RunFiltersIn) -> list[tuple[s
     if (filters.metadata_key is None) != (filters.metadata_value is None):
         missing = "metadata_value" if filters.metadata_value is None else "metadata_key"
         raise services.ValidationFailed(
-            "metadata_key and metadata_value go together.", details={"field": missing}
+            "metadata_key and metadata_value go together.",
+            code="invalid_filter",
+            details={"field": missing},
         )
     if filters.metadata_key is not None and filters.metadata_value is not None:
         pairs.append((filters.metadata_key, filters.metadata_value))
@@ -111,7 +115,7 @@ def _metadata_pairs(request: HttpRequest, filters: RunFiltersIn) -> list[tuple[s
 
 @router.get(
     "/runs",
-    response={200: RunListOut, **error_responses()},
+    response={200: RunListOut, **error_responses(400)},
     summary="List runs",
     description=(
         "Newest first. Filters combine with AND: `status` (repeatable or comma-separated), "
@@ -260,7 +264,11 @@ def decide_approval(
     run_id: uuid.UUID,
     payload: ApprovalIn,
     approval_id: str = Path(
-        ..., min_length=1, max_length=150, description="`node@N` or `node@*`, e.g. `approve@1`."
+        ...,
+        min_length=3,
+        max_length=150,
+        pattern=APPROVAL_ID_PATTERN,
+        description="`node@N` or `node@*`, e.g. `approve@1`.",
     ),
 ) -> Run:
     ctx = member(request)
@@ -282,7 +290,7 @@ def decide_approval(
 
 @router.get(
     "/runs/{run_id}/steps",
-    response={200: StepListOut, **error_responses(404)},
+    response={200: StepListOut, **error_responses(400, 404)},
     summary="List a run's steps",
     description="In step order, with timings, usage and errors.",
 )
@@ -316,7 +324,7 @@ def list_events(
 
 @router.get(
     "/runs/{run_id}/artifacts",
-    response={200: ArtifactListOut, **error_responses(404)},
+    response={200: ArtifactListOut, **error_responses(400, 404)},
     summary="List a run's artifacts",
     description="Files the run's nodes stored; fetch each from its `content_url`.",
 )

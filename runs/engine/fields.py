@@ -23,8 +23,10 @@ Schema = dict[str, Any]
 # Annotations only (2020-12 `contentMediaType`): editors and readers see what a string holds.
 EXPRESSION_MEDIA_TYPE = "text/x-runyard-expression"
 TEMPLATE_MEDIA_TYPE = "text/x-runyard-template"
-# A string with something besides whitespace (what `str.strip()` leaves non-empty).
-NOT_BLANK = r"\S"
+# A string with something besides whitespace: what `str.strip()` leaves non-empty. The
+# characters are spelled out because `\s` means different sets in Python and ECMA regexes.
+PY_WHITESPACE = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NOT_BLANK = f"[^{PY_WHITESPACE}]"
 
 
 @dataclass(frozen=True)

@@ -150,7 +150,7 @@ def _check_state(state: Any, check: SpecCheck) -> None:
         for extra in sorted(set(entry) - _STATE_FIELDS):
             check.add(where, f"unknown field {extra!r}")
         reducer = entry.get("reducer", "replace")
-        if reducer not in REDUCERS:
+        if not isinstance(reducer, str) or reducer not in REDUCERS:
             check.add(where, f"unknown reducer {reducer!r} (known: {', '.join(REDUCERS)})")
             continue
         default = entry.get("default")
@@ -294,7 +294,7 @@ def _check_graph(check: SpecCheck, edges: list[dict]) -> None:
         if check.raw.get("start") == child:
             check.add("start", f"cannot be {child!r}, a branch of parallel {parent!r}")
     start = check.raw.get("start")
-    if start not in nodes:
+    if not isinstance(start, str) or start not in nodes:
         return
     reached = {start}
     todo = [start]

@@ -134,7 +134,9 @@ class LLMNode(NodeKind):
             check.add(where, "`messages` must be a non-empty list of {role, content}")
         else:
             for i, message in enumerate(node["messages"]):
-                if not isinstance(message, dict) or message.get("role") not in _ROLES:
+                # `in` a set hashes the role: an object there must not raise (a 500).
+                role = message.get("role") if isinstance(message, dict) else None
+                if not isinstance(role, str) or role not in _ROLES:
                     check.add(where, f"messages[{i}] needs a role in {sorted(_ROLES)}")
                     continue
                 check.template(where, message.get("content"), f"messages[{i}].content")
