@@ -77,6 +77,11 @@ def _thread_links() -> dict[str, Any]:
 
 def _graph_links() -> dict[str, Any]:
     return {
+        "StartRun": {
+            "operationId": "create_run",
+            "requestBody": {"graph": "$response.body#/name", "version": "$response.body#/version"},
+            "description": "Start a run of this version.",
+        },
         "GetGraph": {"operationId": "get_graph", "parameters": {"name": "$response.body#/name"}},
         "GetGraphVersion": {
             "operationId": "get_graph_version",
@@ -106,7 +111,12 @@ LINKS: dict[str, dict[str, dict[str, Any]]] = {
             "GetFirstGraph": {
                 "operationId": "get_graph",
                 "parameters": {"name": "$response.body#/items/0/name"},
-            }
+            },
+            "StartRunOfFirstGraph": {
+                "operationId": "create_run",
+                "requestBody": {"graph": "$response.body#/items/0/name"},
+                "description": "Start a run of the first graph listed.",
+            },
         }
     },
     "list_artifacts": {
