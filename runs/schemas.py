@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from django.urls import reverse
 from ninja import Field, Schema
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
 from runs.engine.fields import NOT_BLANK
 from runs.engine.results import Usage
@@ -145,7 +145,17 @@ def _rfc3339(value: Any) -> Any:
     return value
 
 
-DateTimeIn = Annotated[dt.datetime, BeforeValidator(_rfc3339)]
+def _utc(value: dt.datetime) -> dt.datetime:
+    # PostgreSQL takes offsets up to 15:59, RFC 3339 up to 23:59: compare in UTC. At the ends
+    # of the calendar the shift can leave it; those instants lie before or after every run.
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:
+        edge = dt.datetime.min if value.year == dt.MINYEAR else dt.datetime.max
+        return edge.replace(tzinfo=dt.UTC)
+
+
+DateTimeIn = Annotated[dt.datetime, BeforeValidator(_rfc3339), AfterValidator(_utc)]
 
 
 class PageIn(Schema):
@@ -210,7 +220,11 @@ class GraphSummaryOut(Schema):
 class GraphVersionOut(GraphSummaryOut):
     version: int = Field(..., description="This version's number (1, 2, ...).")
     created_by: str
-    spec: dict[str, Any]
+    spec: dict[str, Any] = Field(
+        ...,
+        description="The spec as stored (see `GraphSpec`; a version stored under older rules "
+        "is kept as it was).",
+    )
 
 
 class GraphOut(GraphVersionOut):
@@ -409,7 +423,9 @@ class RunFiltersIn(Schema):
         default_factory=list,
         description="Only runs in these statuses (repeat the parameter or comma-separate).",
     )
-    graph: str | None = Field(None, description="Only runs of the graph with this name.")
+    graph: str | None = Field(
+        None, max_length=100, description="Only runs of the graph with this name."
+    )
     thread_id: uuid.UUID | None = Field(None, description="Only runs on this thread.")
     created_after: DateTimeIn | None = Field(None, description="Created strictly after.")
     created_before: DateTimeIn | None = Field(None, description="Created strictly before.")

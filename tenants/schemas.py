@@ -26,7 +26,13 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
 
 
 class ErrorBody(Schema):
-    code: str = Field(..., description="Stable machine-readable code.", examples=["thread_busy"])
+    code: str = Field(
+        ...,
+        pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$",
+        description="Stable machine-readable code, e.g. `invalid_graph` or "
+        "`limit_exceeded.max_tokens`.",
+        examples=["thread_busy"],
+    )
     message: str = Field(..., description="What went wrong, for humans.")
     details: dict[str, Any] = Field(
         default_factory=dict, description="Structured context, e.g. `problems` or `limit`."
