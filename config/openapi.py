@@ -161,7 +161,7 @@ def finish(document: dict[str, Any]) -> dict[str, Any]:
         for operation in item.values():
             if not isinstance(operation, dict):
                 continue
-            op_id = operation.get("operationId")
+            op_id = str(operation.get("operationId", ""))
             for parameter in operation.get("parameters", []):
                 if isinstance(parameter.get("schema"), dict):
                     parameter["schema"] = _without_null(parameter["schema"])

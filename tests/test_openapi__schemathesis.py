@@ -92,7 +92,7 @@ def valid_requests_are_refused_only_for_documented_reasons(
     return None
 
 
-CHECKS = [REGISTERED_CHECKS.get_one(name) for name in REGISTERED_CHECKS.get_all_names()]
+CHECKS: list[Any] = [REGISTERED_CHECKS.get_one(n) for n in REGISTERED_CHECKS.get_all_names()]
 
 schema = schemathesis.openapi.from_wsgi(OPENAPI_URL, application)
 schema.config.generation.update(

@@ -130,7 +130,10 @@ def validate_graph(request: HttpRequest, spec: GraphSpecIn) -> dict[str, Any]:
     "/graphs",
     response={200: GraphListOut, **error_responses(400)},
     summary="List graphs",
-    description="The latest version of each graph, by name, with cursor pagination.",
+    description=(
+        "The latest version of each graph, by name, with cursor pagination (400 "
+        "`invalid_cursor` for a cursor no list returned)."
+    ),
 )
 def list_graphs(request: HttpRequest, page: Query[PageIn]) -> selectors.Page[Graph]:
     ctx = caller(request)

@@ -56,7 +56,9 @@ def _current(tenant: Tenant, run: Run) -> Run:
     },
     summary="Start a run",
     description=(
-        "Validates the input against the graph's `input_schema`, applies the tenant's "
+        "Validates the input against the graph's `input_schema` (422 `invalid_input`, each "
+        "problem in `details.problems`: a rule of the graph, not of this document), applies "
+        "the tenant's "
         "admission limits (429 with `Retry-After`), and queues the run (201). "
         "With an `Idempotency-Key` header, repeating the same request returns the run it "
         "created (200) and the same key with another body is a 409 "
@@ -123,7 +125,8 @@ def _metadata_pairs(request: HttpRequest, filters: RunFiltersIn) -> list[tuple[s
         "`metadata_key`+`metadata_value`, or any number of `metadata.<key>=<value>` "
         "parameters (e.g. `metadata.customer=acme`). Cursor pagination is keyset-based, so "
         "runs created while you page never repeat or shift items; pass `next_cursor` back "
-        "as `cursor` with the same filters."
+        "as `cursor` with the same filters (400 `invalid_cursor` for one no list returned). "
+        "`metadata_key` without `metadata_value`, or the reverse, is a 422 `invalid_filter`."
     ),
 )
 def list_runs(request: HttpRequest, filters: Query[RunFiltersIn]) -> selectors.Page[Run]:
@@ -256,7 +259,8 @@ def add_guidance(request: HttpRequest, run_id: uuid.UUID, payload: GuidanceIn) -
         "Decides the approval `approval_id`: `node@N` for the N-th time the run reaches "
         "that node, or `node@*` for every time. A decision may arrive before the run gets "
         "there. `patch` is merged into the state; `route` picks which edge an approval "
-        "takes. Needs the member role."
+        "takes (422 `invalid_route` when no edge of the node leads there). Needs the member "
+        "role."
     ),
 )
 def decide_approval(

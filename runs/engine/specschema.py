@@ -18,7 +18,6 @@ from typing import Any
 
 from . import specfields
 from .fields import Field
-from .functions import registry
 from .nodes import KINDS, NodeKind
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -36,8 +35,6 @@ def _node_variant(kind: NodeKind) -> dict[str, Any]:
     doc = (sys.modules[type(kind).__module__].__doc__ or "").strip().split("\n\n")[0]
     if doc:
         schema["description"] = doc
-    if kind.kind == "function" and registry.names():
-        schema["properties"]["function"]["examples"] = registry.names()
     return schema
 
 
@@ -90,7 +87,7 @@ def root(*, name_max_length: int | None = None) -> dict[str, Any]:
 def with_refs(schema: Any, prefix: str) -> Any:
     """`schema` with local `#/$defs/<name>` references pointing at `prefix + name` instead."""
     if isinstance(schema, dict):
-        out = {}
+        out: dict[str, Any] = {}
         for key, value in schema.items():
             if key == "$ref" and isinstance(value, str) and value.startswith(_LOCAL):
                 out[key] = prefix + value[len(_LOCAL) :]
