@@ -90,10 +90,23 @@ def _graph_links() -> dict[str, Any]:
     }
 
 
+# Operations that answer with the run: from there, all of the run's operations.
+_RUN_ANSWERS = (
+    "get_run",
+    "wait_for_run",
+    "cancel_run",
+    "pause_run",
+    "resume_run",
+    "retry_run",
+    "submit_input",
+    "add_guidance",
+    "decide_approval",
+)
+
 # operationId -> {status: links}
 LINKS: dict[str, dict[str, dict[str, Any]]] = {
     "create_run": {"200": _run_links(), "201": _run_links()},
-    "get_run": {"200": _run_links()},
+    **{op: {"200": _run_links()} for op in _RUN_ANSWERS},
     "list_runs": {
         "200": {
             "GetFirstRun": {

@@ -47,8 +47,8 @@ from tests.runs.test_api__helpers import key_client
 
 OPENAPI_URL = "/api/v1/openapi.json"
 MAX_EXAMPLES = int(os.environ.get("RUNYARD_FUZZ_EXAMPLES", "10"))
-STATEFUL_EXAMPLES = int(os.environ.get("RUNYARD_FUZZ_SCENARIOS", "40"))
-STATEFUL_STEPS = int(os.environ.get("RUNYARD_FUZZ_STEPS", "8"))
+STATEFUL_EXAMPLES = int(os.environ.get("RUNYARD_FUZZ_SCENARIOS", "30"))
+STATEFUL_STEPS = int(os.environ.get("RUNYARD_FUZZ_STEPS", "20"))
 
 # Why the API may refuse a request its document calls valid: rules no schema can state,
 # each answered with its own error code (documented in the operation's description).
@@ -101,6 +101,9 @@ schema.config.generation.update(
 # Stateful runs follow the document's own links only: links schemathesis infers (e.g. a run's
 # `thread_id`, null on most runs) would test its guesses, not the document.
 schema.config.phases.stateful.inference = InferenceConfig(algorithms=[])
+# There, valid requests only: the sequences are for reaching every operation with real ids
+# (invalid requests to each operation are the per-operation test's part).
+schema.config.phases.stateful.generation.update(modes=[GenerationMode.POSITIVE])
 # The builtin positive-data check takes the statuses of `DOMAIN_REFUSALS` too; our check
 # above then requires their domain codes.
 schema.config.checks.positive_data_acceptance = PositiveDataAcceptanceConfig(
@@ -161,6 +164,15 @@ def ask_spec() -> dict[str, Any]:
     }
 
 
+def approve_then_ask_spec() -> dict[str, Any]:
+    """An approval, then an input request: the links from a started run reach both, and an
+    artifact for the links from its artifacts to their content."""
+    spec = approval_spec()
+    spec["nodes"]["before"]["artifacts"] = [{"name": "b.txt", "text": "before"}]
+    spec["nodes"]["after"] = {"kind": "input", "prompt": "More?", "output": "answer"}
+    return spec
+
+
 class Seeded:
     def __init__(self, tenant: Tenant, headers: dict[str, str], queue: InlineQueue) -> None:
         self.tenant = tenant
@@ -173,7 +185,7 @@ class Seeded:
         spec = chain_spec()
         spec["nodes"]["n0"]["artifacts"] = [{"name": "a.txt", "text": "hi"}]
         create_graph_version(tenant, spec)
-        create_graph_version(tenant, approval_spec())
+        create_graph_version(tenant, approve_then_ask_spec())
         create_graph_version(tenant, ask_spec())
         member = key_client(tenant, Role.MEMBER)
         thread = member.post("/threads", {}).json()["id"]
@@ -185,7 +197,7 @@ class Seeded:
         REAL.update(
             run_id=waiting,
             thread_id=thread,
-            artifact_id=str(Artifact.objects.get(run__tenant=tenant).public_id),
+            artifact_id=str(Artifact.objects.filter(run__tenant=tenant).first().public_id),
             name="approve",
             version="1",
             approval_id="gate@1",
@@ -280,10 +292,13 @@ def test_stateful_sequences_follow_the_links_with_real_ids(seeded: Seeded) -> No
     # Reached with ids that only earlier responses held (a created run, thread or graph).
     linked = {
         "GET /runs/{run_id}",
+        "GET /runs/{run_id}/steps",
         "GET /runs/{run_id}/events",
-        "GET /threads/{thread_id}/checkpoints",
-        "GET /graphs/{name}",
+        "POST /runs/{run_id}/approvals/{approval_id}",
+        "POST /runs/{run_id}/input",
         "POST /runs/{run_id}/cancel",
+        "GET /threads/{thread_id}/checkpoints",
+        "GET /graphs/{name}/versions/{version}",
     }
     succeeded = {op for op, codes in STATEFUL_STATUSES.items() if any(c < 300 for c in codes)}
     assert linked <= succeeded, {op: sorted(c) for op, c in sorted(STATEFUL_STATUSES.items())}
