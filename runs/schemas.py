@@ -98,6 +98,10 @@ def _statuses(value: Any) -> Any:
     return parts
 
 
+# No U+0000: neither PostgreSQL's text nor its jsonb can hold it (a string query parameter
+# compared with a column must say so, or the database refuses it as a 500-class error).
+NO_NUL = r"^[^\x00]*$"
+
 # Cursors are opaque: unpadded base64url (runs.selectors.encode_cursor) of what the list
 # pages by. A string of the right alphabet that no list returned is a 400 `invalid_cursor`.
 CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
@@ -424,7 +428,10 @@ class RunFiltersIn(Schema):
         description="Only runs in these statuses (repeat the parameter or comma-separate).",
     )
     graph: str | None = Field(
-        None, max_length=100, description="Only runs of the graph with this name."
+        None,
+        max_length=100,
+        pattern=NO_NUL,
+        description="Only runs of the graph with this name.",
     )
     thread_id: uuid.UUID | None = Field(None, description="Only runs on this thread.")
     created_after: DateTimeIn | None = Field(None, description="Created strictly after.")
@@ -433,10 +440,11 @@ class RunFiltersIn(Schema):
         None,
         min_length=1,
         max_length=200,
+        pattern=NO_NUL,
         description="With `metadata_value`: only runs whose metadata has this key with that "
         "value. Any number of `metadata.<key>=<value>` parameters work too.",
     )
-    metadata_value: str | None = Field(None, max_length=1000)
+    metadata_value: str | None = Field(None, max_length=1000, pattern=NO_NUL)
     cursor: str | None = cursor_field()
     limit: int = Field(50, ge=1, le=200)
 

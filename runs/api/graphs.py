@@ -15,6 +15,7 @@ from runs.api.common import admin, caller, ensure_body_size
 from runs.engine import specschema
 from runs.models import Graph
 from runs.schemas import (
+    NO_NUL,
     GraphListOut,
     GraphOut,
     GraphSpecIn,
@@ -146,7 +147,7 @@ def list_graphs(request: HttpRequest, page: Query[PageIn]) -> selectors.Page[Gra
     summary="Get a graph",
     description="The latest version of the graph, its spec, and the numbers of all versions.",
 )
-def get_graph(request: HttpRequest, name: str = Path(..., max_length=200)) -> Graph:
+def get_graph(request: HttpRequest, name: str = Path(..., max_length=200, pattern=NO_NUL)) -> Graph:
     ctx = caller(request)
     graph = services.get_graph(ctx.tenant, name)
     graph.versions = selectors.graph_versions(ctx.tenant, name)  # type: ignore[attr-defined]
@@ -160,7 +161,7 @@ def get_graph(request: HttpRequest, name: str = Path(..., max_length=200)) -> Gr
 )
 def get_graph_version(
     request: HttpRequest,
-    name: str = Path(..., max_length=200),
+    name: str = Path(..., max_length=200, pattern=NO_NUL),
     version: int = Path(..., ge=1, le=2**31 - 1),
 ) -> Graph:
     ctx = caller(request)

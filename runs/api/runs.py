@@ -12,6 +12,7 @@ from runs import selectors, services
 from runs.api.common import caller, ensure_json_size, member
 from runs.models import Artifact, Event, Run, Step
 from runs.schemas import (
+    NO_NUL,
     ApprovalIn,
     ArtifactListOut,
     CancelIn,
@@ -75,6 +76,7 @@ def create_run(
         alias="Idempotency-Key",
         min_length=1,
         max_length=200,
+        pattern=NO_NUL,
         description="Makes retries safe: the same key and body return the same run.",
     ),
 ) -> Status[Run]:
@@ -112,6 +114,10 @@ def _metadata_pairs(request: HttpRequest, filters: RunFiltersIn) -> list[tuple[s
         )
     if filters.metadata_key is not None and filters.metadata_value is not None:
         pairs.append((filters.metadata_key, filters.metadata_value))
+    if any("\x00" in key or "\x00" in value for key, value in pairs):
+        raise services.ValidationFailed(
+            "Metadata filters cannot hold U+0000.", code="invalid_filter", details={}
+        )
     return pairs
 
 
