@@ -197,7 +197,7 @@ class Seeded:
         REAL.update(
             run_id=waiting,
             thread_id=thread,
-            artifact_id=str(Artifact.objects.filter(run__tenant=tenant).first().public_id),
+            artifact_id=str(Artifact.objects.filter(run__tenant=tenant)[0].public_id),
             name="approve",
             version="1",
             approval_id="gate@1",
