@@ -65,8 +65,13 @@ lint: $(VENV)/.installed
 bench: $(VENV)/.bench-installed
 	$(PY) bench/run.py
 
+# The API fuzzed at length too: every operation, every check, and long stateful sequences.
 chaos: $(VENV)/.installed
 	CHAOS_TRIALS=$${CHAOS_TRIALS:-200} $(PY) -m pytest -q tests/e2e/test_chaos.py
+	RUNYARD_FUZZ_EXAMPLES=$${RUNYARD_FUZZ_EXAMPLES:-100} \
+	RUNYARD_FUZZ_SCENARIOS=$${RUNYARD_FUZZ_SCENARIOS:-300} \
+	RUNYARD_FUZZ_STEPS=$${RUNYARD_FUZZ_STEPS:-15} \
+	$(PY) -m pytest -q -p no:randomly tests/test_openapi__schemathesis.py
 
 clean:
 	rm -rf $(VENV) var

@@ -19,11 +19,13 @@ from django.urls import URLPattern, URLResolver, re_path
 from django.views.decorators.csrf import csrf_exempt
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.openapi.schema import OpenAPISchema
 from ninja.operation import Operation
 from ninja.parser import Parser
 from ninja.renderers import JSONRenderer
 from ninja.responses import NinjaJSONEncoder
 
+from config import openapi
 from runs.api import router as runs_router
 from runs.engine.values import Unstorable, loads_storable
 from runs.events import Fenced
@@ -96,6 +98,13 @@ class StrictParser(Parser):
 
 class RunyardAPI(NinjaAPI):
     """NinjaAPI whose own 404 and 405 answers use the error envelope too."""
+
+    def get_openapi_schema(
+        self, *, path_prefix: str | None = None, path_params: dict[str, Any] | None = None
+    ) -> OpenAPISchema:
+        document = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        openapi.finish(document)
+        return document
 
     def get_openapi_operation_id(self, operation: Operation) -> str:
         # View names are unique across the API and read well in generated clients.

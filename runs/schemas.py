@@ -6,13 +6,16 @@ Output schemas resolve from model rows; public ids are the rows' UUIDs, never pr
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from typing import Annotated, Any, Literal
 
 from django.urls import reverse
 from ninja import Field, Schema
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
+from runs.engine.fields import NOT_BLANK
+from runs.engine.results import Usage
 from runs.models import Artifact, Checkpoint, Event, Graph, Run, Step, Thread
 from runs.status import RunStatus
 
@@ -95,10 +98,72 @@ def _statuses(value: Any) -> Any:
     return parts
 
 
-class PageIn(Schema):
-    cursor: str | None = Field(
-        None, max_length=500, description="The `next_cursor` of the previous page."
+# No U+0000: neither PostgreSQL's text nor its jsonb can hold it (a string query parameter
+# compared with a column must say so, or the database refuses it as a 500-class error).
+NO_NUL = r"^[^\x00]*$"
+
+# Cursors are opaque: unpadded base64url (runs.selectors.encode_cursor) of what the list
+# pages by. A string of the right alphabet that no list returned is a 400 `invalid_cursor`.
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
+CURSOR_MAX_LENGTH = 500
+CURSOR_DESCRIPTION = (
+    "Opaque: pass back the `next_cursor` of the previous page, with the same filters. "
+    f"Unpadded base64url (`A-Z a-z 0-9 - _`), 1 to {CURSOR_MAX_LENGTH} characters; "
+    "a value no list returned is a 400 `invalid_cursor`."
+)
+NEXT_CURSOR_DESCRIPTION = (
+    "Opaque cursor of the next page (unpadded base64url, `A-Z a-z 0-9 - _`, at most "
+    f"{CURSOR_MAX_LENGTH} characters); null on the last page."
+)
+
+
+def cursor_field() -> Any:
+    return Field(
+        None,
+        min_length=1,
+        max_length=CURSOR_MAX_LENGTH,
+        pattern=CURSOR_PATTERN,
+        description=CURSOR_DESCRIPTION,
     )
+
+
+def next_cursor_field() -> Any:
+    return Field(
+        ...,
+        max_length=CURSOR_MAX_LENGTH,
+        pattern=CURSOR_PATTERN,
+        description=NEXT_CURSOR_DESCRIPTION,
+    )
+
+
+# RFC 3339, what the document's `format: date-time` promises: pydantic alone would also take
+# a bare number as a Unix time, and a time without an offset.
+RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})"
+)
+
+
+def _rfc3339(value: Any) -> Any:
+    if isinstance(value, str) and not RFC3339.fullmatch(value):
+        raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2025-01-01T12:00:00Z")
+    return value
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    # PostgreSQL takes offsets up to 15:59, RFC 3339 up to 23:59: compare in UTC. At the ends
+    # of the calendar the shift can leave it; those instants lie before or after every run.
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:
+        edge = dt.datetime.min if value.year == dt.MINYEAR else dt.datetime.max
+        return edge.replace(tzinfo=dt.UTC)
+
+
+DateTimeIn = Annotated[dt.datetime, BeforeValidator(_rfc3339), AfterValidator(_utc)]
+
+
+class PageIn(Schema):
+    cursor: str | None = cursor_field()
     limit: int = Field(50, ge=1, le=200, description="Items per page.")
 
 
@@ -159,7 +224,11 @@ class GraphSummaryOut(Schema):
 class GraphVersionOut(GraphSummaryOut):
     version: int = Field(..., description="This version's number (1, 2, ...).")
     created_by: str
-    spec: dict[str, Any]
+    spec: dict[str, Any] = Field(
+        ...,
+        description="The spec as stored (see `GraphSpec`; a version stored under older rules "
+        "is kept as it was).",
+    )
 
 
 class GraphOut(GraphVersionOut):
@@ -168,7 +237,7 @@ class GraphOut(GraphVersionOut):
 
 class GraphListOut(Schema):
     items: list[GraphSummaryOut]
-    next_cursor: str | None
+    next_cursor: str | None = next_cursor_field()
 
 
 # --- threads -------------------------------------------------------------------------------------
@@ -217,7 +286,7 @@ class CheckpointOut(Schema):
 
 class CheckpointListOut(Schema):
     items: list[CheckpointOut]
-    next_cursor: str | None
+    next_cursor: str | None = next_cursor_field()
 
 
 # --- runs ----------------------------------------------------------------------------------------
@@ -286,7 +355,7 @@ class WaitingFor(Schema):
 
     model_config = ConfigDict(extra="allow")
 
-    kind: str = Field(..., examples=["approval"], description="approval, input or sleep.")
+    kind: Literal["approval", "input", "sleep"] = Field(..., examples=["approval"])
     id: str = Field(..., examples=["approve@1"], description="node@occurrence.")
     node: str
     message: Any = None
@@ -361,7 +430,7 @@ class RunOut(Schema):
 
 class RunListOut(Schema):
     items: list[RunOut]
-    next_cursor: str | None = Field(..., description="Pass as `cursor` for the next page.")
+    next_cursor: str | None = next_cursor_field()
 
 
 class RunFiltersIn(Schema):
@@ -369,19 +438,25 @@ class RunFiltersIn(Schema):
         default_factory=list,
         description="Only runs in these statuses (repeat the parameter or comma-separate).",
     )
-    graph: str | None = Field(None, description="Only runs of the graph with this name.")
+    graph: str | None = Field(
+        None,
+        max_length=100,
+        pattern=NO_NUL,
+        description="Only runs of the graph with this name.",
+    )
     thread_id: uuid.UUID | None = Field(None, description="Only runs on this thread.")
-    created_after: dt.datetime | None = Field(None, description="Created strictly after.")
-    created_before: dt.datetime | None = Field(None, description="Created strictly before.")
+    created_after: DateTimeIn | None = Field(None, description="Created strictly after.")
+    created_before: DateTimeIn | None = Field(None, description="Created strictly before.")
     metadata_key: str | None = Field(
         None,
         min_length=1,
         max_length=200,
+        pattern=NO_NUL,
         description="With `metadata_value`: only runs whose metadata has this key with that "
         "value. Any number of `metadata.<key>=<value>` parameters work too.",
     )
-    metadata_value: str | None = Field(None, max_length=1000)
-    cursor: str | None = Field(None, max_length=500, description="`next_cursor` of a page.")
+    metadata_value: str | None = Field(None, max_length=1000, pattern=NO_NUL)
+    cursor: str | None = cursor_field()
     limit: int = Field(50, ge=1, le=200)
 
 
@@ -404,7 +479,14 @@ class InputIn(BodyIn):
 
 
 class GuidanceIn(BodyIn):
-    message: str = Field(..., min_length=1, max_length=10_000, examples=["Keep it short."])
+    message: str = Field(
+        ...,
+        min_length=1,
+        max_length=10_000,
+        pattern=NOT_BLANK,
+        description="Appended to the state's `guidance` list; not blank.",
+        examples=["Keep it short."],
+    )
 
 
 class ApprovalIn(BodyIn):
@@ -417,25 +499,46 @@ class ApprovalIn(BodyIn):
     )
 
 
+class ModelCallsOut(Schema):
+    model_config = ConfigDict(extra="allow")
+
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+
+
+class StepUsageOut(Schema):
+    tokens_in: int = Field(..., ge=0)
+    tokens_out: int = Field(..., ge=0)
+    cost_usd: float = Field(..., ge=0)
+    by_model: dict[str, ModelCallsOut] = Field(..., description="Model name → its usage.")
+
+
 class StepOut(Schema):
-    index: int
+    index: int = Field(..., ge=0)
     node: str
-    status: str = Field(..., examples=["completed"])
-    attempt: int
+    status: Literal["completed", "failed", "suspended"] = Field(
+        ..., description="`suspended`: the node waits (approval, input, sleep)."
+    )
+    attempt: int = Field(..., ge=0)
     started_at: dt.datetime
     finished_at: dt.datetime
-    duration_ms: int
-    usage: dict[str, Any]
+    duration_ms: int = Field(..., ge=0)
+    usage: StepUsageOut
     error: ErrorInfo | None
 
     @staticmethod
     def resolve_error(obj: Step) -> dict[str, Any] | None:
         return error_info(obj.error)
 
+    @staticmethod
+    def resolve_usage(obj: Step) -> dict[str, Any]:
+        return Usage.from_dict(obj.usage if isinstance(obj.usage, dict) else None).to_dict()
+
 
 class StepListOut(Schema):
     items: list[StepOut]
-    next_cursor: str | None
+    next_cursor: str | None = next_cursor_field()
 
 
 class EventOut(Schema):
@@ -456,7 +559,10 @@ class EventOut(Schema):
 class EventListOut(Schema):
     items: list[EventOut]
     next_cursor: str | None = Field(
-        ..., description="When more events are stored: the seq to pass as `after`."
+        ...,
+        pattern=r"^[0-9]+$",
+        max_length=10,
+        description="When more events are stored: the seq (decimal digits) to pass as `after`.",
     )
 
 
@@ -490,4 +596,4 @@ class ArtifactOut(Schema):
 
 class ArtifactListOut(Schema):
     items: list[ArtifactOut]
-    next_cursor: str | None
+    next_cursor: str | None = next_cursor_field()

@@ -24,7 +24,7 @@ from django.db.models.functions import Cast, TruncDay, TruncHour
 from django.utils import timezone
 
 from runs.models import Artifact, Checkpoint, Event, Graph, Run, Step, Thread
-from runs.services.errors import NotFound, ValidationFailed
+from runs.services.errors import BadRequest, NotFound
 from runs.status import TERMINAL, RunStatus
 from tenants.models import Tenant, UsageDay
 
@@ -49,7 +49,8 @@ def encode_cursor(*values: Any) -> str:
 
 
 def decode_cursor(cursor: str, *types: type) -> tuple[Any, ...]:
-    """The values `encode_cursor` packed, checked against `types`; ValidationFailed if bad."""
+    """The values `encode_cursor` packed, checked against `types`; a 400 `invalid_cursor` if
+    bad: the API documents a cursor's alphabet and length, not its content (it is opaque)."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         values = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
@@ -70,7 +71,7 @@ def decode_cursor(cursor: str, *types: type) -> tuple[Any, ...]:
                 out.append(kind(value))
         return tuple(out)
     except (ValueError, TypeError, UnicodeError, binascii.Error, OverflowError) as exc:
-        raise ValidationFailed(
+        raise BadRequest(
             "cursor is not a cursor this list returned.",
             code="invalid_cursor",
             details={"field": "cursor"},

@@ -11,7 +11,9 @@ from ninja import Field, Schema
 # --- errors --------------------------------------------------------------------------------------
 
 ERROR_DESCRIPTIONS: dict[int, str] = {
-    400: "Malformed request (the body is not valid JSON).",
+    400: "Malformed request: the body is not valid JSON (`malformed_json`) or holds a value "
+    "that cannot be stored, such as U+0000 (`invalid_json_value`), or a cursor the list never "
+    "returned (`invalid_cursor`).",
     401: "Missing or invalid credentials: send `Authorization: Bearer <key>` or a session.",
     403: "The caller's role does not allow this, the session's CSRF check failed, "
     "or a pre-run hook refused the run.",
@@ -24,7 +26,13 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
 
 
 class ErrorBody(Schema):
-    code: str = Field(..., description="Stable machine-readable code.", examples=["thread_busy"])
+    code: str = Field(
+        ...,
+        pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$",
+        description="Stable machine-readable code, e.g. `invalid_graph` or "
+        "`limit_exceeded.max_tokens`.",
+        examples=["thread_busy"],
+    )
     message: str = Field(..., description="What went wrong, for humans.")
     details: dict[str, Any] = Field(
         default_factory=dict, description="Structured context, e.g. `problems` or `limit`."

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+import json
 from typing import Any
 
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from ninja import Path, Query, Router, Status
 
 from runs import selectors, services
 from runs.api.common import admin, caller, ensure_body_size
+from runs.engine import specschema
 from runs.models import Graph
 from runs.schemas import (
+    NO_NUL,
     GraphListOut,
     GraphOut,
     GraphSpecIn,
@@ -26,6 +30,44 @@ router = Router(tags=["graphs"])
 
 # Graph names are stored in a 100-character column.
 MAX_NAME_LENGTH = 100
+
+
+@router.get(
+    "/schemas/graph-spec.json",
+    auth=None,
+    response={200: None},
+    summary="The graph spec's JSON Schema",
+    description=(
+        "JSON Schema (draft 2020-12) of a graph spec, generated from the node kinds' own "
+        "field definitions: nodes are a union discriminated on `kind`, every field typed with "
+        "its bounds, expressions and templates marked by `contentMediaType`. Name it in a "
+        'spec as `"$schema"` for editors to complete and check it (validation ignores the '
+        "key). Public: it holds no tenant data."
+    ),
+    openapi_extra={
+        "responses": {
+            200: {
+                "description": "The JSON Schema.",
+                "content": {
+                    "application/schema+json": {"schema": {"type": "object"}},
+                },
+            }
+        }
+    },
+)
+def get_graph_spec_schema(request: HttpRequest) -> HttpResponse:
+    document = _spec_schema(request.build_absolute_uri(specschema.PUBLISHED_PATH))
+    response = HttpResponse(document, content_type="application/schema+json")
+    response["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+@functools.lru_cache(maxsize=8)
+def _spec_schema(schema_id: str) -> str:
+    # Kinds and providers register at import, so the schema is fixed for a process.
+    return json.dumps(
+        specschema.graph_spec_schema(schema_id=schema_id, name_max_length=MAX_NAME_LENGTH)
+    )
 
 
 def _check_spec(request: HttpRequest, spec: GraphSpecIn) -> dict[str, Any]:
@@ -87,9 +129,12 @@ def validate_graph(request: HttpRequest, spec: GraphSpecIn) -> dict[str, Any]:
 
 @router.get(
     "/graphs",
-    response={200: GraphListOut, **error_responses()},
+    response={200: GraphListOut, **error_responses(400)},
     summary="List graphs",
-    description="The latest version of each graph, by name, with cursor pagination.",
+    description=(
+        "The latest version of each graph, by name, with cursor pagination (400 "
+        "`invalid_cursor` for a cursor no list returned)."
+    ),
 )
 def list_graphs(request: HttpRequest, page: Query[PageIn]) -> selectors.Page[Graph]:
     ctx = caller(request)
@@ -102,7 +147,7 @@ def list_graphs(request: HttpRequest, page: Query[PageIn]) -> selectors.Page[Gra
     summary="Get a graph",
     description="The latest version of the graph, its spec, and the numbers of all versions.",
 )
-def get_graph(request: HttpRequest, name: str = Path(..., max_length=200)) -> Graph:
+def get_graph(request: HttpRequest, name: str = Path(..., max_length=200, pattern=NO_NUL)) -> Graph:
     ctx = caller(request)
     graph = services.get_graph(ctx.tenant, name)
     graph.versions = selectors.graph_versions(ctx.tenant, name)  # type: ignore[attr-defined]
@@ -116,7 +161,7 @@ def get_graph(request: HttpRequest, name: str = Path(..., max_length=200)) -> Gr
 )
 def get_graph_version(
     request: HttpRequest,
-    name: str = Path(..., max_length=200),
+    name: str = Path(..., max_length=200, pattern=NO_NUL),
     version: int = Path(..., ge=1, le=2**31 - 1),
 ) -> Graph:
     ctx = caller(request)

@@ -12,6 +12,7 @@ from runs import selectors, services
 from runs.api.common import caller, ensure_json_size, member
 from runs.models import Artifact, Event, Run, Step
 from runs.schemas import (
+    NO_NUL,
     ApprovalIn,
     ArtifactListOut,
     CancelIn,
@@ -32,6 +33,8 @@ router = Router(tags=["runs"])
 artifacts_router = Router(tags=["artifacts"])
 
 METADATA_PREFIX = "metadata."
+# A node name (runs.engine.specfields.NODE_NAME), `@`, and an occurrence or `*`.
+APPROVAL_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,99}@(?:[0-9]{1,9}|\*)$"
 
 # Content types a browser may show inline from the API's origin; anything else (HTML, SVG,
 # XML...) could run script there, so it is served as a download.
@@ -54,7 +57,9 @@ def _current(tenant: Tenant, run: Run) -> Run:
     },
     summary="Start a run",
     description=(
-        "Validates the input against the graph's `input_schema`, applies the tenant's "
+        "Validates the input against the graph's `input_schema` (422 `invalid_input`, each "
+        "problem in `details.problems`: a rule of the graph, not of this document), applies "
+        "the tenant's "
         "admission limits (429 with `Retry-After`), and queues the run (201). "
         "With an `Idempotency-Key` header, repeating the same request returns the run it "
         "created (200) and the same key with another body is a 409 "
@@ -71,6 +76,7 @@ def create_run(
         alias="Idempotency-Key",
         min_length=1,
         max_length=200,
+        pattern=NO_NUL,
         description="Makes retries safe: the same key and body return the same run.",
     ),
 ) -> Status[Run]:
@@ -104,16 +110,22 @@ def _metadata_pairs(request: HttpRequest, filters: RunFiltersIn) -> list[tuple[s
     if (filters.metadata_key is None) != (filters.metadata_value is None):
         missing = "metadata_value" if filters.metadata_value is None else "metadata_key"
         raise services.ValidationFailed(
-            "metadata_key and metadata_value go together.", details={"field": missing}
+            "metadata_key and metadata_value go together.",
+            code="invalid_filter",
+            details={"field": missing},
         )
     if filters.metadata_key is not None and filters.metadata_value is not None:
         pairs.append((filters.metadata_key, filters.metadata_value))
+    if any("\x00" in key or "\x00" in value for key, value in pairs):
+        raise services.ValidationFailed(
+            "Metadata filters cannot hold U+0000.", code="invalid_filter", details={}
+        )
     return pairs
 
 
 @router.get(
     "/runs",
-    response={200: RunListOut, **error_responses()},
+    response={200: RunListOut, **error_responses(400)},
     summary="List runs",
     description=(
         "Newest first. Filters combine with AND: `status` (repeatable or comma-separated), "
@@ -121,7 +133,8 @@ def _metadata_pairs(request: HttpRequest, filters: RunFiltersIn) -> list[tuple[s
         "`metadata_key`+`metadata_value`, or any number of `metadata.<key>=<value>` "
         "parameters (e.g. `metadata.customer=acme`). Cursor pagination is keyset-based, so "
         "runs created while you page never repeat or shift items; pass `next_cursor` back "
-        "as `cursor` with the same filters."
+        "as `cursor` with the same filters (400 `invalid_cursor` for one no list returned). "
+        "`metadata_key` without `metadata_value`, or the reverse, is a 422 `invalid_filter`."
     ),
 )
 def list_runs(request: HttpRequest, filters: Query[RunFiltersIn]) -> selectors.Page[Run]:
@@ -254,7 +267,8 @@ def add_guidance(request: HttpRequest, run_id: uuid.UUID, payload: GuidanceIn) -
         "Decides the approval `approval_id`: `node@N` for the N-th time the run reaches "
         "that node, or `node@*` for every time. A decision may arrive before the run gets "
         "there. `patch` is merged into the state; `route` picks which edge an approval "
-        "takes. Needs the member role."
+        "takes (422 `invalid_route` when no edge of the node leads there). Needs the member "
+        "role."
     ),
 )
 def decide_approval(
@@ -262,7 +276,11 @@ def decide_approval(
     run_id: uuid.UUID,
     payload: ApprovalIn,
     approval_id: str = Path(
-        ..., min_length=1, max_length=150, description="`node@N` or `node@*`, e.g. `approve@1`."
+        ...,
+        min_length=3,
+        max_length=150,
+        pattern=APPROVAL_ID_PATTERN,
+        description="`node@N` or `node@*`, e.g. `approve@1`.",
     ),
 ) -> Run:
     ctx = member(request)
@@ -284,7 +302,7 @@ def decide_approval(
 
 @router.get(
     "/runs/{run_id}/steps",
-    response={200: StepListOut, **error_responses(404)},
+    response={200: StepListOut, **error_responses(400, 404)},
     summary="List a run's steps",
     description="In step order, with timings, usage and errors.",
 )
@@ -318,7 +336,7 @@ def list_events(
 
 @router.get(
     "/runs/{run_id}/artifacts",
-    response={200: ArtifactListOut, **error_responses(404)},
+    response={200: ArtifactListOut, **error_responses(400, 404)},
     summary="List a run's artifacts",
     description="Files the run's nodes stored; fetch each from its `content_url`.",
 )

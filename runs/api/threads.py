@@ -46,7 +46,7 @@ def get_thread(request: HttpRequest, thread_id: uuid.UUID) -> Thread:
 
 @router.get(
     "/threads/{thread_id}/checkpoints",
-    response={200: CheckpointListOut, **error_responses(404)},
+    response={200: CheckpointListOut, **error_responses(400, 404)},
     summary="List a thread's checkpoints",
     description=(
         "The state after every step of every run on the thread, oldest first. Start a run "

@@ -2,49 +2,41 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from . import specfields
 from .errors import Problem
 from .nodes import KINDS, NodeKind, get_kind
 from .nodes.subgraph import MAX_DEPTH_CEILING
-from .speccheck import MAX_CODE_CHARS as MAX_CODE_CHARS  # re-exported: the spec bounds
+from .speccheck import MAX_CODE_CHARS as MAX_CODE_CHARS
 from .speccheck import MAX_EXPRESSIONS as MAX_EXPRESSIONS
 from .speccheck import SpecCheck
+from .specfields import MAX_EDGES as MAX_EDGES  # re-exported: the spec bounds
+from .specfields import MAX_NODES as MAX_NODES
+from .specfields import NODE_NAME as NODE_NAME
 from .state import REDUCERS
 from .values import is_int, is_number
 
-NODE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,99}$")
-COMMON_FIELDS = frozenset({"kind", "retry", "timeout", "artifacts", "description", "label", "meta"})
-TOP_FIELDS = frozenset(
-    {
-        "name",
-        "description",
-        "version",
-        "input_schema",
-        "state",
-        "start",
-        "nodes",
-        "edges",
-        "max_steps",
-        "max_resurrections",
-        "max_depth",
-        "metadata",
-    }
-)
-EDGE_FIELDS = frozenset({"from", "to", "when", "on_error", "description", "label"})
-_LIST_REDUCERS = {"append", "extend", "union"}
-_NUMBER_REDUCERS = {"add", "max", "min"}
+# Field names come from the field tables (specfields.py, each kind's `field_table`), which
+# the published JSON Schema is generated from too.
+COMMON_FIELDS = specfields.COMMON.names
+TOP_FIELDS = specfields.TOP.names
+EDGE_FIELDS = specfields.EDGE.names
+_STATE_FIELDS = specfields.STATE_ENTRY.names
+_RETRY_FIELDS = specfields.RETRY.names
+_ARTIFACT_FIELDS = specfields.ARTIFACT.names
+_LIST_REDUCERS = set(specfields.LIST_REDUCERS)
+_NUMBER_REDUCERS = set(specfields.NUMBER_REDUCERS)
+_MAX_ATTEMPTS = specfields.MAX_RETRY_ATTEMPTS
 
 # What one spec may hold, so validating the largest spec (MAX_SPEC_BYTES, 1 MB) costs well
 # under a second of the web process's CPU. Parsing an expression costs ~0.1 ms plus ~5 µs per
 # token, so expressions and template tags are counted by their code, not their text: a long
 # prompt of plain text costs nearly nothing, `{{ a }}` repeated 40,000 times took 1.1 s.
-MAX_NODES = 1_000
-MAX_EDGES = 5_000
+# MAX_NODES and MAX_EDGES are declared with the field tables (specfields.py).
 # MAX_EXPRESSIONS and MAX_CODE_CHARS (expression code) are counted by SpecCheck (speccheck.py).
 MAX_NESTING = 64  # JSON depth of the spec document
 # jsonschema checks a schema against its metaschema at ~45 µs per JSON value: 100,000 took 4.4 s.
@@ -119,6 +111,9 @@ def _check_top(raw: dict, check: SpecCheck) -> None:
         check.add("name", "must be a non-empty string")
     for key in sorted(set(raw) - TOP_FIELDS):
         check.add(key, "unknown top-level field")
+    # Editors find the JSON Schema through `$schema`; validation only checks it is a string.
+    if "$schema" in raw and not isinstance(raw["$schema"], str):
+        check.add("$schema", "must be a string (the URL of the graph spec's JSON Schema)")
     check.number("max_steps", raw, "max_steps", minimum=1, integer=True)
     check.number("max_resurrections", raw, "max_resurrections", minimum=0, integer=True)
     check.number("max_depth", raw, "max_depth", minimum=1, integer=True)
@@ -152,10 +147,10 @@ def _check_state(state: Any, check: SpecCheck) -> None:
         if not isinstance(entry, dict):
             check.add(where, 'must be an object like {"reducer": "append", "default": []}')
             continue
-        for extra in sorted(set(entry) - {"reducer", "default", "description"}):
+        for extra in sorted(set(entry) - _STATE_FIELDS):
             check.add(where, f"unknown field {extra!r}")
         reducer = entry.get("reducer", "replace")
-        if reducer not in REDUCERS:
+        if not isinstance(reducer, str) or reducer not in REDUCERS:
             check.add(where, f"unknown reducer {reducer!r} (known: {', '.join(REDUCERS)})")
             continue
         default = entry.get("default")
@@ -179,7 +174,7 @@ def _check_nodes(nodes: Any, check: SpecCheck) -> None:
         return
     for name, node in nodes.items():
         where = f"nodes.{name}"
-        if not NODE_NAME.match(name):
+        if not NODE_NAME.fullmatch(name):
             check.add(where, "node names use letters, digits, '_' and '-' and start with a letter")
         if not isinstance(node, dict):
             check.add(where, "must be an object with a `kind`")
@@ -205,11 +200,14 @@ def _check_retry(where: str, node: dict, check: SpecCheck) -> None:
     if not isinstance(retry, dict):
         check.add(where, "`retry` must be an object {max_attempts, backoff, max_backoff?}")
         return
-    for extra in sorted(set(retry) - {"max_attempts", "backoff", "max_backoff"}):
+    for extra in sorted(set(retry) - _RETRY_FIELDS):
         check.add(where, f"unknown retry field {extra!r}")
     value = retry.get("max_attempts", 1)
-    if not is_int(value) or not 1 <= value <= 100:
-        check.add(where, f"`retry.max_attempts` must be an integer from 1 to 100, got {value!r}")
+    if not is_int(value) or not 1 <= value <= _MAX_ATTEMPTS:
+        check.add(
+            where,
+            f"`retry.max_attempts` must be an integer from 1 to {_MAX_ATTEMPTS}, got {value!r}",
+        )
     for field in ("backoff", "max_backoff"):
         if field in retry and (not is_number(retry[field]) or retry[field] < 0):
             check.add(where, f"`retry.{field}` must be a number >= 0, got {retry[field]!r}")
@@ -228,7 +226,7 @@ def _check_artifacts(where: str, artifacts: Any, check: SpecCheck) -> None:
             continue
         if not isinstance(item.get("name"), str) or not item["name"]:
             check.add(where, f"{label}.name must be a non-empty string")
-        for extra in sorted(set(item) - {"name", "json", "text", "content_type"}):
+        for extra in sorted(set(item) - _ARTIFACT_FIELDS):
             check.add(where, f"{label} has unknown field {extra!r}")
         if ("json" in item) == ("text" in item):
             check.add(
@@ -296,7 +294,7 @@ def _check_graph(check: SpecCheck, edges: list[dict]) -> None:
         if check.raw.get("start") == child:
             check.add("start", f"cannot be {child!r}, a branch of parallel {parent!r}")
     start = check.raw.get("start")
-    if start not in nodes:
+    if not isinstance(start, str) or start not in nodes:
         return
     reached = {start}
     todo = [start]

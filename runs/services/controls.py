@@ -285,6 +285,7 @@ def decide_approval(
         if route not in targets:
             raise ValidationFailed(
                 f"route {route!r} is not an edge target of {node}: {targets}.",
+                code="invalid_route",
                 details={"field": "route"},
             )
     if run.is_terminal:

@@ -21,6 +21,13 @@ class ServiceError(Exception):
         self.details = details or {}
 
 
+class BadRequest(ServiceError):
+    """A parameter of the right shape whose value the API never issued (a forged cursor)."""
+
+    code = "bad_request"
+    status = 400
+
+
 class NotFound(ServiceError):
     code = "not_found"
     status = 404

@@ -152,7 +152,7 @@ def test_filters_by_metadata(tenant: Tenant, alice: Api) -> None:
         ({"limit": 1000}, "limit"),
         ({"created_after": "yesterday"}, "created_after"),
         ({"thread_id": "t1"}, "thread_id"),
-        ({"cursor": "not-a-cursor"}, "cursor"),
+        ({"cursor": "not a cursor!"}, "cursor"),
         ({"metadata_key": "customer"}, "metadata_value"),
     ],
 )
@@ -164,3 +164,39 @@ def test_bad_list_parameters_are_422_naming_the_field(
     error = error_of(response)
     named = [p["where"] for p in error["details"].get("problems", [])]
     assert field in named or error["details"].get("field") == field
+
+
+@pytest.mark.parametrize("cursor", ["not-a-cursor", "0" * 500, "W10", "WzEsMl0"])
+def test_a_cursor_no_list_returned_is_a_400_naming_it(alice: Api, cursor: str) -> None:
+    """Cursors are opaque: the document gives their alphabet and length (a 422 outside
+    them), and a value of that shape the API never issued is a 400 `invalid_cursor`."""
+    response = alice.get("/runs", {"cursor": cursor})
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["code"] == "invalid_cursor"
+    assert error["details"] == {"field": "cursor"}
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["1455-02-16T06:29:38.34-19:29", "0001-01-01T00:00:00+23:59", "9999-12-31T23:59:59-23:59"],
+)
+def test_any_rfc3339_offset_filters_without_a_database_error(alice: Api, value: str) -> None:
+    # PostgreSQL refuses offsets past 15:59; the API compares in UTC (found by schemathesis).
+    assert alice.get("/runs", {"created_before": value}).status_code == 200
+
+
+def test_a_bare_number_is_not_a_date(alice: Api) -> None:
+    assert alice.get("/runs", {"created_before": "0.5"}).status_code == 422
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"graph": "a\x00b"}, {"metadata_key": "k\x00", "metadata_value": "v"}, {"metadata.k": "\x00"}],
+)
+def test_nul_in_a_filter_is_a_clear_422(alice: Api, params: dict[str, str]) -> None:
+    # PostgreSQL cannot compare with U+0000 (found by schemathesis: a 422 "too long").
+    response = alice.get("/runs", params)
+    assert response.status_code == 422
+    assert error_of(response)["code"] in ("validation_error", "invalid_filter")
+    assert "too long" not in error_of(response)["message"]

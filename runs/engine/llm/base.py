@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..fields import Table
+
 if TYPE_CHECKING:
     from ..context import NodeContext
     from ..speccheck import SpecCheck
@@ -25,11 +27,19 @@ class Provider:
     """Turns chat messages into a reply, streaming deltas through `nc.delta`."""
 
     name: ClassVar[str] = ""
-    #: Node fields only this provider accepts.
+    #: Node fields only this provider accepts, typed (validation and the JSON Schema read it).
+    field_table: ClassVar[Table] = Table(())
+    #: The names in `field_table` (set for each subclass).
     fields: ClassVar[frozenset[str]] = frozenset()
+    #: `llm` node fields (of its own table) this provider needs.
+    requires: ClassVar[tuple[str, ...]] = ()
     default_model: ClassVar[str] = ""
     #: Spends the operator's money: priced only by the operator's table, never by a spec.
     billed: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.fields = cls.field_table.names
 
     def validate(self, name: str, node: dict, check: SpecCheck) -> None:
         """Report provider-specific problems."""

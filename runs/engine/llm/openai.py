@@ -44,12 +44,13 @@ def _status_error(status: int, body: str) -> NodeError:
 @register_provider
 class OpenAIProvider(Provider):
     name = "openai"
-    fields = frozenset()
+    requires = ("model",)
     default_model = "gpt-4o-mini"
 
     def validate(self, name: str, node: dict, check: SpecCheck) -> None:
-        if "model" not in node:
-            check.add(f"nodes.{name}", "openai provider needs `model`")
+        for field in self.requires:
+            if field not in node:
+                check.add(f"nodes.{name}", f"openai provider needs `{field}`")
 
     def complete(self, nc: NodeContext, messages: list[dict], model: str) -> LLMReply:
         config = nc.run.llm_config.get("openai") or {}

@@ -20,7 +20,9 @@ import copy
 import json
 from typing import TYPE_CHECKING
 
+from .. import fields as f
 from ..errors import NodeError, RunCancelled
+from ..fields import Field, Table
 from ..values import is_int, is_number
 from .base import LLMReply, Provider, register_provider
 from .tokens import count_message_tokens, count_tokens, split_tokens
@@ -36,7 +38,27 @@ MAX_TOKEN_MS = 10_000
 @register_provider
 class ScriptedProvider(Provider):
     name = "scripted"
-    fields = frozenset({"responses", "latency_ms", "token_ms", "fail_times", "cycle"})
+    field_table = Table(
+        (
+            Field(
+                "responses",
+                f.array(
+                    {"description": "A string is a template; any other JSON is returned as is."},
+                    min_items=1,
+                ),
+                required=True,
+                doc="Used in turn, one per visit of the node; the last repeats.",
+            ),
+            Field("latency_ms", f.number(minimum=0), doc="Simulated latency."),
+            Field(
+                "token_ms",
+                f.number(minimum=0, maximum=MAX_TOKEN_MS),
+                doc="Pause between streamed tokens.",
+            ),
+            Field("fail_times", f.integer(minimum=0), doc="The first N attempts fail."),
+            Field("cycle", f.boolean(), doc="Start the list over once it is used up."),
+        )
+    )
     default_model = "scripted"
     billed = False  # offline: a spec may set `price` to simulate costs
 

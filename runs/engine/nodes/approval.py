@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .. import fields as f
 from ..errors import NodeError, RunFailed
+from ..fields import Field, Table
 from ..results import Suspension
 from .base import NodeKind, Outcome, register_kind
 
@@ -34,7 +36,18 @@ def edge_targets(nc: NodeContext) -> list[str]:
 @register_kind
 class ApprovalNode(NodeKind):
     kind = "approval"
-    fields = frozenset({"message", "default", "on_reject", "output"})
+    field_table = Table(
+        (
+            Field("message", f.nullable(f.template()), doc="Shown to the approver."),
+            Field(
+                "default",
+                f.nullable(f.enum(*DECISIONS)),
+                doc="Applied at the deadline (`timeout` seconds).",
+            ),
+            Field("on_reject", f.node_ref(), doc="Where a rejection goes; else the run fails."),
+            Field("output", f.nullable(f.state_key()), doc="Receives {id, decision, by}."),
+        )
+    )
     branchable = False
     timeout_is_deadline = True
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..fields import Table
 from ..results import Suspension
 
 if TYPE_CHECKING:
@@ -34,7 +35,10 @@ class NodeKind:
     """Base class of a node kind: one subclass per file, registered with `@register_kind`."""
 
     kind: ClassVar[str] = ""
-    #: Node fields this kind accepts beyond the common ones (kind, retry, timeout, artifacts...).
+    #: The fields this kind accepts beyond the common ones (kind, retry, timeout, artifacts...),
+    #: with their types and bounds: validation and the published JSON Schema both read it.
+    field_table: ClassVar[Table] = Table(())
+    #: The names in `field_table` (set for each subclass).
     fields: ClassVar[frozenset[str]] = frozenset()
     #: Whether it may appear as a branch of a `parallel` (suspending kinds may not).
     branchable: ClassVar[bool] = True
@@ -46,6 +50,10 @@ class NodeKind:
     #: it again after a crash is indistinguishable from the first time, so the runtime may
     #: commit a stretch of such steps together instead of one by one.
     pure: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.fields = cls.field_table.names
 
     def validate(self, name: str, node: dict, check: SpecCheck) -> None:
         """Report kind-specific problems through `check`; the default accepts anything."""

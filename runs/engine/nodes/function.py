@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .. import fields as f
 from ..errors import NodeError
+from ..fields import Field, Table
 from ..functions import get_function, registry
 from .base import NodeKind, Outcome, register_kind
 
@@ -16,7 +18,17 @@ if TYPE_CHECKING:
 @register_kind
 class FunctionNode(NodeKind):
     kind = "function"
-    fields = frozenset({"function", "args"})
+    field_table = Table(
+        (
+            Field(
+                "function",
+                f.string(min_length=1),
+                required=True,
+                doc="The name of a function the operator registered.",
+            ),
+            Field("args", {"type": "object"}, doc="Passed to the function as they are."),
+        )
+    )
 
     def validate(self, name: str, node: dict, check: SpecCheck) -> None:
         where = f"nodes.{name}"

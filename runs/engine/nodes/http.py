@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from .. import fields as f
 from ..errors import NodeError, RunCancelled
+from ..fields import Field, Table
 from ..netguard import check_url
 from ..threads import call_with_cancel
 from .base import NodeKind, Outcome, register_kind
@@ -30,8 +32,18 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 @register_kind
 class HttpNode(NodeKind):
     kind = "http"
-    fields = frozenset(
-        {"method", "url", "headers", "json", "body", "output", "max_bytes", "raise_for_status"}
+    field_table = Table(
+        (
+            Field("method", f.enum_ignoring_case(*METHODS), doc="Default GET."),
+            Field("url", f.template(), required=True, doc="Checked against the allow-list."),
+            Field("headers", f.mapping(f.template()), doc="Header name → template."),
+            Field("json", f.expression(), doc="The request body, as JSON."),
+            Field("body", f.nullable(f.template()), doc="The request body, as text."),
+            Field("output", f.state_key(), required=True, doc="Receives {status, headers, body}."),
+            Field("max_bytes", f.integer(minimum=1), doc="Response size limit."),
+            Field("raise_for_status", f.boolean(), doc="Default true: 4xx/5xx fail the node."),
+        ),
+        rules=f.not_both("json", "body"),
     )
 
     def validate(self, name: str, node: dict, check: SpecCheck) -> None:

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from .. import fields as f
 from ..errors import NodeError
+from ..fields import Field, Table
 from ..results import Suspension
 from .base import NodeKind, Outcome, register_kind
 
@@ -24,7 +26,18 @@ if TYPE_CHECKING:
 @register_kind
 class InputNode(NodeKind):
     kind = "input"
-    fields = frozenset({"prompt", "output", "schema", "default"})
+    field_table = Table(
+        (
+            Field("prompt", f.nullable(f.template()), doc="Shown to whoever answers."),
+            Field("output", f.state_key(), required=True, doc="Receives the answer."),
+            Field(
+                "schema",
+                f.nullable(f.json_schema_object()),
+                doc="JSON Schema the answer must match.",
+            ),
+            Field("default", f.any_json(), doc="The answer at the deadline (`timeout`)."),
+        )
+    )
     branchable = False
     timeout_is_deadline = True
 

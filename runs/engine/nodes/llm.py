@@ -13,7 +13,9 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
+from .. import fields as f
 from ..errors import NodeError
+from ..fields import Field, Table
 from ..llm import Provider, get_provider, providers
 from ..pricing import (
     MAX_MODEL_LENGTH,
@@ -37,29 +39,80 @@ REQUEST_MAX_MESSAGES = 40
 REQUEST_MAX_CHARS = 8_000
 REQUEST_TOTAL_CHARS = 24_000
 _ALL_PROVIDER_FIELDS = frozenset().union(*(p.fields for p in providers().values()))
+FORMATS = ("text", "json")
+
+
+def _provider_rule(provider: Provider) -> dict[str, Any]:
+    """What one provider adds: its required fields, and no other provider's fields."""
+    then: dict[str, Any] = {
+        "properties": {name: False for name in sorted(_ALL_PROVIDER_FIELDS - provider.fields)}
+    }
+    if provider.billed:
+        then["properties"]["price"] = False  # priced by the operator's table only
+    if provider.requires:
+        then["required"] = list(provider.requires)
+    return {
+        "if": {"properties": {"provider": {"const": provider.name}}, "required": ["provider"]},
+        "then": then,
+    }
+
+
+def _table() -> Table:
+    own = (
+        Field("provider", f.enum(*sorted(providers())), required=True, doc="Who answers."),
+        Field(
+            "model",
+            f.string(pattern=f"^{MODEL_NAME.pattern}$", min_length=1, max_length=MAX_MODEL_LENGTH),
+            doc="The model's name (default: the provider's).",
+        ),
+        Field("prompt", f.template(), doc="The user message (or `messages`)."),
+        Field(
+            "messages",
+            f.array(
+                {
+                    "type": "object",
+                    "properties": {
+                        "role": f.enum(*sorted(_ROLES)),
+                        "content": f.template(),
+                    },
+                    "required": ["role", "content"],
+                },
+                min_items=1,
+            ),
+            doc="Chat messages (or `prompt`).",
+        ),
+        Field("system", f.nullable(f.template()), doc="The system message."),
+        Field("history", f.expression(), doc="Gives a list of {role, content} put first."),
+        Field("output", f.state_key(), required=True, doc="Receives the reply."),
+        Field("format", f.enum(*FORMATS), doc="`json` parses the reply (default `text`)."),
+        Field("temperature", f.number(), doc="Sampling temperature."),
+        Field("max_tokens", f.integer(minimum=1), doc="Reply length limit."),
+        Field(
+            "price",
+            {
+                "type": "object",
+                "properties": {
+                    "input": f.number(minimum=0),
+                    "output": f.number(minimum=0),
+                },
+                "additionalProperties": False,
+                "description": "USD per million tokens; simulated providers (`scripted`) only.",
+            },
+            doc="Simulated price.",
+        ),
+    )
+    extra = tuple(
+        item for name in sorted(providers()) for item in providers()[name].field_table.fields
+    )
+    rules = [f.exactly_one_of("prompt", "messages")]
+    rules += [_provider_rule(providers()[name]) for name in sorted(providers())]
+    return Table(own + extra, rules={"allOf": rules})
 
 
 @register_kind
 class LLMNode(NodeKind):
     kind = "llm"
-    fields = (
-        frozenset(
-            {
-                "provider",
-                "model",
-                "prompt",
-                "messages",
-                "system",
-                "history",
-                "output",
-                "format",
-                "temperature",
-                "max_tokens",
-                "price",
-            }
-        )
-        | _ALL_PROVIDER_FIELDS
-    )
+    field_table = _table()
 
     def validate(self, name: str, node: dict, check: SpecCheck) -> None:
         where = f"nodes.{name}"
@@ -81,14 +134,16 @@ class LLMNode(NodeKind):
             check.add(where, "`messages` must be a non-empty list of {role, content}")
         else:
             for i, message in enumerate(node["messages"]):
-                if not isinstance(message, dict) or message.get("role") not in _ROLES:
+                # `in` a set hashes the role: an object there must not raise (a 500).
+                role = message.get("role") if isinstance(message, dict) else None
+                if not isinstance(role, str) or role not in _ROLES:
                     check.add(where, f"messages[{i}] needs a role in {sorted(_ROLES)}")
                     continue
                 check.template(where, message.get("content"), f"messages[{i}].content")
         check.template(where, node.get("system"), "`system`", required=False)
         if "history" in node:
             check.expression(where, node["history"], "`history`")
-        if node.get("format", "text") not in ("text", "json"):
+        if node.get("format", "text") not in FORMATS:
             check.add(where, "`format` must be 'text' or 'json'")
         if "model" in node and not _model_ok(node["model"], check.stored):
             check.add(

@@ -21,7 +21,9 @@ import queue
 import threading
 from typing import TYPE_CHECKING, Any
 
+from .. import fields as f
 from ..errors import NodeError, RunCancelled
+from ..fields import Field, Table
 from ..state import apply_update
 from ..threads import spawn
 from .base import NodeKind, Outcome, register_kind
@@ -37,7 +39,30 @@ MAX_BRANCHES = 64
 @register_kind
 class ParallelNode(NodeKind):
     kind = "parallel"
-    fields = frozenset({"branches", "on_error", "errors"})
+    field_table = Table(
+        (
+            Field(
+                "branches",
+                f.array(f.node_ref(), min_items=1, max_items=MAX_BRANCHES, unique=True),
+                required=True,
+                doc="Nodes run concurrently on the same state; they take no edges.",
+            ),
+            Field("on_error", f.enum(*MODES), doc="Default `fail_fast`."),
+            Field(
+                "errors",
+                f.nullable(f.state_key()),
+                doc="With `collect`: succeed and write {branch: error} here.",
+            ),
+        ),
+        rules={
+            "dependentSchemas": {
+                "errors": {
+                    "required": ["on_error"],
+                    "properties": {"on_error": {"const": "collect"}},
+                }
+            }
+        },
+    )
 
     def validate(self, name: str, node: dict, check: SpecCheck) -> None:
         where = f"nodes.{name}"

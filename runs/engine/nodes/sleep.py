@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .. import fields as f
 from ..errors import RunCancelled
+from ..fields import Field, Table
 from ..results import Suspension
 from .base import NodeKind, Outcome, register_kind
 
@@ -22,7 +24,9 @@ if TYPE_CHECKING:
 @register_kind
 class SleepNode(NodeKind):
     kind = "sleep"
-    fields = frozenset({"seconds"})
+    field_table = Table(
+        (Field("seconds", f.number(minimum=0), required=True, doc="A durable timer."),)
+    )
 
     def validate(self, name: str, node: dict, check: SpecCheck) -> None:
         check.number(f"nodes.{name}", node, "seconds", minimum=0, required=True)

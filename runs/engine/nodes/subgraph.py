@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .. import fields as f
 from ..errors import NodeError
+from ..fields import Field, Table
 from .base import NodeKind, Outcome, register_kind
 
 if TYPE_CHECKING:
@@ -29,7 +31,22 @@ MAX_DEPTH_CEILING = 8
 @register_kind
 class SubgraphNode(NodeKind):
     kind = "subgraph"
-    fields = frozenset({"graph", "input", "output"})
+    field_table = Table(
+        (
+            Field(
+                "graph",
+                f.string(min_length=1, pattern=f.NOT_BLANK),
+                required=True,
+                doc="The name of the graph to run as a child run.",
+            ),
+            Field("input", f.mapping(f.expression()), doc="Child input key → expression."),
+            Field(
+                "output",
+                f.nullable(f.state_key()),
+                doc="Receives the child's final state; else it is merged in.",
+            ),
+        )
+    )
 
     def validate(self, name: str, node: dict, check: SpecCheck) -> None:
         where = f"nodes.{name}"

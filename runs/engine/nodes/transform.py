@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .. import fields as f
 from ..expressions import evaluate
+from ..fields import Field, Table
 from .base import NodeKind, Outcome, register_kind
 
 if TYPE_CHECKING:
@@ -16,7 +18,16 @@ if TYPE_CHECKING:
 class TransformNode(NodeKind):
     kind = "transform"
     pure = True
-    fields = frozenset({"set"})
+    field_table = Table(
+        (
+            Field(
+                "set",
+                f.mapping(f.expression(), min_properties=1),
+                required=True,
+                doc="State key → expression, all evaluated against the same state.",
+            ),
+        )
+    )
 
     def validate(self, name: str, node: dict, check: SpecCheck) -> None:
         where = f"nodes.{name}"

@@ -354,3 +354,34 @@ def test_valid_graph_with_every_kind_parses() -> None:
         "responses": ["r"],
     }
     assert check_spec(spec) == []
+
+
+def test_unhashable_values_where_names_are_expected_are_problems_not_errors() -> None:
+    # Found by schemathesis: `{"role": {}}` reached a set lookup and raised TypeError.
+    from runs.engine.spec import check_spec
+
+    spec = {
+        "name": "g",
+        "start": "a",
+        "state": {"k": {"reducer": ["append"]}},
+        "nodes": {
+            "a": {
+                "kind": "llm",
+                "provider": "scripted",
+                "responses": ["x"],
+                "messages": [{"role": {"x": 1}, "content": "hi"}],
+                "output": "out",
+            },
+            "done": {"kind": "end"},
+        },
+        "edges": [{"from": "a", "to": "done"}],
+    }
+    wheres = {p.where for p in check_spec(spec)}
+    assert wheres == {"state.k", "nodes.a"}
+
+
+def test_a_start_that_is_an_object_is_a_problem_not_an_error() -> None:
+    from runs.engine.spec import check_spec
+
+    spec = {"name": "g", "start": {"a": 1}, "nodes": {"done": {"kind": "end"}}}
+    assert [p.where for p in check_spec(spec)] == ["start"]
