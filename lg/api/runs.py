@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import reverse
 from ninja import Router
 
-from lg import runs, shapes, stream
+from lg import runs, shapes, stream, thread_stream, threads
 from lg.api.common import body, ident, reader, writer
 from lg.errors import Refused
 from lg.models import RunOptions
@@ -296,6 +296,10 @@ def cancel_runs(request: HttpRequest, action: str = "interrupt") -> Any:
 
 
 @router.get("/threads/{thread_id}/stream")
-def join_thread_stream(request: HttpRequest, thread_id: str) -> Any:
-    reader(request)
-    raise Refused("Thread streams are not supported; join a run's stream instead.")
+async def join_thread_stream(request: HttpRequest, thread_id: str) -> StreamingHttpResponse:
+    ctx = reader(request)
+    thread = await sync_to_async(threads.get_thread)(ctx.tenant, ident(thread_id))
+    modes = thread_stream.thread_modes([m for m in request.GET.getlist("stream_mode") if m])
+    return thread_stream.thread_stream_response(
+        ctx, thread, modes, request.headers.get("Last-Event-ID")
+    )
