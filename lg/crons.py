@@ -1,8 +1,8 @@
 """Crons through the protocol: LangGraph's cron jobs are Runyard's schedules (schedules/).
 
 The assistant names the graph (and version) a schedule starts; `schedule`, `timezone`,
-`input`, `metadata`, `enabled`, `multitask_strategy` and the thread are the schedule's own
-fields, checked and fired by schedules/ like any schedule (each run carries
+`input`, `metadata`, `enabled`, `multitask_strategy`, `end_time`, `webhook` and the thread
+are the schedule's own fields, checked and fired by schedules/ like any schedule (each run carries
 `metadata.cron_id`). The protocol's run options Runyard stores without acting on them
 (`config`, `context`, stream options, `durability`) are kept in lg.CronOptions and returned
 in the cron's `payload`. What Runyard's schedules cannot do is refused with a 422.
@@ -10,11 +10,12 @@ in the cron's `payload`. What Runyard's schedules cannot do is refused with a 42
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Any
 
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 
 from lg import assistants, threads
 from lg.assistants import metadata_filter, page_of
@@ -36,10 +37,6 @@ STORED = ("config", "context", "stream_mode", "stream_subgraphs", "stream_resuma
 CRON_REFUSED = {
     "interrupt_before": REFUSED["interrupt_before"],
     "interrupt_after": REFUSED["interrupt_after"],
-    "webhook": "A webhook on a cron is not supported: subscribe the tenant to run events "
-    "(/api/v1/webhooks); a cron's runs carry metadata.cron_id.",
-    "end_time": "`end_time` is not supported: Runyard's schedules run until disabled or "
-    "deleted (PATCH enabled=false, or DELETE).",
 }
 CREATE_KEYS = {
     "assistant_id",
@@ -51,6 +48,8 @@ CREATE_KEYS = {
     "multitask_strategy",
     "on_run_completed",
     "checkpoint_during",
+    "end_time",
+    "webhook",
     *STORED,
     *CRON_REFUSED,
 }
@@ -62,6 +61,7 @@ SORTS = {
     "created_at": "created_at",
     "updated_at": "updated_at",
     "next_run_date": "next_run_at",
+    "end_time": "end_time",
 }
 SELECTABLE = frozenset(
     {
@@ -131,6 +131,25 @@ def _check(payload: dict[str, Any], allowed: set[str], *, threaded: bool) -> dic
     return stored
 
 
+def _end_time(value: Any) -> dt.datetime | None:
+    """The protocol's `end_time` (ISO 8601; without an offset, UTC)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 64:
+        raise Refused("`end_time` must be an ISO 8601 date-time.")
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise Refused("`end_time` must be an ISO 8601 date-time.") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.UTC)
+
+
+def _webhook(value: Any) -> str:
+    if value is not None and not isinstance(value, str):
+        raise Refused("`webhook` must be an http or https URL.")
+    return value or ""
+
+
 def _crons(tenant: Tenant) -> QuerySet[Cron]:
     return Cron.objects.for_tenant(tenant).select_related("thread", "lg_options")
 
@@ -172,6 +191,8 @@ def create_cron(
             enabled=payload.get("enabled", True),
             metadata=payload.get("metadata") or {},
             multitask_strategy=payload.get("multitask_strategy") or "reject",
+            end_time=_end_time(payload.get("end_time")),
+            webhook=_webhook(payload.get("webhook")),
             by=ctx.actor_label,
         )
         CronOptions.objects.create(
@@ -183,15 +204,18 @@ def create_cron(
 
 
 def update_cron(ctx: TenantContext, cron: Cron, payload: dict[str, Any]) -> dict[str, Any]:
-    """Only the fields sent change; `metadata` and `input` are replaced whole."""
-    if "end_time" in payload and payload["end_time"] is None:
-        payload = {k: v for k, v in payload.items() if k != "end_time"}  # none is set anyway
+    """Only the fields sent change; `metadata` and `input` are replaced whole; `end_time:
+    null` removes the end (the SDK sends it only when asked to)."""
     stored = _check(payload, UPDATE_KEYS, threaded=cron.thread_id is not None)
-    changes = {
+    changes: dict[str, Any] = {
         name: payload[name]
         for name in ("schedule", "timezone", "input", "metadata", "enabled")
         if payload.get(name) is not None
     }
+    if "end_time" in payload:
+        changes["end_time"] = _end_time(payload["end_time"])
+    if payload.get("webhook") is not None:
+        changes["webhook"] = _webhook(payload["webhook"])
     with transaction.atomic():
         if changes:
             services.update_cron(cron, by=ctx.actor_label, **changes)
@@ -242,12 +266,14 @@ def search(tenant: Tenant, payload: dict[str, Any]) -> list[dict[str, Any]]:
         or not all(isinstance(k, str) and k in SELECTABLE for k in select)
     ):
         raise Refused(f"`select` must be a list of fields among {sorted(SELECTABLE)}.")
-    sign = "-" if order == "desc" else ""
-    rows = list(
-        _filtered(tenant, payload).order_by(sign + SORTS[sort_by], sign + "id")[
-            offset : offset + limit
-        ]
+    field, tie = F(SORTS[sort_by]), F("id")
+    # Crons without an end (or a next run) come last either way, on every database.
+    ordering = (
+        (field.desc(nulls_last=True), tie.desc())
+        if order == "desc"
+        else (field.asc(nulls_last=True), tie.asc())
     )
+    rows = list(_filtered(tenant, payload).order_by(*ordering)[offset : offset + limit])
     out = crons_out(rows)
     if select:
         out = [{k: c[k] for k in select if k in c} for c in out]
@@ -303,7 +329,7 @@ def cron_out(cron: Cron, ids: dict[tuple[str, int | None], str] | None = None) -
         "assistant_id": assistant_id,
         "thread_id": thread_id,
         "on_run_completed": None if thread_id else "delete",
-        "end_time": None,
+        "end_time": cron.end_time,
         "schedule": cron.schedule,
         "timezone": cron.timezone,
         "created_at": cron.created_at,
@@ -315,6 +341,7 @@ def cron_out(cron: Cron, ids: dict[tuple[str, int | None], str] | None = None) -
             "input": cron.input,
             "metadata": cron.metadata,
             "multitask_strategy": cron.multitask_strategy,
+            "webhook": cron.webhook or None,
             "config": stored.pop("config", {}),
             "context": stored.pop("context", {}),
             **stored,

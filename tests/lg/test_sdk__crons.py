@@ -22,7 +22,8 @@ from schedules.firing import fire_due_schedules
 from schedules.models import Cron
 from tenants.models import Role, Tenant
 from tests.e2e.processes import Platform
-from tests.lg.conftest import key_for, lg_url
+from tests.lg.conftest import key_for, lg_url, received
+from tests.webhooks.conftest import Receiver, receiver  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.e2e
 
@@ -103,10 +104,20 @@ def test_crons_create_search_count_update_delete(
     enabled = client.crons.update(stateless["cron_id"], enabled=True)
     assert enabled["next_run_date"] is not None
 
+    # end_time is the schedule's own: set, sorted on, cleared.
+    end = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=30)
+    ending = client.crons.update(stateless["cron_id"], end_time=end)
+    assert dt.datetime.fromisoformat(ending["end_time"]) == end
+    assert Cron.objects.get(public_id=stateless["cron_id"]).end_time == end
+    by_end = client.crons.search(sort_by="end_time", sort_order="desc")
+    assert by_end[0]["cron_id"] == stateless["cron_id"]  # crons without an end come last
+    assert client.crons.update(stateless["cron_id"], end_time=None)["end_time"] is None
+
     # What schedules cannot do is a 422 that says why; a bad expression or input too.
+    tomorrow = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
     refusals: list[tuple[dict[str, Any], str]] = [
-        ({"webhook": "http://127.0.0.1:9/hook"}, "webhook"),
-        ({"end_time": dt.datetime(2030, 1, 1, tzinfo=dt.UTC)}, "end_time"),
+        ({"webhook": "http://127.0.0.1:9/hook"}, "allow-list"),
+        ({"end_time": tomorrow}, "never fire"),  # a yearly schedule's first tick is later
         ({"interrupt_before": ["draft"]}, "interrupt_before"),
         ({"on_run_completed": "keep"}, "on_run_completed"),
     ]
@@ -199,13 +210,25 @@ def test_crons_async_client_and_created_assistants(
 
 
 def test_thread_cron_fires_and_its_run_is_read_through_lg(
-    tenant: Tenant, graphs: dict[str, Any], lg_platform: Platform
+    tenant: Tenant,
+    graphs: dict[str, Any],
+    receiver: Receiver,  # noqa: F811 - the imported fixture
+    lg_platform: Platform,
 ) -> None:
+    tenant.http_allowed_hosts = ["127.0.0.1"]
+    tenant.http_allow_private = True
+    tenant.save(update_fields=["http_allowed_hosts", "http_allow_private"])
     client = get_sync_client(url=lg_url(lg_platform), api_key=key_for(tenant))
     tid = client.threads.create()["thread_id"]
     cron = client.crons.create_for_thread(
-        tid, "chat", schedule=YEARLY, input={"question": "yearly?"}, metadata={"kind": "report"}
+        tid,
+        "chat",
+        schedule=YEARLY,
+        input={"question": "yearly?"},
+        metadata={"kind": "report"},
+        webhook=receiver.url,
     )
+    assert cron["payload"]["webhook"] == receiver.url
     due = dt.datetime.fromisoformat(cron["next_run_date"])
 
     fired = fire_due_schedules(now=due + dt.timedelta(seconds=1))
@@ -222,3 +245,6 @@ def test_thread_cron_fires_and_its_run_is_read_through_lg(
     again = client.crons.search(thread_id=tid)[0]
     assert dt.datetime.fromisoformat(again["next_run_date"]) > due  # the next year's tick
     assert Run.objects.filter(metadata__cron_id=cron["cron_id"]).count() == 1
+    # The cron's webhook went to its run: the worker told the receiver it succeeded.
+    done = received(receiver, run_id, "run.succeeded")
+    assert done.json()["run"]["metadata"]["cron_id"] == cron["cron_id"]

@@ -4,7 +4,6 @@ Procfile's worker to a receiver on 127.0.0.1, signed, bound by the tenant's HTTP
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import pytest
@@ -15,8 +14,8 @@ from runs.models import Run
 from runs.services import create_graph_version
 from tenants.models import Tenant
 from tests.e2e.processes import Platform
-from tests.lg.conftest import chat_spec, key_for, lg_url
-from tests.webhooks.conftest import Received, Receiver, receiver  # noqa: F401 - a fixture
+from tests.lg.conftest import chat_spec, key_for, lg_url, received
+from tests.webhooks.conftest import Receiver, receiver  # noqa: F401 - a fixture
 from webhooks.services import secret_for
 
 pytestmark = pytest.mark.e2e
@@ -29,18 +28,6 @@ def allowed(tenant: Tenant) -> Tenant:
     tenant.http_allow_private = True
     tenant.save(update_fields=["http_allowed_hosts", "http_allow_private"])
     return tenant
-
-
-def received(rec: Receiver, run_id: str, event: str, timeout: float = 20) -> Received:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with rec.lock:
-            for request in rec.requests:
-                body = request.json()
-                if body["run"]["id"] == run_id and body["event"] == event:
-                    return request
-        time.sleep(0.05)
-    raise AssertionError(f"no {event} for {run_id}: {[r.json()['event'] for r in rec.requests]}")
 
 
 def test_run_webhooks_through_the_sdk(
