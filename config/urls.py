@@ -5,8 +5,8 @@ from django.urls import include, path
 
 from config import health
 from config.api import api
-from observability.views import metrics
 from lg.api import api as lg_api
+from observability.views import metrics
 
 
 def favicon(request: HttpRequest) -> HttpResponsePermanentRedirect:

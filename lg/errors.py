@@ -17,10 +17,6 @@ class Refused(Exception):
             self.status = status
 
 
-class NotImplementedYet(Refused):
-    status = 501
-
-
 def not_found(what: str, ident: Any) -> Refused:
     return Refused(f"{what} {ident} not found.", status=404)
 

@@ -4,9 +4,9 @@ Graph versions are assistants as they are (no row here). An assistant created th
 `POST /lg/assistants` is a named configuration over a graph, versioned like LangGraph's:
 every PATCH adds an AssistantVersion and makes it current. A run started through /lg keeps
 the protocol's options it was started with (RunOptions), so `GET .../runs/{id}` and
-`join_stream` answer with them. StateUpdate rows are the checkpoints that
-`POST /threads/{id}/state` and `/copy` write (Runyard's own checkpoints belong to a run's
-step). StoreItem is the per-tenant key-value store of `/lg/store`.
+`join_stream` answer with them; CronOptions does the same for schedules. StateUpdate rows
+are the checkpoints that `POST /threads/{id}/state` and `/copy` write (Runyard's own
+checkpoints belong to a run's step). StoreItem is the per-tenant key-value store of `/lg/store`.
 """
 
 from __future__ import annotations
@@ -112,3 +112,18 @@ class StoreItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.key}"
+
+
+class CronOptions(models.Model):
+    """The protocol's view of a schedule made through /lg: the created assistant it runs (blank
+    when it names a graph, whose version the schedule itself pins or follows) and the run
+    options stored with it (config, context, stream options), returned in its `payload`."""
+
+    cron = models.OneToOneField(
+        "schedules.Cron", on_delete=models.CASCADE, primary_key=True, related_name="lg_options"
+    )
+    assistant_id = models.CharField(max_length=100, blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+
+    def __str__(self) -> str:
+        return f"options of cron {self.cron_id}"

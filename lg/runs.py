@@ -1,6 +1,10 @@
 """Runs through the protocol: options checked (honoured, mapped or refused with a 422), the
 assistant resolved to a graph version, then Runyard's own services start, resume or cancel.
 
+A `webhook` is Runyard's run webhook (webhooks/): checked against the tenant's HTTP
+allow-list when the run is created (422 saying why), told of the run's status changes
+(waiting on a human, succeeded, failed, cancelled...), signed like every Runyard webhook.
+
 A `command.resume` answers the approval or input the thread's waiting run is stopped at: the
 run goes on (the same run id) from where it waited, as Runyard's runs do; `command.update`
 becomes the approval's state patch and `command.goto` its route.
@@ -43,7 +47,6 @@ REFUSED = {
     "interrupt_before/interrupt_after are not supported.",
     "interrupt_after": "Runyard graphs stop for humans at approval and input nodes; "
     "interrupt_before/interrupt_after are not supported.",
-    "webhook": "Completion webhooks are not supported yet.",
     "feedback_keys": "LangSmith feedback keys are not supported.",
     "langsmith_tracer": "LangSmith tracing is not supported.",
 }
@@ -68,6 +71,7 @@ KNOWN = {
     "durability",
     "strict_resume",
     "thread_id",
+    "webhook",
     *REFUSED,
 }
 MAX_BATCH = 100
@@ -122,6 +126,8 @@ def check_options(payload: dict[str, Any], *, threaded: bool) -> None:
         raise Refused("`input` must be a JSON object (or null).")
     if payload.get("metadata") is not None and not isinstance(payload["metadata"], dict):
         raise Refused("`metadata` must be a JSON object.")
+    if payload.get("webhook") is not None and not isinstance(payload["webhook"], str):
+        raise Refused("`webhook` must be an http or https URL.")
     # The limits /api/v1 applies to the same fields (413 past them).
     for name in ("input", "metadata", "config", "context", "command"):
         ensure_json_size(payload.get(name), name)
@@ -156,12 +162,18 @@ def start_run(
         "stream_subgraphs": bool(payload.get("stream_subgraphs")),
         "durability": payload.get("durability"),
         "on_disconnect": payload.get("on_disconnect"),
+        "webhook": payload.get("webhook"),
     }
     on_disconnect = payload.get("on_disconnect") or "continue"
     command = payload.get("command")
     if command:
         if thread is None:
             raise Refused("A `command` resumes an interrupt of a thread: use a thread's runs.")
+        if payload.get("webhook"):
+            raise Refused(
+                "A `webhook` belongs to a new run: a `command` goes on with the waiting run, "
+                "which keeps the webhook it was started with."
+            )
         run, cursor = resume(ctx, thread, command, resolved)
         RunOptions.objects.get_or_create(
             run=run,
@@ -189,6 +201,7 @@ def start_run(
             from_checkpoint=from_checkpoint,
             metadata=payload.get("metadata") or {},
             by=ctx.actor_label,
+            webhook=payload.get("webhook") or "",
         )
         options = RunOptions.objects.create(
             run=run, assistant_id=resolved.assistant_id, stream_mode=modes, kwargs=kwargs

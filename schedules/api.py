@@ -45,6 +45,8 @@ def create_cron(request: HttpRequest, payload: CronIn) -> Status[Cron]:
         metadata=payload.metadata,
         priority=payload.priority,
         multitask_strategy=payload.multitask_strategy,
+        end_time=payload.end_time,
+        webhook=payload.webhook or "",
         by=ctx.actor_label,
     )
     return Status(201, services.get_cron(ctx.tenant, cron.public_id))

@@ -60,13 +60,15 @@ def fire_due_schedules(*, now: dt.datetime | None = None, limit: int = BATCH) ->
     due = list(
         Cron.objects.filter(enabled=True, next_run_at__lte=now, tenant__is_active=True)
         .order_by("next_run_at")
-        .values_list("pk", "next_run_at", "schedule", "timezone")[:limit]
+        .values_list("pk", "next_run_at", "schedule", "timezone", "end_time")[:limit]
     )
     fired: list[Fired] = []
-    for pk, tick, expression, tz in due:
+    for pk, tick, expression, tz, end_time in due:
         assert tick is not None  # filtered on next_run_at__lte
         try:
-            result = retry_transient(partial(fire_cron, pk, tick, expression, tz, now=now))
+            result = retry_transient(
+                partial(fire_cron, pk, tick, expression, tz, now=now, end_time=end_time)
+            )
         except Exception:  # noqa: BLE001 - one schedule's trouble must not stop the others
             log.exception("schedule %s: fire of tick %s failed", pk, tick)
             continue
@@ -76,18 +78,29 @@ def fire_due_schedules(*, now: dt.datetime | None = None, limit: int = BATCH) ->
 
 
 def fire_cron(
-    pk: int, tick: dt.datetime, expression: str, tz: str, *, now: dt.datetime
+    pk: int,
+    tick: dt.datetime,
+    expression: str,
+    tz: str,
+    *,
+    now: dt.datetime,
+    end_time: dt.datetime | None = None,
 ) -> Fired | None:
     """Claim tick `tick` of schedule `pk` (last seen with `expression` in `tz`) and start its
-    run; None when the claim failed (another scheduler fired it, or the schedule changed)."""
+    run; None when the claim failed (another scheduler fired it, or the schedule changed).
+    A schedule whose next tick would fall after its `end_time` is disabled by this fire."""
     broken: InvalidSchedule | None = None
     try:
         following: dt.datetime | None = next_tick(expression, tz, max(now, tick))
     except InvalidSchedule as exc:  # the zone database changed under it, or no date matches
         following, broken = None, exc
+    if following is not None and end_time is not None and following > end_time:
+        following = None
     with transaction.atomic():
+        # The end as seen too: a schedule whose end changed meanwhile is fired by the next pass.
+        same_end = {"end_time": end_time} if end_time is not None else {"end_time__isnull": True}
         claimed = Cron.objects.filter(
-            pk=pk, enabled=True, next_run_at=tick, schedule=expression, timezone=tz
+            pk=pk, enabled=True, next_run_at=tick, schedule=expression, timezone=tz, **same_end
         ).update(
             next_run_at=following,
             enabled=following is not None,
@@ -124,6 +137,8 @@ def _start_run(cron: Cron, tick: dt.datetime) -> tuple[Run | None, str, dict[str
     A refusal keeps what the service recorded (a hook's audit row); anything unexpected is
     rolled back to the savepoint and recorded, so the claim still commits."""
     extra: dict[str, Any] = {"priority": cron.priority} if _CREATE_TAKES_PRIORITY else {}
+    if cron.webhook:
+        extra["webhook"] = cron.webhook  # refused at fire time if the allow-list changed since
     savepoint = transaction.savepoint()
     try:
         run = create_run(

@@ -39,6 +39,10 @@ class Cron(models.Model):
         Thread, null=True, blank=True, on_delete=models.CASCADE, related_name="crons"
     )
     multitask_strategy = models.CharField(max_length=16, default="reject")
+    # No tick after this fires; the schedule disables itself when its next tick would be later.
+    end_time = models.DateTimeField(null=True, blank=True)
+    # Each run it starts gets this run webhook (webhooks/), checked again at every fire.
+    webhook = models.CharField(max_length=2000, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     # Stored for run priority (DESIGN §6 seed fidelity); passed on once create_run takes it.
     priority = models.PositiveSmallIntegerField(default=3)

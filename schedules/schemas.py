@@ -56,11 +56,21 @@ class CronIn(BodyIn):
     multitask_strategy: MultitaskStrategy = Field(
         "reject", description="When the thread already has an active run at a tick."
     )
+    end_time: dt.datetime | None = Field(
+        None, description="No tick after this fires; then the schedule disables itself."
+    )
+    webhook: str | None = Field(
+        None,
+        max_length=2000,
+        description="Each run's webhook (as `webhook` on POST /runs); the tenant's HTTP "
+        "allow-list applies, now and at every fire.",
+    )
 
 
 class CronPatchIn(BodyIn):
     """Only the fields sent change. `version: null` follows the latest version again;
-    `thread_id: null` detaches the schedule from its thread."""
+    `thread_id: null` detaches the schedule from its thread; `end_time: null` and
+    `webhook: null` remove them."""
 
     graph: str | None = Field(None, min_length=1, max_length=100)
     version: int | None = Field(None, ge=1, le=2_147_483_647)
@@ -72,12 +82,14 @@ class CronPatchIn(BodyIn):
     metadata: dict[str, Any] | None = None
     priority: int | None = Field(None, ge=1, le=5)
     multitask_strategy: MultitaskStrategy | None = None
+    end_time: dt.datetime | None = None
+    webhook: str | None = Field(None, max_length=2000)
 
     def changes(self) -> dict[str, Any]:
         """What was sent; nulls only where null means something (version, thread_id)."""
         sent = self.model_dump(exclude_unset=True)
         for key in list(sent):
-            if sent[key] is None and key not in ("version", "thread_id"):
+            if sent[key] is None and key not in ("version", "thread_id", "end_time", "webhook"):
                 del sent[key]
         if "thread_id" in sent and sent["thread_id"] is not None:
             sent["thread_id"] = str(sent["thread_id"])
@@ -113,6 +125,8 @@ class CronOut(Schema):
     metadata: dict[str, Any]
     priority: int
     multitask_strategy: str
+    end_time: dt.datetime | None
+    webhook: str | None
     next_run_at: dt.datetime | None = Field(
         ..., description="The next tick (UTC); null when disabled."
     )
@@ -145,6 +159,10 @@ class CronOut(Schema):
     @staticmethod
     def resolve_last_run_id(obj: Cron) -> uuid.UUID | None:
         return obj.last_run.public_id if obj.last_run is not None else None
+
+    @staticmethod
+    def resolve_webhook(obj: Cron) -> str | None:
+        return obj.webhook or None
 
     @staticmethod
     def resolve_last_outcome(obj: Cron) -> str | None:

@@ -37,6 +37,8 @@ UPDATABLE = frozenset(
         "metadata",
         "priority",
         "multitask_strategy",
+        "end_time",
+        "webhook",
     }
 )
 
@@ -92,7 +94,7 @@ def _apply(cron: Cron, values: dict[str, Any], *, now: dt.datetime) -> None:
     """Check `values` (public field names) and set them on `cron`, recomputing `next_run_at`
     when the timing or the enabled flag changed."""
     tenant = cron.tenant
-    timing_before = (cron.schedule, cron.timezone, cron.enabled)
+    timing_before = (cron.schedule, cron.timezone, cron.enabled, cron.end_time)
     if "schedule" in values:
         try:
             cron.schedule = check_expression(values["schedule"])
@@ -132,6 +134,23 @@ def _apply(cron: Cron, values: dict[str, Any], *, now: dt.datetime) -> None:
         cron.graph_version = values["version"] or None
     if "enabled" in values:
         cron.enabled = bool(values["enabled"])
+    if "end_time" in values:
+        end_time = values["end_time"]
+        if end_time is not None and (
+            not isinstance(end_time, dt.datetime) or djtz.is_naive(end_time)
+        ):
+            raise field_error("end_time", "end_time must be a date-time with a UTC offset.")
+        if end_time is not None:
+            try:
+                end_time = end_time.astimezone(dt.UTC)
+            except OverflowError:
+                raise field_error("end_time", "end_time is out of range.") from None
+        cron.end_time = end_time
+    if "webhook" in values:
+        from webhooks.services import check_destination
+
+        webhook = values["webhook"]
+        cron.webhook = check_destination(tenant, webhook, field="webhook") if webhook else ""
     if values.keys() & {"graph", "version", "input"}:
         graph_row = get_graph(tenant, cron.graph_name, cron.graph_version)
         problems = validate_input(spec_for(graph_row), cron.input)
@@ -142,8 +161,16 @@ def _apply(cron: Cron, values: dict[str, Any], *, now: dt.datetime) -> None:
                 code="invalid_input",
                 details={**problems_to_details(problems), "field": "input"},
             )
-    if cron.pk is None or (cron.schedule, cron.timezone, cron.enabled) != timing_before:
+    timing = (cron.schedule, cron.timezone, cron.enabled, cron.end_time)
+    if cron.pk is None or timing != timing_before:
         cron.next_run_at = _first_tick(cron.schedule, cron.timezone, now) if cron.enabled else None
+        end, first = cron.end_time, cron.next_run_at
+        if end is not None and first is not None and first > end:
+            raise field_error(
+                "end_time",
+                f"end_time {end.isoformat()} is before the schedule's next tick "
+                f"({first.isoformat()}): it would never fire.",
+            )
 
 
 def create_cron(
@@ -159,14 +186,19 @@ def create_cron(
     metadata: dict[str, Any] | None = None,
     priority: int = 3,
     multitask_strategy: str = "reject",
+    end_time: dt.datetime | None = None,
+    webhook: str = "",
     by: str = "",
     now: dt.datetime | None = None,
 ) -> Cron:
     """Check and store a schedule; its `next_run_at` is its first tick after `now`.
 
+    `end_time`: no tick after it fires (422 when the first tick is already later); `webhook`:
+    each run's webhook, checked against the tenant's HTTP allow-list now and at every fire.
+
     Raises ValidationFailed (422, `details.field` names the field: schedule, timezone,
-    priority, input...), NotFound (graph, version, thread), Conflict (`too_many_schedules`
-    past the tenant's MAX_CRONS_PER_TENANT)."""
+    priority, input, end_time, webhook...), NotFound (graph, version, thread), Conflict
+    (`too_many_schedules` past the tenant's MAX_CRONS_PER_TENANT)."""
     now = now or djtz.now()
     cron = Cron(tenant=tenant, created_by=by[:200])
     _apply(
@@ -182,6 +214,8 @@ def create_cron(
             "metadata": metadata if metadata is not None else {},
             "priority": priority,
             "multitask_strategy": multitask_strategy,
+            "end_time": end_time,
+            "webhook": webhook,
         },
         now=now,
     )
@@ -204,8 +238,9 @@ def update_cron(
     cron: Cron, *, by: str = "", now: dt.datetime | None = None, **changes: Any
 ) -> Cron:
     """Change the fields in `changes` (names as in the API: graph, version, input, schedule,
-    timezone, thread_id, enabled, metadata, priority, multitask_strategy). Changing the timing
-    or enabling moves `next_run_at` to the first tick after now; disabling clears it.
+    timezone, thread_id, enabled, metadata, priority, multitask_strategy, end_time, webhook).
+    Changing the timing or the end, or enabling, moves `next_run_at` to the first tick after
+    now; disabling clears it.
 
     The row is locked while it changes, so a scheduler firing it at the same moment either
     fires the old tick first or sees the new `next_run_at` and does not fire."""

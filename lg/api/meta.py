@@ -24,7 +24,7 @@ def info(request: HttpRequest) -> Any:
         "langgraph_sdk_target": SDK_TARGET,
         "flags": {
             "assistants": True,
-            "crons": False,
+            "crons": True,
             "store": True,
             "langsmith": False,
             "strict_resume": True,

@@ -11,9 +11,9 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import reverse
 from ninja import Router
 
-from lg import runs, shapes, stream
+from lg import runs, shapes, stream, thread_stream, threads
 from lg.api.common import body, ident, reader, writer
-from lg.errors import NotImplementedYet, Refused
+from lg.errors import Refused
 from lg.models import RunOptions
 from runs import selectors, streams
 from runs.api.live import wait_until_settled
@@ -296,41 +296,10 @@ def cancel_runs(request: HttpRequest, action: str = "interrupt") -> Any:
 
 
 @router.get("/threads/{thread_id}/stream")
-def join_thread_stream(request: HttpRequest, thread_id: str) -> Any:
-    reader(request)
-    raise Refused("Thread streams are not supported; join a run's stream instead.")
-
-
-# --- crons (Runyard's schedules are being built; until then, a clear 501) ---------------------
-
-CRONS = "Crons are not available through /lg yet: Runyard's schedules are being built."
-
-
-@router.post("/runs/crons")
-def create_cron(request: HttpRequest) -> Any:
-    raise NotImplementedYet(CRONS)
-
-
-@router.post("/threads/{thread_id}/runs/crons")
-def create_thread_cron(request: HttpRequest, thread_id: str) -> Any:
-    raise NotImplementedYet(CRONS)
-
-
-@router.post("/runs/crons/search")
-def search_crons(request: HttpRequest) -> Any:
-    raise NotImplementedYet(CRONS)
-
-
-@router.post("/runs/crons/count")
-def count_crons(request: HttpRequest) -> Any:
-    raise NotImplementedYet(CRONS)
-
-
-@router.patch("/runs/crons/{cron_id}")
-def update_cron(request: HttpRequest, cron_id: str) -> Any:
-    raise NotImplementedYet(CRONS)
-
-
-@router.delete("/runs/crons/{cron_id}")
-def delete_cron(request: HttpRequest, cron_id: str) -> Any:
-    raise NotImplementedYet(CRONS)
+async def join_thread_stream(request: HttpRequest, thread_id: str) -> StreamingHttpResponse:
+    ctx = reader(request)
+    thread = await sync_to_async(threads.get_thread)(ctx.tenant, ident(thread_id))
+    modes = thread_stream.thread_modes([m for m in request.GET.getlist("stream_mode") if m])
+    return thread_stream.thread_stream_response(
+        ctx, thread, modes, request.headers.get("Last-Event-ID")
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from runs.services import create_graph_version
 from tenants.models import Role, Tenant
 from tenants.services import create_api_key
 from tests.e2e.processes import Platform, platform
+from tests.webhooks.conftest import Received, Receiver
 
 
 @pytest.fixture
@@ -102,3 +104,16 @@ def graphs(tenant: Tenant) -> dict[str, Any]:
         "chat": create_graph_version(tenant, chat_spec()),
         "review": create_graph_version(tenant, review_spec()),
     }
+
+
+def received(rec: Receiver, run_id: str, event: str, timeout: float = 20) -> Received:
+    """The webhook request the receiver got for `event` of run `run_id` (the worker sends it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with rec.lock:
+            for request in rec.requests:
+                body = request.json()
+                if body["run"]["id"] == run_id and body["event"] == event:
+                    return request
+        time.sleep(0.05)
+    raise AssertionError(f"no {event} for {run_id}: {[r.json()['event'] for r in rec.requests]}")

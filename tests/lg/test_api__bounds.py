@@ -168,6 +168,14 @@ FIELDS = st.sampled_from(
         "namespace_prefix",
         "if_exists",
         "on_disconnect",
+        "schedule",
+        "timezone",
+        "end_time",
+        "webhook",
+        "enabled",
+        "on_run_completed",
+        "durability",
+        "stream_subgraphs",
     ]
 )
 # Valid bodies of each kind with some fields replaced by anything, and anything at all.
@@ -178,6 +186,8 @@ VALID = [
     {"namespace": ["a", "b"], "key": "k", "value": {"v": 1}},
     {"values": {"log": "x"}, "as_node": "draft"},
     {"limit": 5, "offset": 0, "sort_by": "created_at", "sort_order": "asc"},
+    {"assistant_id": "chat", "schedule": "@daily", "input": {"question": "x"}},
+    {"schedule": "0 9 * * *", "end_time": "2099-01-01T00:00:00+01:00", "enabled": False},
     {},
 ]
 BODIES = (
@@ -204,7 +214,10 @@ def test_no_body_makes_a_500(client: Client, tenant: Tenant, body: Any, which: i
         create_graph_version(tenant, chat_spec())
         key = tenant._lg_key = key_for(tenant)  # type: ignore[attr-defined]
         tenant._lg_thread = call(client, "post", "/threads", key, {})[1]["thread_id"]  # type: ignore[attr-defined]
+        cron = {"assistant_id": "chat", "schedule": "@daily", "input": {"question": "x"}}
+        tenant._lg_cron = call(client, "post", "/runs/crons", key, cron)[1]["cron_id"]  # type: ignore[attr-defined]
     tid = tenant._lg_thread  # type: ignore[attr-defined]
+    cron_id = tenant._lg_cron  # type: ignore[attr-defined]
     routes = [
         ("post", "/assistants"),
         ("post", "/assistants/search"),
@@ -227,6 +240,11 @@ def test_no_body_makes_a_500(client: Client, tenant: Tenant, body: Any, which: i
         ("delete", "/store/items"),
         ("post", "/store/items/search"),
         ("post", "/store/namespaces"),
+        ("post", "/runs/crons"),
+        ("post", f"/threads/{tid}/runs/crons"),
+        ("post", "/runs/crons/search"),
+        ("post", "/runs/crons/count"),
+        ("patch", f"/runs/crons/{cron_id}"),
     ]
     method, path = routes[which % len(routes)]
     status, answer = call(client, method, path, key, body)
@@ -245,3 +263,38 @@ def test_a_refused_stream_or_wait_leaves_no_run(
         )
         assert status == 429 and "streams" in body["detail"], (path, body)
     assert not Run.objects.filter(tenant=tenant).exists()
+
+
+def test_hostile_cron_values_are_4xx(client: Client, key: str) -> None:
+    base = {"assistant_id": "chat", "input": {"question": "x"}}
+    for extra, words in [
+        ({"schedule": "* " * 200}, "schedule"),
+        ({"schedule": "@daily", "timezone": "Europe/" + "x" * 500}, "timezone"),
+        ({"schedule": "@daily", "end_time": "0001-01-01T00:00:00+01:00"}, "end_time"),
+        ({"schedule": "@daily", "end_time": "soon"}, "end_time"),
+        ({"schedule": "@daily", "end_time": 12}, "end_time"),
+        ({"schedule": "@daily", "webhook": ["http://127.0.0.1/"]}, "webhook"),
+        ({"schedule": "@daily", "webhook": "http://user:pw@127.0.0.1/"}, "webhook"),
+        ({"schedule": ["@daily"]}, "schedule"),
+        ({"schedule": "@daily", "enabled": "yes"}, "enabled"),
+        ({"schedule": "@daily", "on_run_completed": "keep"}, "on_run_completed"),
+        ({"schedule": "@daily", "stream_mode": "lifecycle"}, "stream_mode"),
+        ({"schedule": "@daily", "config": {"callbacks": []}}, "config"),
+    ]:
+        status, body = call(client, "post", "/runs/crons", key, {**base, **extra})
+        assert status == 422, (extra, body)
+        assert words in body["detail"], (extra, body)
+    for payload in (
+        {"sort_by": "schedule"},
+        {"select": "cron_id"},
+        {"select": ["secret"]},
+        {"limit": -1},
+        {"metadata": {"a b": 1}},
+        {"enabled": "no"},
+    ):
+        status, body = call(client, "post", "/runs/crons/search", key, payload)
+        assert status == 422, (payload, body)
+    status, body = call(client, "post", "/runs/crons/count", key, {"frobnicate": 1})
+    assert status == 422 and "Unknown" in body["detail"]
+    status, _ = call(client, "patch", "/runs/crons/" + "x" * 300, key, {"enabled": False})
+    assert status == 404

@@ -31,7 +31,7 @@ def test_ok_info_and_auth(tenant: Tenant, web_only: Platform) -> None:
     base = lg_url(web_only)
     assert httpx.get(base + "/ok").json() == {"ok": True}
     info = httpx.get(base + "/info").json()
-    assert info["flags"]["assistants"] is True and info["flags"]["crons"] is False
+    assert info["flags"]["assistants"] is True and info["flags"]["crons"] is True
 
     anonymous = get_sync_client(url=base, api_key=None)
     with pytest.raises(AuthenticationError) as missing:
@@ -219,8 +219,8 @@ def test_errors_are_detail_objects(tenant: Tenant, web_only: Platform) -> None:
         ("post", "/threads/search", {"status": "sleeping"}, 422),
         ("post", "/assistants/search", {"limit": -1}, 422),
         ("get", "/threads/not-a-uuid", None, 404),
-        ("post", "/runs/crons", {}, 501),
-        ("post", "/runs/crons/search", {}, 501),
+        ("post", "/runs/crons", {}, 422),
+        ("post", "/runs/crons/search", {"sort_by": "cron"}, 422),
     ]
     for method, path, payload, status in cases:
         kwargs: dict[str, Any] = {"headers": headers}

@@ -245,7 +245,6 @@ def test_multitask_cancel_batch_and_refusals(
 
     refused = {
         "interrupt_before": ["draft"],
-        "webhook": "https://example.com/hook",
         "after_seconds": 5,
     }
     for option, value in refused.items():

@@ -29,6 +29,8 @@ CRON_KEYS = {
     "metadata",
     "priority",
     "multitask_strategy",
+    "end_time",
+    "webhook",
     "next_run_at",
     "last_fired_at",
     "last_run_id",
