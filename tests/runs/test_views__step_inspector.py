@@ -306,7 +306,7 @@ def test_a_branch_node_opens_its_parallel_step(tenant: Any, member: Any, queue: 
     spec = chain_spec("fan", n=1)
     spec["nodes"]["n0"] = {"kind": "parallel", "branches": ["left", "right"]}
     spec["nodes"]["left"] = {"kind": "transform", "set": {"count": "1"}}
-    spec["nodes"]["right"] = {"kind": "transform", "set": {"count": "2"}}
+    spec["nodes"]["right"] = {"kind": "transform", "set": {"right": "2"}}
     create_graph_version(tenant, spec)
     run = create_run(tenant, graph="fan")
     queue.drain()

@@ -354,3 +354,13 @@ def test_valid_graph_with_every_kind_parses() -> None:
         "responses": ["r"],
     }
     assert check_spec(spec) == []
+
+
+def test_parallel_on_conflict_takes_fail_or_last_wins() -> None:
+    for value in ("fail", "last_wins"):
+        spec = chain(("p", {"kind": "parallel", "branches": ["b"], "on_conflict": value}))
+        spec["nodes"]["b"] = {"kind": "transform", "set": {"y": "1"}}
+        assert check_spec(spec) == []
+    spec = chain(("p", {"kind": "parallel", "branches": ["b"], "on_conflict": "first_wins"}))
+    spec["nodes"]["b"] = {"kind": "transform", "set": {"y": "1"}}
+    assert has(problems(spec), "nodes.p", "`on_conflict`", "first_wins")
