@@ -52,7 +52,8 @@ def test_artifacts_are_stored_through_storage_with_size_and_hash(tenant, queue) 
     assert _types(run).count("artifact.created") == 2
 
 
-def test_a_non_fatal_failure_resurrects_from_the_failed_node(tenant, queue) -> None:
+def test_a_non_fatal_failure_resurrects_from_the_failed_node(tenant, queue, settings) -> None:
+    settings.RUNYARD = {**settings.RUNYARD, "RESURRECTION_COOLDOWN_SECONDS": 0}
     FLAKY_CALLS.clear()
     create_graph_version(
         tenant,
@@ -90,6 +91,7 @@ def test_without_resurrections_the_run_fails_naming_the_node(tenant, queue) -> N
         {
             "name": "flaky",
             "start": "call",
+            "max_resurrections": 0,
             "nodes": {
                 "call": {"kind": "function", "function": "flaky_once"},
                 "done": {"kind": "end"},
