@@ -196,7 +196,7 @@ def test_a_cut_update_is_marked_while_the_diff_keeps_the_real_value(
 def test_a_failed_llm_step_shows_its_error_the_run_error_cause_and_what_it_sent(
     tenant: Any, member: Any, queue: Any
 ) -> None:
-    spec = chain_spec("flaky", n=1)
+    spec = chain_spec("flaky", n=1, max_resurrections=0)
     spec["nodes"]["n0"] = {
         "kind": "llm",
         "provider": "scripted",
