@@ -250,3 +250,36 @@ def test_a_run_cooling_down_cancels_at_once(
     assert run.status == RunStatus.CANCELLED
     tenant.refresh_from_db()
     assert (tenant.running_count, tenant.queued_count) == (0, 0)
+
+
+def test_a_child_run_waits_its_cooldown_inside_its_parents_step(
+    tenant: Tenant, queue: InlineQueue, settings: Any
+) -> None:
+    # Children are never dispatched: the parent's worker drives them, so it waits the
+    # cooldown itself (cancellably, its heartbeat running) before taking the child on again.
+    settings.RUNYARD = {**settings.RUNYARD, "RESURRECTION_COOLDOWN_SECONDS": 0.5}
+    RAISES.append(RuntimeError("the service fell over"))
+    create_graph_version(tenant, spec())
+    create_graph_version(
+        tenant,
+        {
+            "name": "outer",
+            "start": "call",
+            "max_resurrections": 0,
+            "nodes": {
+                "call": {"kind": "subgraph", "graph": "probe", "output": "child"},
+                "done": {"kind": "end"},
+            },
+            "edges": [{"from": "call", "to": "done"}],
+        },
+    )
+    run = create_run(tenant, graph="outer")
+    assert queue.drain() == ["succeeded"]
+    assert queue.delivered == [run.pk]  # the child never went to the broker
+    child = Run.objects.get(parent=run)
+    assert child.status == RunStatus.SUCCEEDED and child.resurrections == 1
+    (resurrected,) = events(child, "run.resurrected")
+    assert (resurrected["attempt"], resurrected["node"]) == (1, "call")
+    restarted = Event.objects.filter(run=child, type="run.started").order_by("-seq").first()
+    assert restarted is not None
+    assert restarted.created_at >= dt.datetime.fromisoformat(resurrected["not_before"])
