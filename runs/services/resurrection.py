@@ -49,7 +49,8 @@ def fatal_reason(err: dict[str, Any]) -> str | None:
     """Why the run error `err` must not be resurrected; None when it may be."""
     if err.get("fatal"):
         return "fatal error"
-    cause = err.get("cause") if isinstance(err.get("cause"), dict) else {}
+    raw_cause = err.get("cause")
+    cause: dict[str, Any] = raw_cause if isinstance(raw_cause, dict) else {}
     conf = settings.RUNYARD
     codes = [str(c) for c in (err.get("code"), cause.get("code")) if c]
     for pattern in conf.get("FATAL_ERROR_CODES") or ():

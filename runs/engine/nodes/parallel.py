@@ -253,22 +253,19 @@ class ParallelNode(NodeKind):
             for key in keys:
                 if reducers.get(key, "replace") == "replace":
                     writers.setdefault(key, []).append(branches[i])
-        # Keys come from node output (a function may return any key): shorten them for the
-        # stored error.
-        conflicts = [
-            {"key": key[:200], "branches": names}
-            for key, names in writers.items()
-            if len(names) > 1
-        ]
-        if not conflicts:
+        clashes = sorted((key, names) for key, names in writers.items() if len(names) > 1)
+        if not clashes:
             return
-        conflicts.sort(key=lambda c: c["key"])
-        shown = conflicts[:MAX_CONFLICTS_SHOWN]
+        # Keys come from node output (a function may return any key): shortened for the
+        # stored error.
+        shown = [
+            {"key": key[:200], "branches": names} for key, names in clashes[:MAX_CONFLICTS_SHOWN]
+        ]
         described = "; ".join(
             f"key {c['key']!r} written by branches {', '.join(map(repr, c['branches']))}"
             for c in shown
         )
-        more = len(conflicts) - len(shown)
+        more = len(clashes) - len(shown)
         if more:
             described += f"; and {more} more keys"
         raise NodeError(
