@@ -32,6 +32,14 @@ def env_bool(name: str, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def env_list(name: str, default: list[str]) -> list[str]:
+    """A comma-separated list; set but empty means an empty list."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return list(default)
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
 def env_float(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
 
@@ -278,6 +286,52 @@ RUNYARD: dict[str, Any] = {
     # so long runs cannot hold workers against other tenants.
     "SEGMENT_SECONDS": env_float("RUNYARD_SEGMENT_SECONDS", 300),
     "MAX_RECOVERIES": int(os.environ.get("RUNYARD_MAX_RECOVERIES", 3)),
+    # Resurrection (runs/services/resurrection.py): a run failing with a non-fatal error waits
+    # this long, queued, before it resumes at the failed node (the dispatcher skips it until
+    # then; no worker sleeps). An error is fatal (never resurrected) when the engine says so,
+    # when its code (or its cause's) matches one of FATAL_ERROR_CODES (fnmatch patterns), or
+    # when its message contains one of FATAL_ERROR_PATTERNS (case-insensitive substrings):
+    # credentials, permissions and quotas do not come back by trying again.
+    "RESURRECTION_COOLDOWN_SECONDS": env_float("RUNYARD_RESURRECTION_COOLDOWN_SECONDS", 2),
+    "FATAL_ERROR_CODES": env_list(
+        "RUNYARD_FATAL_ERROR_CODES",
+        [
+            "llm_auth",
+            "llm_config",
+            "llm_request",
+            "http_refused",
+            "function_error",
+            "expression_*",
+            "reducer_error",
+            "invalid_output",
+            "merge_conflict",
+            "approval_rejected",
+            "depth_exceeded",
+            "limit_exceeded.*",
+            "unauthorized",
+            "forbidden",
+            "permission_denied",
+            "quota_exceeded",
+        ],
+    ),
+    "FATAL_ERROR_PATTERNS": env_list(
+        "RUNYARD_FATAL_ERROR_PATTERNS",
+        [
+            "permission denied",
+            "access denied",
+            "unauthorized",
+            "unauthorised",
+            "forbidden",
+            "invalid api key",
+            "invalid_api_key",
+            "incorrect api key",
+            "invalid credentials",
+            "authentication failed",
+            "quota exceeded",
+            "insufficient_quota",
+            "exceeded your current quota",
+        ],
+    ),
     # A worker told to stop (SIGTERM) hands its runs back at the next step boundary; a step
     # still running this long after the signal is cancelled and runs again elsewhere.
     "DRAIN_GRACE_SECONDS": env_float("RUNYARD_DRAIN_GRACE_SECONDS", 20),

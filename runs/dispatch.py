@@ -20,6 +20,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Now
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -58,15 +59,21 @@ def in_flight() -> int:
 
 
 def dispatchable() -> QuerySet[Run]:
-    """Queued, not yet dispatched, and not behind an older active run of the same thread."""
+    """Queued, not yet dispatched, past its `not_before` (a resurrection's cooldown), and not
+    behind an older active run of the same thread."""
     older_on_thread = Run.objects.filter(
         thread_id=OuterRef("thread_id"), status__in=ACTIVE, id__lt=OuterRef("id")
     )
     # Child runs (subgraphs) are never dispatched: their parent's worker runs them inline,
     # inside the slot the root holds (runs/services/subgraphs.py).
-    return Run.objects.filter(
-        status=RunStatus.QUEUED, dispatched_at__isnull=True, root__isnull=True
-    ).filter(Q(thread__isnull=True) | ~Exists(older_on_thread))
+    # `not_before` is a filter on the run_dispatch_queue seek, not an index of its own: only
+    # runs cooling down have one, and those are few and short-lived. The database's clock
+    # (Now()), not a parameter: candidates() is compiled once per process (runs/sql.py).
+    return (
+        Run.objects.filter(status=RunStatus.QUEUED, dispatched_at__isnull=True, root__isnull=True)
+        .filter(Q(not_before__isnull=True) | Q(not_before__lte=Now()))
+        .filter(Q(thread__isnull=True) | ~Exists(older_on_thread))
+    )
 
 
 def candidates() -> QuerySet:

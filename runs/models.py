@@ -117,6 +117,9 @@ class Run(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     dispatched_at = models.DateTimeField(null=True, blank=True)
+    # A queued run is not dispatched before this time (a resurrection's cooldown); None: at
+    # once. Checked on the dispatcher's seek (run_dispatch_queue), not indexed itself.
+    not_before = models.DateTimeField(null=True, blank=True)
     claims = models.PositiveIntegerField(default=0)
     recoveries = models.PositiveIntegerField(default=0)
     resurrections = models.PositiveIntegerField(default=0)

@@ -185,7 +185,11 @@ class GraphSpecIn(BaseModel):
     nodes: Any = Field(None, description="Node name → node (`kind` and its fields).")
     edges: Any = Field(None, description="`{from, to, when?, on_error?}` in priority order.")
     max_steps: Any = Field(None, description="Steps a run may take (default 100).")
-    max_resurrections: Any = Field(None, description="Resumes after non-fatal failures.")
+    max_resurrections: Any = Field(
+        None,
+        description="Resumes at the failed node after non-fatal failures, each after a "
+        "cooldown; default and cap: the tenant's `max_resurrections` (default 3).",
+    )
     max_depth: Any = Field(None, description="Subgraph nesting bound (default 5).")
 
     def raw(self) -> dict[str, Any]:

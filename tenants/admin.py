@@ -144,6 +144,7 @@ class TenantAdmin(admin.ModelAdmin):
                     "max_wall_seconds",
                     "max_state_bytes",
                     "max_child_runs",
+                    "max_resurrections",
                 ]
             },
         ),

@@ -39,6 +39,9 @@ class Tenant(models.Model):
     # tree may start (subgraphs), each admitted through the tenant gate.
     max_state_bytes = models.PositiveBigIntegerField(null=True, blank=True, default=8 * 1024 * 1024)
     max_child_runs = models.PositiveIntegerField(null=True, blank=True, default=25)
+    # Resurrections of a run failing with a non-fatal error: the default for a graph whose
+    # spec does not say, and the most a spec may ask for (runs/services/resurrection.py).
+    max_resurrections = models.PositiveIntegerField(default=3)
     daily_token_budget = models.PositiveBigIntegerField(null=True, blank=True)
     monthly_token_budget = models.PositiveBigIntegerField(null=True, blank=True)
     daily_cost_budget_usd = models.DecimalField(

@@ -94,6 +94,9 @@ class LimitsOut(Schema):
     max_wall_seconds: int | None
     max_state_bytes: int | None
     max_child_runs: int | None
+    max_resurrections: int = Field(
+        ..., description="Resurrections per run: the default, and the most a spec may ask for."
+    )
     daily_token_budget: int | None
     monthly_token_budget: int | None
     daily_cost_budget_usd: float | None

@@ -50,6 +50,7 @@ LIMIT_FIELDS: tuple[str, ...] = (
     "max_wall_seconds",
     "max_state_bytes",
     "max_child_runs",
+    "max_resurrections",
     "daily_token_budget",
     "monthly_token_budget",
     "daily_cost_budget_usd",

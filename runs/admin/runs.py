@@ -103,6 +103,7 @@ class RunAdmin(admin.ModelAdmin):
                     "heartbeat_at",
                     "epoch",
                     "dispatched_at",
+                    "not_before",
                     "claims",
                     "recoveries",
                     "resurrections",

@@ -171,7 +171,9 @@ CONTROL_ERRORS = error_responses(400, 403, 404, 409)
     summary="Cancel a run",
     description=(
         "Queued, waiting and paused runs are cancelled at once; a running run becomes "
-        "`cancelling` and stops at its next safe point. Idempotent on cancelling and "
+        "`cancelling` and stops at its next safe point, unless its worker stopped "
+        "heartbeating (two heartbeat intervals) or its lease expired: then it is cancelled at "
+        "once and that worker is fenced out (`error.worker_lost`). Idempotent on cancelling and "
         "cancelled runs; a run that ended otherwise is a 409 `run_finished`. "
         "Needs the member role."
     ),

@@ -28,6 +28,7 @@ RUN_LEVEL_CODES = frozenset(
         "approval_rejected",
         "reducer_error",
         "invalid_output",
+        "merge_conflict",
     }
 )
 

@@ -34,7 +34,8 @@ class GraphSpec:
     defaults: dict
     input_schema: dict | None
     max_steps: int = DEFAULT_MAX_STEPS
-    max_resurrections: int = 0
+    #: None: the spec does not say; the runtime applies the tenant's (default 3).
+    max_resurrections: int | None = None
     max_depth: int = DEFAULT_MAX_DEPTH
     hash: str = ""
     # Per-spec caches (the executor's compiled plan); not part of the spec's identity.
@@ -97,7 +98,7 @@ def parse_spec(data: dict | str | bytes, *, stored: bool = False) -> GraphSpec:
         defaults={key: entry["default"] for key, entry in state.items() if "default" in entry},
         input_schema=raw.get("input_schema"),
         max_steps=raw.get("max_steps", DEFAULT_MAX_STEPS),
-        max_resurrections=raw.get("max_resurrections", 0),
+        max_resurrections=raw.get("max_resurrections"),
         max_depth=raw.get("max_depth", DEFAULT_MAX_DEPTH),
         hash=hashlib.sha256(text.encode("utf-8")).hexdigest(),
     )

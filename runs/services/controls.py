@@ -10,11 +10,14 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Max
+from django.utils import timezone
 
 from runs.events import append_events
 from runs.models import Control, ControlKind, Run, Step, Thread
+from runs.services.dbretry import retried
 from runs.services.errors import Conflict, NotFound, ValidationFailed
 from runs.services.graphs import spec_for
 from runs.services.lifecycle import error, finish, requeue, transition
@@ -23,6 +26,10 @@ from tenants import limits
 from tenants.models import Tenant
 
 CANCEL_ACTIONS = ("interrupt", "rollback")
+# A running run whose heartbeat is older than this many heartbeat intervals has lost its worker
+# (the watcher thread renews it every RUNYARD["HEARTBEAT_SECONDS"] while any step runs): a
+# cancel then ends it at once instead of waiting for a worker that will never look.
+STALE_HEARTBEATS = 2
 # Per-run limits count what the run already spent: continuing it would cross them again at
 # once. A fork from one of its steps starts with fresh counters instead.
 SPENT_LIMITS = frozenset(
@@ -70,12 +77,15 @@ def _finished_conflict(run: Run, what: str) -> Conflict:
     )
 
 
+@retried
 @transaction.atomic
 def cancel_run(
     run: Run, *, action: str = "interrupt", by: str = "", force: bool = False, reason: str = ""
 ) -> Run:
     """Cancel a run. Queued, waiting and paused runs end at once; a running run becomes
     `cancelling` and its worker stops at the next safe point (in-flight calls are aborted).
+    A running (or cancelling) run whose worker stopped heartbeating (`worker_lost`) ends at
+    once too, its epoch bumped so that worker, should it come back, writes nothing more.
 
     `force` ends any active run immediately and bumps the epoch, fencing its worker out.
     Idempotent on cancelling/cancelled runs; other finished runs raise Conflict.
@@ -85,16 +95,22 @@ def cancel_run(
             f"action must be one of {', '.join(CANCEL_ACTIONS)}.", details={"field": "action"}
         )
     run = _locked(run)
-    if run.status == RunStatus.CANCELLED or (run.status == RunStatus.CANCELLING and not force):
+    if run.status == RunStatus.CANCELLED:
+        return run
+    lost = worker_lost(run)
+    if run.status == RunStatus.CANCELLING and not (force or lost):
         return run
     if run.is_terminal:
         raise _finished_conflict(run, "cancelled")
+    if run.status == RunStatus.CANCELLING:
+        action = run.cancel_action or action  # the first request's rollback still applies
     message = f"Cancelled by {by or 'request'} ({action})" + (f": {reason}" if reason else "")
-    if force or run.status in (RunStatus.QUEUED, RunStatus.WAITING, RunStatus.PAUSED):
+    if force or lost or run.status in (RunStatus.QUEUED, RunStatus.WAITING, RunStatus.PAUSED):
+        extra: dict[str, Any] = {"worker_lost": lost} if lost and not force else {}
         finish(
             run,
             RunStatus.CANCELLED,
-            err=error("cancelled", message, forced=force),
+            err=error("cancelled", message, forced=force, **extra),
             cancel_action=action,
             epoch=F("epoch") + 1,
             pause_requested=False,
@@ -111,6 +127,31 @@ def cancel_run(
     return run
 
 
+def worker_lost(run: Run) -> dict[str, Any] | None:
+    """Evidence that the worker holding a running or cancelling run is gone: its heartbeat is
+    older than STALE_HEARTBEATS intervals, or its lease expired. None while it beats.
+
+    The API cannot know a worker is dead; a live worker beats every interval from its watcher
+    thread whatever its step does, so missing two beats means it is dead or cut off from the
+    database, and either way its later writes are fenced by the epoch a cancel bumps."""
+    if run.status not in (RunStatus.RUNNING, RunStatus.CANCELLING):
+        return None
+    now = timezone.now()
+    stale_after = STALE_HEARTBEATS * float(settings.RUNYARD["HEARTBEAT_SECONDS"])
+    beat, lease = run.heartbeat_at, run.lease_expires_at
+    silent = beat is not None and (now - beat).total_seconds() > stale_after
+    expired = lease is not None and lease < now
+    if not (silent or expired):
+        return None
+    return {
+        "lease_owner": run.lease_owner,
+        "heartbeat_at": beat.isoformat() if beat else None,
+        "lease_expires_at": lease.isoformat() if lease else None,
+        "stale_after_seconds": stale_after,
+    }
+
+
+@retried
 @transaction.atomic
 def pause_run(run: Run, *, by: str = "") -> Run:
     """Pause: at once unless running; a running run pauses at its next step boundary."""
@@ -127,6 +168,7 @@ def pause_run(run: Run, *, by: str = "") -> Run:
     return run
 
 
+@retried
 @transaction.atomic
 def resume_run(run: Run, *, by: str = "", interrupted: bool = False) -> Run:
     """Resume a paused run: back to waiting if it was waiting, else to the queue. With
@@ -153,6 +195,7 @@ def resume_run(run: Run, *, by: str = "", interrupted: bool = False) -> Run:
     return run
 
 
+@retried
 @transaction.atomic
 def retry_run(run: Run, *, by: str = "") -> Run:
     """Retry a failed run at the node that failed, with the state from before it (as a
@@ -252,6 +295,7 @@ def _wake_if_answered(run: Run) -> None:
         requeue(run, reason=f"{run.waiting_for['kind']}_answered", event="run.resumed")
 
 
+@retried
 @transaction.atomic
 def decide_approval(
     run: Run,
@@ -303,6 +347,7 @@ def decide_approval(
     return run
 
 
+@retried
 @transaction.atomic
 def submit_input(run: Run, value: Any, *, input_id: str | None = None, by: str = "") -> Run:
     """Answer the run's input request (the current one unless `input_id` names another)."""
@@ -329,6 +374,7 @@ def submit_input(run: Run, value: Any, *, input_id: str | None = None, by: str =
     return run
 
 
+@retried
 @transaction.atomic
 def add_guidance(run: Run, message: str, *, by: str = "") -> Run:
     """Append a message to the run's state (`guidance`) before its next node."""
@@ -343,6 +389,7 @@ def add_guidance(run: Run, message: str, *, by: str = "") -> Run:
     return run
 
 
+@retried
 @transaction.atomic
 def requeue_run(run: Run, *, by: str = "", reason: str = "") -> Run:
     """Operator: continue an interrupted (or stuck) run from its last checkpoint."""
@@ -364,6 +411,7 @@ def requeue_run(run: Run, *, by: str = "", reason: str = "") -> Run:
     return run
 
 
+@retried
 @transaction.atomic
 def mark_interrupted(
     run: Run,

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import ParamSpec, TypeVar
 
 from django.conf import settings
 from django.db import OperationalError, connection
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+P = ParamSpec("P")
 
 # Looked up here, so a test can run the retries on a virtual clock without patching the `time`
 # module for every other thread in the process.
@@ -68,3 +70,16 @@ def retry_transient(
             log.info("transient database error (%s); retry %d in %.2fs", exc, attempt, delay)
             sleep(delay)
     raise AssertionError("unreachable")
+
+
+def retried(fn: Callable[P, T]) -> Callable[P, T]:
+    """Decorate a service that opens its own transaction (`@transaction.atomic` under this):
+    a transient error (SQLite busy, a PostgreSQL serialization failure) runs it again, whole,
+    within retry_transient's bounds, instead of reaching the caller (an API's 503). Called
+    inside another transaction it runs once: the outer transaction is the one to retry."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        return retry_transient(lambda: fn(*args, **kwargs))
+
+    return wrapper

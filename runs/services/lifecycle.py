@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from decimal import Decimal
 from functools import partial
@@ -153,15 +154,21 @@ def requeue(
     reason: str,
     fence: dict[str, Any] | None = None,
     event: str = "run.queued",
+    not_before: dt.datetime | None = None,
     **updates: Any,
 ) -> Run:
-    """Put an active run back in the queue to continue from its last checkpoint."""
+    """Put an active run back in the queue to continue from its last checkpoint; with
+    `not_before`, the dispatcher leaves it queued until then (a resurrection's cooldown)."""
+    data = updates.pop("data", {})
+    if not_before is not None:
+        data = {**data, "not_before": not_before.isoformat()}
     transition(
         run,
         RunStatus.QUEUED,
-        events=[(event, {"reason": reason, **updates.pop("data", {})})],
+        events=[(event, {"reason": reason, **data})],
         fence=fence,
         dispatched_at=None,
+        not_before=not_before,
         lease_owner="",
         lease_expires_at=None,
         waiting_for=None,

@@ -18,6 +18,7 @@ from runs.engine import (
 )
 from runs.events import Fenced, append_events
 from runs.models import Control, ControlKind, Run
+from runs.services import resurrection
 from runs.services.dbretry import retry_transient
 from runs.services.lifecycle import (
     error,
@@ -123,10 +124,13 @@ class SegmentEndings(SegmentBase):
         self, result: StepResult, prev_state: dict[str, Any], prev_position: dict[str, Any] | None
     ) -> str:
         run, err = self.run, dict(result.run_error or {})
-        fatal = bool(err.get("fatal"))
-        if not fatal and run.resurrections < self.spec.max_resurrections:
+        most = resurrection.allowed(self.spec, run.tenant)
+        why = resurrection.fatal_reason(err)
+        if why is None and run.resurrections < most:
             # Resume at the failed node with the state from before it; step numbers go on.
+            # The run waits its cooldown queued: the dispatcher skips it until `not_before`.
             position = {**(prev_position or {}), "step": result.index}
+            attempt, cooldown = run.resurrections + 1, resurrection.cooldown_seconds()
             requeue(
                 run,
                 reason="resurrected",
@@ -134,10 +138,21 @@ class SegmentEndings(SegmentBase):
                 event="run.resurrected",
                 state=prev_state,
                 position=position,
-                resurrections=run.resurrections + 1,
-                data={"error": err, "attempt": run.resurrections + 1},
+                resurrections=attempt,
+                not_before=resurrection.not_before(cooldown),
+                data={
+                    "error": err,
+                    "attempt": attempt,
+                    "max": most,
+                    "node": position.get("node") or result.node,
+                    "cooldown_seconds": cooldown,
+                },
             )
             return "resurrected"
+        if why is not None and not err.get("fatal"):
+            err.update(fatal=True, fatal_reason=why)
+        elif why is None and most:
+            err["resurrections"] = {"attempts": run.resurrections, "max": most}
         finish(run, RunStatus.FAILED, fence={"epoch": self.epoch}, err=err)
         return "failed"
 

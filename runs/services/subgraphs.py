@@ -296,6 +296,13 @@ def _drive(
                 "waiting or pausing inside a subgraph is not supported.",
                 retryable=False,
             )
+        if child.status == RunStatus.QUEUED and child.not_before is not None:
+            # A resurrected child's cooldown: children are never dispatched, so its parent's
+            # step (in flight, heartbeat running) waits it out, cancellably.
+            wait = (child.not_before - timezone.now()).total_seconds()
+            if wait > 0 and token.wait(wait):
+                _stop_unstarted(child, token.reason or "cancelled")
+                raise RunCancelled(token.reason or "cancelled")
         claimed = _take_over(child)
         if claimed is None:
             continue  # it moved meanwhile: look again

@@ -9,6 +9,7 @@ import pytest
 
 from runs.models import Control, Run
 from tenants.models import Role, Tenant
+from tests.runs.busy import Clock, locked_runs_table, virtual_clock
 from tests.runs.conftest import InlineQueue, approval_spec, chain_spec
 from tests.runs.test_api__helpers import Api, error_of, key_client, session_client
 
@@ -295,3 +296,39 @@ def test_controls_on_an_unknown_run_are_404(alice: Api) -> None:
         response = alice.post(f"/runs/{uuid.uuid4()}/{path}", body)
         assert response.status_code == 404, path
         assert error_of(response)["code"] == "not_found"
+
+
+# --- a busy database -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    return virtual_clock(monkeypatch)
+
+
+@pytest.mark.parametrize("control", ["cancel", "pause"])
+def test_controls_on_a_busy_database_are_retried_not_503(
+    alice: Api, queue: InlineQueue, clock: Clock, control: str
+) -> None:
+    run = alice.post("/runs", {"graph": "chain"}).json()
+    with locked_runs_table(times=3) as failed:
+        response = alice.post(f"/runs/{run['id']}/{control}")
+    assert response.status_code == 200, response.content
+    assert len(failed) == 3 and len(clock.sleeps) == 3
+    assert response.json()["status"] == {"cancel": "cancelled", "pause": "paused"}[control]
+    if control == "pause":
+        with locked_runs_table(times=2):
+            resumed = alice.post(f"/runs/{run['id']}/resume")
+        assert resumed.status_code == 200 and resumed.json()["status"] == "queued"
+
+
+def test_a_database_busy_past_the_retry_bound_is_503_with_nothing_changed(
+    alice: Api, queue: InlineQueue, clock: Clock
+) -> None:
+    run = alice.post("/runs", {"graph": "chain"}).json()
+    with locked_runs_table(times=None):
+        response = alice.post(f"/runs/{run['id']}/cancel")
+    assert response.status_code == 503
+    assert response["Retry-After"] == "1"
+    assert error_of(response)["code"] == "unavailable"
+    assert alice.get(f"/runs/{run['id']}").json()["status"] == "queued"

@@ -261,7 +261,7 @@ def test_node_error_messages_with_a_nul_are_stored(
         raise ValueError("bad byte \x00 here")
 
     try:
-        spec = function_spec("nulerr")
+        spec = {**function_spec("nulerr"), "max_resurrections": 0}
         spec["nodes"]["f"]["function"] = "test_fn_nul_error"
         make_graph(tenant, spec)
         run = create_run(tenant, graph="nulerr")

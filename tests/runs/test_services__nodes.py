@@ -52,7 +52,8 @@ def test_artifacts_are_stored_through_storage_with_size_and_hash(tenant, queue) 
     assert _types(run).count("artifact.created") == 2
 
 
-def test_a_non_fatal_failure_resurrects_from_the_failed_node(tenant, queue) -> None:
+def test_a_non_fatal_failure_resurrects_from_the_failed_node(tenant, queue, settings) -> None:
+    settings.RUNYARD = {**settings.RUNYARD, "RESURRECTION_COOLDOWN_SECONDS": 0}
     FLAKY_CALLS.clear()
     create_graph_version(
         tenant,
@@ -90,6 +91,7 @@ def test_without_resurrections_the_run_fails_naming_the_node(tenant, queue) -> N
         {
             "name": "flaky",
             "start": "call",
+            "max_resurrections": 0,
             "nodes": {
                 "call": {"kind": "function", "function": "flaky_once"},
                 "done": {"kind": "end"},
@@ -102,6 +104,39 @@ def test_without_resurrections_the_run_fails_naming_the_node(tenant, queue) -> N
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED
     assert run.error["code"] == "node_failed" and "call" in run.error["message"]
+
+
+def test_parallel_branches_writing_one_replace_key_fail_the_run_with_merge_conflict(
+    tenant, queue
+) -> None:
+    create_graph_version(
+        tenant,
+        {
+            "name": "clash",
+            "start": "fan",
+            "max_resurrections": 3,  # fatal: never resurrected
+            "nodes": {
+                "fan": {"kind": "parallel", "branches": ["left", "right"]},
+                "left": {"kind": "transform", "set": {"answer": "'left'"}},
+                "right": {"kind": "transform", "set": {"answer": "'right'"}},
+                "done": {"kind": "end"},
+            },
+            "edges": [{"from": "fan", "to": "done"}],
+        },
+    )
+    run = create_run(tenant, graph="clash")
+    queue.drain()
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    assert run.resurrections == 0
+    assert run.error["code"] == "merge_conflict"
+    assert "'answer'" in run.error["message"] and "'left', 'right'" in run.error["message"]
+    step = Step.objects.get(run=run, node="fan")
+    assert step.status == "failed" and step.error["code"] == "merge_conflict"
+    assert step.error["details"]["key"] == "answer"
+    assert step.error["details"]["branches"] == ["left", "right"]
+    assert "answer" not in run.state
+    assert "run.resurrected" not in _types(run)
 
 
 def test_subgraph_runs_as_a_child_run_with_its_own_steps(tenant, queue) -> None:

@@ -196,7 +196,7 @@ def test_a_cut_update_is_marked_while_the_diff_keeps_the_real_value(
 def test_a_failed_llm_step_shows_its_error_the_run_error_cause_and_what_it_sent(
     tenant: Any, member: Any, queue: Any
 ) -> None:
-    spec = chain_spec("flaky", n=1)
+    spec = chain_spec("flaky", n=1, max_resurrections=0)
     spec["nodes"]["n0"] = {
         "kind": "llm",
         "provider": "scripted",
@@ -306,7 +306,7 @@ def test_a_branch_node_opens_its_parallel_step(tenant: Any, member: Any, queue: 
     spec = chain_spec("fan", n=1)
     spec["nodes"]["n0"] = {"kind": "parallel", "branches": ["left", "right"]}
     spec["nodes"]["left"] = {"kind": "transform", "set": {"count": "1"}}
-    spec["nodes"]["right"] = {"kind": "transform", "set": {"count": "2"}}
+    spec["nodes"]["right"] = {"kind": "transform", "set": {"right": "2"}}
     create_graph_version(tenant, spec)
     run = create_run(tenant, graph="fan")
     queue.drain()

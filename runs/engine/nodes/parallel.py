@@ -6,6 +6,11 @@ fails the node; `"collect"` waits for every branch and reports every failure. Wi
 set to a state key, `collect` instead succeeds with the successful branches merged and
 {branch: error} written to that key.
 
+Two branches writing one key whose reducer is `replace` would lose a result silently, so the
+node fails with `merge_conflict` (fatal: running it again conflicts again), naming each key and
+the branches that wrote it, unless the node says `on_conflict: "last_wins"` (the branch listed
+last wins). Reducers that combine (append, merge, add...) never conflict.
+
 The step's `update` lists the touched keys with their merged values (as if `replace`); each
 branch's own update is in its `branch.completed` event. Use the step's `state`: re-applying
 a parallel's `update` through `append`-like reducers would double it.
@@ -33,7 +38,11 @@ if TYPE_CHECKING:
     from ..speccheck import SpecCheck
 
 MODES = ("fail_fast", "collect")
+CONFLICT_MODES = ("fail", "last_wins")
 MAX_BRANCHES = 64
+# Conflicts named in a merge_conflict error: a hostile spec may have branches writing
+# thousands of keys, and the error is stored with the run.
+MAX_CONFLICTS_SHOWN = 20
 
 
 @register_kind
@@ -48,6 +57,12 @@ class ParallelNode(NodeKind):
                 doc="Nodes run concurrently on the same state; they take no edges.",
             ),
             Field("on_error", f.enum(*MODES), doc="Default `fail_fast`."),
+            Field(
+                "on_conflict",
+                f.enum(*CONFLICT_MODES),
+                doc="Branches writing one `replace` key: `fail` (default, `merge_conflict`) or "
+                "`last_wins`.",
+            ),
             Field(
                 "errors",
                 f.nullable(f.state_key()),
@@ -79,6 +94,11 @@ class ParallelNode(NodeKind):
                     check.add(where, f"branch {branch!r} is listed twice")
         if node.get("on_error", "fail_fast") not in MODES:
             check.add(where, f"`on_error` must be one of {MODES}, got {node.get('on_error')!r}")
+        if node.get("on_conflict", "fail") not in CONFLICT_MODES:
+            check.add(
+                where,
+                f"`on_conflict` must be one of {CONFLICT_MODES}, got {node.get('on_conflict')!r}",
+            )
         check.key(where, node, "errors", required=False)
         if "errors" in node and node.get("on_error") != "collect":
             check.add(where, "`errors` only applies with on_error: 'collect'")
@@ -239,6 +259,8 @@ class ParallelNode(NodeKind):
                     "failures": {branches[i]: failures[i].to_dict() for i in sorted(failures)}
                 },
             )
+        if nc.node.get("on_conflict", "fail") != "last_wins":
+            self._check_conflicts(nc, branches, results)
         updates: list[dict] = [u for i in sorted(results) for u in results[i].updates]
         if errors_key:
             updates.append(
@@ -250,3 +272,39 @@ class ParallelNode(NodeKind):
             state = apply_update(nc.spec, state, update)
             touched.update(dict.fromkeys(update))
         return Outcome({key: state[key] for key in touched}, state=state, updates=updates)
+
+    def _check_conflicts(
+        self, nc: NodeContext, branches: list[str], results: dict[int, Any]
+    ) -> None:
+        """Fail with `merge_conflict` when two branches wrote one `replace` key."""
+        reducers = nc.spec.reducers
+        writers: dict[str, list[str]] = {}
+        for i in sorted(results):
+            keys = {key for update in results[i].updates for key in update}
+            for key in keys:
+                if reducers.get(key, "replace") == "replace":
+                    writers.setdefault(key, []).append(branches[i])
+        clashes = sorted((key, names) for key, names in writers.items() if len(names) > 1)
+        if not clashes:
+            return
+        # Keys come from node output (a function may return any key): shortened for the
+        # stored error.
+        shown = [
+            {"key": key[:200], "branches": names} for key, names in clashes[:MAX_CONFLICTS_SHOWN]
+        ]
+        described = "; ".join(
+            f"key {c['key']!r} written by branches {', '.join(map(repr, c['branches']))}"
+            for c in shown
+        )
+        more = len(clashes) - len(shown)
+        if more:
+            described += f"; and {more} more keys"
+        raise NodeError(
+            "merge_conflict",
+            f"parallel node {nc.name!r}: branches wrote the same key under the 'replace' "
+            f"reducer ({described}); give the key a combining reducer, use distinct keys, or "
+            "set on_conflict: 'last_wins'",
+            retryable=False,
+            fatal=True,
+            details={"key": shown[0]["key"], "branches": shown[0]["branches"], "conflicts": shown},
+        )

@@ -174,3 +174,98 @@ def test_branch_artifacts_are_collected() -> None:
     }
     step = run_all(fanout({"only": branch}))[0]
     assert [(a.name, a.data) for a in step.artifacts] == [("b.txt", b"v=1")]
+
+
+def writes(**values: str) -> dict:
+    return {"kind": "transform", "set": values}
+
+
+def test_branches_writing_one_replace_key_fail_with_merge_conflict() -> None:
+    spec = fanout({"a": writes(label="'a'"), "b": writes(other="1"), "c": writes(label="'c'")})
+    results = run_all(spec)
+    last = results[-1]
+    assert last.node == "research" and last.status == "failed"
+    assert last.error["code"] == "merge_conflict"
+    assert last.error["details"]["key"] == "label"
+    assert last.error["details"]["branches"] == ["a", "c"]
+    assert "'label'" in last.error["message"] and "'a', 'c'" in last.error["message"]
+    assert last.run_error["code"] == "merge_conflict"
+    assert last.run_error["fatal"] is True
+    assert "'research'" in last.run_error["message"]
+    # Nothing of the branches reached the state.
+    assert "label" not in last.state and "other" not in last.state
+
+
+def test_every_conflicting_key_is_named() -> None:
+    spec = fanout({"a": writes(x="1", y="1"), "b": writes(x="2", y="2", z="2")})
+    last = run_all(spec)[-1]
+    conflicts = last.error["details"]["conflicts"]
+    assert conflicts == [
+        {"key": "x", "branches": ["a", "b"]},
+        {"key": "y", "branches": ["a", "b"]},
+    ]
+
+
+def test_even_equal_values_conflict() -> None:
+    # What a branch wrote depends on timing and inputs: equal today is no promise.
+    last = run_all(fanout({"a": writes(x="1"), "b": writes(x="1")}))[-1]
+    assert last.error["code"] == "merge_conflict"
+
+
+def test_last_wins_keeps_the_branch_listed_last() -> None:
+    spec = fanout({"a": writes(label="'a'"), "b": writes(label="'b'")}, on_conflict="last_wins")
+    results = run_all(spec)
+    assert results[-1].done
+    assert results[0].state["label"] == "b"
+
+
+def test_an_explicit_replace_reducer_conflicts_too() -> None:
+    spec = fanout({"a": writes(n="1"), "b": writes(n="2")}, on_conflict="fail")
+    spec["state"]["n"] = {"reducer": "replace", "default": 0}
+    assert run_all(spec)[-1].error["code"] == "merge_conflict"
+
+
+def test_combining_reducers_never_conflict() -> None:
+    spec = fanout(
+        {
+            "a": writes(findings="'a'", sources="{'a': 1}", total="1"),
+            "b": writes(findings="'b'", sources="{'b': 2}", total="2"),
+        }
+    )
+    spec["state"]["total"] = {"reducer": "add", "default": 0}
+    results = run_all(spec)
+    assert results[-1].done
+    state = results[0].state
+    assert state["findings"] == ["a", "b"]
+    assert state["sources"] == {"a": 1, "b": 2}
+    assert state["total"] == 3
+
+
+def test_a_merge_conflict_follows_an_on_error_edge() -> None:
+    spec = fanout({"a": writes(x="1"), "b": writes(x="2")})
+    spec["nodes"]["recover"] = writes(recovered="true")
+    spec["edges"] += [
+        {
+            "from": "research",
+            "to": "recover",
+            "on_error": True,
+            "when": "error.code == 'merge_conflict'",
+        },
+        {"from": "recover", "to": "done"},
+    ]
+    results = run_all(spec)
+    assert results[-1].done
+    assert results[-1].state["recovered"] is True
+
+
+def test_a_nested_parallel_conflicts_at_its_own_level() -> None:
+    spec = fanout(
+        {"inner": {"kind": "parallel", "branches": ["x", "y"], "on_conflict": "last_wins"}}
+    )
+    spec["nodes"]["outer_b"] = writes(v="'outer'")
+    spec["nodes"]["research"]["branches"].append("outer_b")
+    spec["nodes"]["x"] = writes(v="'x'")
+    spec["nodes"]["y"] = writes(v="'y'")
+    last = run_all(spec)[-1]
+    assert last.error["code"] == "merge_conflict"
+    assert last.error["details"]["branches"] == ["inner", "outer_b"]

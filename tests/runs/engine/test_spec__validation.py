@@ -385,3 +385,13 @@ def test_a_start_that_is_an_object_is_a_problem_not_an_error() -> None:
 
     spec = {"name": "g", "start": {"a": 1}, "nodes": {"done": {"kind": "end"}}}
     assert [p.where for p in check_spec(spec)] == ["start"]
+
+
+def test_parallel_on_conflict_takes_fail_or_last_wins() -> None:
+    for value in ("fail", "last_wins"):
+        spec = chain(("p", {"kind": "parallel", "branches": ["b"], "on_conflict": value}))
+        spec["nodes"]["b"] = {"kind": "transform", "set": {"y": "1"}}
+        assert check_spec(spec) == []
+    spec = chain(("p", {"kind": "parallel", "branches": ["b"], "on_conflict": "first_wins"}))
+    spec["nodes"]["b"] = {"kind": "transform", "set": {"y": "1"}}
+    assert has(problems(spec), "nodes.p", "`on_conflict`", "first_wins")
