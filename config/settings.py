@@ -95,6 +95,7 @@ INSTALLED_APPS = [
     "schedules",
     "observability",
     "webhooks",
+    "triggers",
     "lg",
 ]
 

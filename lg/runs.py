@@ -189,6 +189,7 @@ def start_run(
             from_checkpoint=from_checkpoint,
             metadata=payload.get("metadata") or {},
             by=ctx.actor_label,
+            created_by=ctx.principal,
         )
         options = RunOptions.objects.create(
             run=run, assistant_id=resolved.assistant_id, stream_mode=modes, kwargs=kwargs

@@ -15,6 +15,7 @@ from .speccheck import MAX_CODE_CHARS as MAX_CODE_CHARS  # re-exported: the spec
 from .speccheck import MAX_EXPRESSIONS as MAX_EXPRESSIONS
 from .speccheck import SpecCheck
 from .state import REDUCERS
+from .subscriptions import check_limits, check_triggers
 from .values import is_int, is_number
 
 NODE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,99}$")
@@ -33,6 +34,8 @@ TOP_FIELDS = frozenset(
         "max_resurrections",
         "max_depth",
         "metadata",
+        "limits",
+        "triggers",
     }
 )
 EDGE_FIELDS = frozenset({"from", "to", "when", "on_error", "description", "label"})
@@ -128,6 +131,8 @@ def _check_top(raw: dict, check: SpecCheck) -> None:
             f"`max_depth` may be at most {MAX_DEPTH_CEILING} (the platform's ceiling on "
             f"subgraph nesting), got {raw['max_depth']}",
         )
+    check_limits(raw, check)
+    check_triggers(raw, check)
     schema = raw.get("input_schema")
     if schema is not None:
         if not isinstance(schema, dict):

@@ -153,6 +153,7 @@ def graph_detail(request: HttpRequest, name: str) -> HttpResponse:
                     input=form.cleaned_data["input"],
                     metadata=form.cleaned_data["metadata"],
                     by=ctx.actor_label,
+                    created_by=ctx.principal,
                 )
             except ValidationFailed as exc:
                 problems = exc.details.get("problems") or []
