@@ -2,8 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.runs.conftest import InlineQueue, queue  # noqa: F401 - fixtures
-from tests.runs.conftest import chain_spec
+from tests.runs.conftest import InlineQueue, chain_spec, queue  # noqa: F401 - fixtures
 
 
 def echo_spec(name: str, n: int = 1, **extra: Any) -> dict[str, Any]:
