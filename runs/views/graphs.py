@@ -22,6 +22,7 @@ from runs.views.common import error_text, require_manage, require_write, tenant_
 from runs.views.pages import page
 from tenants.auth import TenantContext
 from tenants.limits import LimitExceeded
+from triggers import selectors as trigger_selectors
 
 RECENT_RUNS = 8
 
@@ -125,6 +126,8 @@ def graph_list(request: HttpRequest) -> HttpResponse:
         "runs/graph_list.html",
         {
             "cards": cards,
+            "triggers": trigger_selectors.triggers_of(ctx.tenant),
+            "received_events": trigger_selectors.recent_events(ctx.tenant),
             "form": form,
             "problems": problems,
             "show_upload": bool(problems or form.errors or request.GET.get("edit")),
