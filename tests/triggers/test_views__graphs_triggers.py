@@ -52,3 +52,20 @@ def test_another_tenants_triggers_and_events_never_show(
     assert "bob.only" not in html and "bob-evt" not in html
     assert "No graph subscribes to an event yet." in html and "No events received yet." in html
     assert "bob.only" in page_of(outsider)
+
+
+def test_operators_see_received_events_in_the_admin(
+    tenant: Tenant, staff: Any, queue: Any
+) -> None:
+    create_graph_version(tenant, echo_spec("on-order", triggers=[{"event": "order.created"}]))
+    received = receive_event(tenant, name="order.created", payload={"n": 1}, event_id="e-1")
+    staff.is_superuser = True
+    staff.save()
+    client = Client()
+    client.force_login(staff)
+    listing = client.get(reverse("admin:triggers_receivedevent_changelist"))
+    assert listing.status_code == 200 and "e-1" in listing.content.decode()
+    detail = client.get(
+        reverse("admin:triggers_receivedevent_change", args=[received.event.pk])
+    ).content.decode()
+    assert received.started[0]["run_id"] in detail
