@@ -87,6 +87,7 @@ COLLECTION_ENDPOINTS: list[tuple[str, str, Any]] = [
     ("POST", "/graphs/validate", chain_spec()),
     ("POST", "/threads", {}),
     ("GET", "/usage", None),
+    ("POST", "/events", {"name": "order.created", "payload": {}}),
 ]
 
 
