@@ -73,15 +73,16 @@ def dispatchable() -> QuerySet[Run]:
 
 
 def candidates() -> QuerySet:
-    """(tenant id, its next run, that run's graph slots) in fair order: fewest runs in flight
-    first, then the tenant served longest ago (round robin among equals). A tenant's next run
-    is its highest-priority, then oldest, dispatchable run whose graph has a free slot.
+    """(tenant id, its next run) in fair order: fewest runs in flight first, then the tenant
+    served longest ago (round robin among equals). A tenant's next run is its highest-priority,
+    then oldest, dispatchable run whose graph has a free slot.
 
     Per tenant, one seek into the partial index run_dispatch_queue (queued, undispatched root
     runs by (tenant, -priority, id)): its first entry is the one to go, and the thread and
     graph checks behind it are seeks in run_thread_status and the graph limits' primary key.
     Its cost follows the tenants and their queues, never the runs stored
-    (tests/runs/test_query_plans.py)."""
+    (tests/runs/test_query_plans.py); a tenant whose queue starts with many runs of a graph at
+    its cap makes the seek step over them."""
     graph_full = Q(graph_limit__max_concurrent_runs__isnull=False) & Q(
         graph_limit__running_count__gte=F("graph_limit__max_concurrent_runs")
     )
@@ -90,16 +91,14 @@ def candidates() -> QuerySet:
         .filter(tenant_id=OuterRef("pk"))
         .exclude(graph_full)
         .order_by("-priority", "id")
+        .values("id")[:1]
     )
     return (
         Tenant.objects.filter(running_count__lt=F("max_concurrent_runs"))
-        .annotate(
-            next_run=Subquery(next_up.values("id")[:1]),
-            next_limit=Subquery(next_up.values("graph_limit_id")[:1]),
-        )
+        .annotate(next_run=Subquery(next_up))
         .filter(next_run__isnull=False)
         .order_by("running_count", F("last_dispatched_at").asc(nulls_first=True), "id")
-        .values_list("id", "next_run", "next_limit")[:CANDIDATES]
+        .values_list("id", "next_run")[:CANDIDATES]
     )
 
 
@@ -132,20 +131,22 @@ def _dispatch_next(*, to_broker: bool, wait: bool = True) -> int | None:
         )
         if room <= 0:
             return None
-        for tenant_id, run_pk, limit_id in fetch_all(candidates):
-            if _take_slot(tenant_id, run_pk, limit_id):
+        for tenant_id, run_pk in fetch_all(candidates):
+            if _take_slot(tenant_id, run_pk):
                 if to_broker:
                     transaction.on_commit(partial(enqueue_run, run_pk))
                 return run_pk
     return None
 
 
-def _take_slot(tenant_id: int, run_pk: int, limit_id: int | None) -> bool:
-    """The tenant's slot, the graph's (`limit_id`, when the run has one), then the run: each a
-    guarded UPDATE, each undone when a later one finds it lost the race."""
+def _take_slot(tenant_id: int, run_pk: int) -> bool:
+    """The tenant's slot, the run's graph's, then the run: each a guarded UPDATE, each undone
+    when a later one finds it lost the race."""
     now = timezone.now()
     if not limits.acquire_run_slot(tenant_id, dispatched_at=now):
         return False
+    # Read for the chosen run only (a primary-key seek), not for every candidate tenant.
+    limit_id = Run.objects.filter(pk=run_pk).values_list("graph_limit_id", flat=True).first()
     if limit_id is not None and not limits.acquire_graph_slot(limit_id):
         limits.release_run_slot(tenant_id)
         return False

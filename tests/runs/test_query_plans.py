@@ -221,7 +221,7 @@ def test_executing_a_run_claims_and_commits_each_step_by_index(
     monkeypatch.setattr("runs.services.execute.close_old_connections", lambda: None)
     tenant = big.tenants[2]
     run = create_run(tenant, graph="chain")
-    assert dispatch._take_slot(tenant.pk, run.pk, run.graph_limit_id)
+    assert dispatch._take_slot(tenant.pk, run.pk)
     assert_index_backed(lambda: execute_run(run.pk))
     run.refresh_from_db()
     assert run.status == "succeeded" and run.steps >= 2
