@@ -54,9 +54,7 @@ def test_another_tenants_triggers_and_events_never_show(
     assert "bob.only" in page_of(outsider)
 
 
-def test_operators_see_received_events_in_the_admin(
-    tenant: Tenant, staff: Any, queue: Any
-) -> None:
+def test_operators_see_received_events_in_the_admin(tenant: Tenant, staff: Any, queue: Any) -> None:
     create_graph_version(tenant, echo_spec("on-order", triggers=[{"event": "order.created"}]))
     received = receive_event(tenant, name="order.created", payload={"n": 1}, event_id="e-1")
     staff.is_superuser = True
