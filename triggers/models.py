@@ -46,7 +46,8 @@ class ReceivedEvent(models.Model):
     # [{"run_id", "graph", "version"}] and [{"graph", "code", "message"}].
     started = models.JSONField(default=list, blank=True)
     refused = models.JSONField(default=list, blank=True)
-    received_at = models.DateTimeField(auto_now_add=True)
+    # Indexed for pruning (`prune_runs` deletes received events with the runs of their age).
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
         constraints = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,3 +111,21 @@ def _start(tenant: Tenant, sub: Subscription, received: ReceivedEvent, result: R
     result.started.append(
         {"run_id": str(run.public_id), "graph": sub.graph_name, "version": run.graph.version}
     )
+
+
+PRUNE_BATCH = 1000
+
+
+def prune_received_events(*, received_before: dt.datetime) -> int:
+    """Delete events received before the cutoff, in short batches; their ids no longer
+    deduplicate a redelivery (the window a sender may repeat an id in is the retention)."""
+    deleted = 0
+    while True:
+        ids = list(
+            ReceivedEvent.objects.filter(received_at__lt=received_before).values_list(
+                "id", flat=True
+            )[:PRUNE_BATCH]
+        )
+        if not ids:
+            return deleted
+        deleted += ReceivedEvent.objects.filter(id__in=ids).delete()[0]
