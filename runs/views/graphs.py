@@ -21,7 +21,9 @@ from runs.services import ServiceError, ValidationFailed
 from runs.views.common import error_text, require_manage, require_write, tenant_view
 from runs.views.pages import page
 from tenants.auth import TenantContext
+from runs.engine.subscriptions import spec_triggers
 from tenants.limits import LimitExceeded
+from tenants.models import GraphLimit
 from triggers import selectors as trigger_selectors
 
 RECENT_RUNS = 8
@@ -155,6 +157,7 @@ def graph_detail(request: HttpRequest, name: str) -> HttpResponse:
                     version=form.cleaned_data["version"],
                     input=form.cleaned_data["input"],
                     metadata=form.cleaned_data["metadata"],
+                    priority=form.cleaned_data["priority"],
                     by=ctx.actor_label,
                     created_by=ctx.principal,
                 )
@@ -198,6 +201,8 @@ def graph_detail(request: HttpRequest, name: str) -> HttpResponse:
             if graph.spec.get("input_schema")
             else "",
             "description": graph.spec.get("description", ""),
+            "graph_limit": GraphLimit.objects.filter(pk=graph.limit_id).first(),
+            "triggers": spec_triggers(graph.spec),
             "recent_runs": recent,
         },
         nav="graphs",

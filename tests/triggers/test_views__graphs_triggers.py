@@ -67,3 +67,27 @@ def test_operators_see_received_events_in_the_admin(tenant: Tenant, staff: Any, 
         reverse("admin:triggers_receivedevent_change", args=[received.event.pk])
     ).content.decode()
     assert received.started[0]["run_id"] in detail
+
+
+def test_a_graphs_page_shows_its_cap_and_triggers_and_starts_runs_with_a_priority(
+    tenant: Tenant, member: Any, queue: Any
+) -> None:
+    from runs.models import Run
+
+    create_graph_version(
+        tenant,
+        echo_spec("capped", limits={"max_concurrent_runs": 2}, triggers=[{"event": "go"}]),
+    )
+    create_graph_version(tenant, echo_spec("plain"))
+    client = Client()
+    client.force_login(member)
+    html = client.get(reverse("runs:graph", args=["capped"])).content.decode()
+    assert "At most 2 runs of this graph at once (0 now)" in html and "<code>go</code>" in html
+    assert "No per-graph cap" in client.get(reverse("runs:graph", args=["plain"])).content.decode()
+    response = client.post(
+        reverse("runs:graph", args=["capped"]),
+        {"version": "", "input": "{}", "metadata": "{}", "priority": "5"},
+    )
+    assert response.status_code == 302
+    run = Run.objects.get()
+    assert (run.priority, run.created_by) == (5, "user:alice@example.com")
