@@ -15,13 +15,13 @@ from django.urls import reverse
 
 from runs import selectors, services
 from runs.diagram import diagram_svg
+from runs.engine.subscriptions import spec_triggers
 from runs.forms import GraphUploadForm, StartRunForm
 from runs.models import Graph, Run
 from runs.services import ServiceError, ValidationFailed
 from runs.views.common import error_text, require_manage, require_write, tenant_view
 from runs.views.pages import page
 from tenants.auth import TenantContext
-from runs.engine.subscriptions import spec_triggers
 from tenants.limits import LimitExceeded
 from tenants.models import GraphLimit
 from triggers import selectors as trigger_selectors
