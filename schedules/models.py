@@ -40,7 +40,7 @@ class Cron(models.Model):
     )
     multitask_strategy = models.CharField(max_length=16, default="reject")
     metadata = models.JSONField(default=dict, blank=True)
-    # Stored for run priority (DESIGN §6 seed fidelity); passed on once create_run takes it.
+    # Each fire's run priority (1-5, higher first at dispatch).
     priority = models.PositiveSmallIntegerField(default=3)
     enabled = models.BooleanField(default=True)
     next_run_at = models.DateTimeField(null=True, blank=True)
