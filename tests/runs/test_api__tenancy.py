@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,9 +12,13 @@ import pytest
 
 from config.api import api
 from runs.models import Artifact, Checkpoint, Control, Graph, Run, Thread
+from schedules.models import Cron
+from schedules.services import create_cron
 from tenants.models import Role, Tenant
 from tests.runs.conftest import InlineQueue, approval_spec, chain_spec
 from tests.runs.test_api__helpers import Api, anonymous, error_of, key_client
+from webhooks.models import Subscription
+from webhooks.services import create_subscription
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -27,6 +32,8 @@ class World:
     thread: str
     checkpoint: str
     artifact: str
+    cron: str
+    webhook: str
 
 
 @pytest.fixture
@@ -46,12 +53,19 @@ def world(
     queue.drain()
     checkpoint = Checkpoint.objects.filter(thread__public_id=thread).first()
     assert checkpoint is not None
+    tenant.http_allowed_hosts = ["127.0.0.1"]
+    tenant.http_allow_private = True
+    tenant.save(update_fields=["http_allowed_hosts", "http_allow_private"])
+    cron = create_cron(tenant, graph="approve", schedule="@daily")
+    webhook = create_subscription(tenant, url="http://127.0.0.1:9/hook")
     return World(
         run=run,
         done=done,
         thread=thread,
         checkpoint=str(checkpoint.public_id),
         artifact=str(Artifact.objects.get().public_id),
+        cron=str(cron.public_id),
+        webhook=str(webhook.public_id),
     )
 
 
@@ -78,6 +92,13 @@ OBJECT_ENDPOINTS: list[tuple[str, str, Any]] = [
     ("POST", "/runs", {"graph": "approve"}),
     ("POST", "/runs", {"graph": "bobs", "thread_id": "{thread}"}),
     ("POST", "/runs", {"graph": "bobs", "from_checkpoint": "{checkpoint}"}),
+    ("GET", "/crons/{cron}", None),
+    ("PATCH", "/crons/{cron}", {"enabled": False}),
+    ("DELETE", "/crons/{cron}", None),
+    ("GET", "/webhooks/{webhook}", None),
+    ("GET", "/webhooks/{webhook}/deliveries", None),
+    ("PATCH", "/webhooks/{webhook}", {"enabled": False}),
+    ("DELETE", "/webhooks/{webhook}", None),
 ]
 # Operations that address no object (tenancy shows in what they list or create).
 COLLECTION_ENDPOINTS: list[tuple[str, str, Any]] = [
@@ -87,6 +108,11 @@ COLLECTION_ENDPOINTS: list[tuple[str, str, Any]] = [
     ("POST", "/graphs/validate", chain_spec()),
     ("POST", "/threads", {}),
     ("GET", "/usage", None),
+    ("GET", "/crons", None),
+    ("POST", "/crons", {"graph": "bobs", "schedule": "@daily"}),
+    ("GET", "/webhooks", None),
+    ("POST", "/webhooks", {"url": "http://127.0.0.1:9/bob"}),
+    ("POST", "/webhooks/secret", None),
     ("POST", "/events", {"name": "order.created", "payload": {}}),
 ]
 
@@ -103,6 +129,14 @@ def _fill(value: Any, world: World) -> Any:
 def _call(client: Api, method: str, path: str, body: Any) -> Any:
     if method == "GET":
         return client.client.get("/api/v1" + path, headers=client.headers)
+    if method in ("PATCH", "DELETE"):
+        return client.client.generic(
+            method,
+            "/api/v1" + path,
+            "" if body is None else json.dumps(body),
+            content_type="application/json",
+            headers=client.headers,
+        )
     return client.post(path, body)
 
 
@@ -124,6 +158,8 @@ def test_tenant_b_gets_404_for_tenant_a_objects(
     assert "gate" not in response.content.decode()  # nothing of Alice's run shows through
     assert (Run.objects.count(), Control.objects.count(), Thread.objects.count()) == before
     assert Run.objects.get(public_id=world.run).status == "waiting"
+    assert Cron.objects.get(public_id=world.cron).enabled  # untouched
+    assert Subscription.objects.get(public_id=world.webhook).enabled
 
 
 def test_tenant_b_lists_only_its_own_things(world: World, other_tenant: Tenant) -> None:
@@ -157,6 +193,9 @@ def test_every_operation_has_a_cross_tenant_test() -> None:
         "/runs/{run_id}/approvals/{approval_id}": "/runs/{run}/approvals/gate@1",
         "/runs/{run_id}/artifacts": "/runs/{done}/artifacts",
         "/runs/{run_id}/retry": "/runs/{done}/retry",
+        "/crons/{cron_id}": "/crons/{cron}",
+        "/webhooks/{webhook_id}": "/webhooks/{webhook}",
+        "/webhooks/{webhook_id}/deliveries": "/webhooks/{webhook}/deliveries",
     }
     for path, operations in schema["paths"].items():
         short = path.removeprefix("/api/v1")
@@ -217,7 +256,7 @@ def test_missing_or_bad_credentials_are_401(
     tenant: Tenant, method: str, path: str, body: Any, key: str | None
 ) -> None:
     key_client(tenant)  # a valid key exists; it is just not the one sent
-    ids = [str(uuid.uuid4()) for _ in range(5)]
+    ids = [str(uuid.uuid4()) for _ in range(7)]
     world = World(*ids)
     client = anonymous()
     if key is not None:
