@@ -35,6 +35,7 @@ from tenants.api import router as tenants_router
 from tenants.auth import api_auth, auth_refusal
 from tenants.limits import LimitExceeded
 from tenants.permissions import Forbidden
+from triggers.api import router as triggers_router
 from webhooks.api import router as webhooks_router
 
 log = logging.getLogger(__name__)
@@ -187,6 +188,7 @@ api.add_router("", runs_router)
 api.add_router("", tenants_router)
 api.add_router("", schedules_router)
 api.add_router("", webhooks_router)
+api.add_router("", triggers_router)
 
 
 def error_response(

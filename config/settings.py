@@ -103,6 +103,7 @@ INSTALLED_APPS = [
     "schedules",
     "observability",
     "webhooks",
+    "triggers",
     "lg",
 ]
 

@@ -202,6 +202,7 @@ def start_run(
             metadata=payload.get("metadata") or {},
             by=ctx.actor_label,
             webhook=payload.get("webhook") or "",
+            created_by=ctx.principal,
         )
         options = RunOptions.objects.create(
             run=run, assistant_id=resolved.assistant_id, stream_mode=modes, kwargs=kwargs

@@ -2,7 +2,10 @@
 
 Fair share: each free slot goes to the tenant with the fewest runs in flight, then to the one
 served longest ago (round robin among equals), each tenant capped by `max_concurrent_runs` (a
-guarded UPDATE in tenants/limits/).
+guarded UPDATE in tenants/limits/). Within a tenant the run that goes is the highest priority,
+then the oldest, among runs whose graph has a free slot (a spec's
+`limits.max_concurrent_runs`, another guarded UPDATE): a graph at its cap holds back its own
+runs only, never the tenant's other graphs.
 The whole cluster is capped too: runs wait here, in the database, rather than in the broker's
 FIFO queue, where one tenant's backlog would sit in front of everyone else's runs. The cap is
 `DISPATCH_CAPACITY` when set, else the workers of every qcluster seen lately on any machine
@@ -77,17 +80,29 @@ def dispatchable() -> QuerySet[Run]:
 
 
 def candidates() -> QuerySet:
-    """(tenant id, its oldest dispatchable run) in fair order: fewest runs in flight first,
-    then the tenant served longest ago (round robin among equals).
+    """(tenant id, its next run) in fair order: fewest runs in flight first, then the tenant
+    served longest ago (round robin among equals). A tenant's next run is its highest-priority,
+    then oldest, dispatchable run whose graph has a free slot.
 
     Per tenant, one seek into the partial index run_dispatch_queue (queued, undispatched root
-    runs by (tenant, id)): its first entry is the oldest, and the thread check behind it is a
-    seek in run_thread_status. Its cost follows the tenants and their queues, never the runs
-    stored (tests/runs/test_query_plans.py)."""
-    oldest = dispatchable().filter(tenant_id=OuterRef("pk")).order_by("id").values("id")[:1]
+    runs by (tenant, -priority, id)): its first entry is the one to go, and the thread and
+    graph checks behind it are seeks in run_thread_status and the graph limits' primary key.
+    Its cost follows the tenants and their queues, never the runs stored
+    (tests/runs/test_query_plans.py); a tenant whose queue starts with many runs of a graph at
+    its cap makes the seek step over them."""
+    graph_full = Q(graph_limit__max_concurrent_runs__isnull=False) & Q(
+        graph_limit__running_count__gte=F("graph_limit__max_concurrent_runs")
+    )
+    next_up = (
+        dispatchable()
+        .filter(tenant_id=OuterRef("pk"))
+        .exclude(graph_full)
+        .order_by("-priority", "id")
+        .values("id")[:1]
+    )
     return (
         Tenant.objects.filter(running_count__lt=F("max_concurrent_runs"))
-        .annotate(next_run=Subquery(oldest))
+        .annotate(next_run=Subquery(next_up))
         .filter(next_run__isnull=False)
         .order_by("running_count", F("last_dispatched_at").asc(nulls_first=True), "id")
         .values_list("id", "next_run")[:CANDIDATES]
@@ -132,8 +147,15 @@ def _dispatch_next(*, to_broker: bool, wait: bool = True) -> int | None:
 
 
 def _take_slot(tenant_id: int, run_pk: int) -> bool:
+    """The tenant's slot, the run's graph's, then the run: each a guarded UPDATE, each undone
+    when a later one finds it lost the race."""
     now = timezone.now()
     if not limits.acquire_run_slot(tenant_id, dispatched_at=now):
+        return False
+    # Read for the chosen run only (a primary-key seek), not for every candidate tenant.
+    limit_id = Run.objects.filter(pk=run_pk).values_list("graph_limit_id", flat=True).first()
+    if limit_id is not None and not limits.acquire_graph_slot(limit_id):
+        limits.release_run_slot(tenant_id)
         return False
     marked = guarded_update(
         Run,
@@ -143,6 +165,8 @@ def _take_slot(tenant_id: int, run_pk: int) -> bool:
     )
     if not marked:  # someone else dispatched or cancelled it meanwhile
         limits.release_run_slot(tenant_id)
+        if limit_id is not None:
+            limits.release_graph_slot(limit_id)
         return False
     return True
 

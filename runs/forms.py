@@ -53,6 +53,14 @@ class StartRunForm(forms.Form):
         help_text="Optional JSON object stored with the run.",
         widget=forms.Textarea(attrs={"rows": 2, "spellcheck": "false"}),
     )
+    priority = forms.TypedChoiceField(
+        coerce=int,
+        required=False,
+        empty_value=3,
+        initial=3,
+        choices=[(5, "5 (first)"), (4, "4"), (3, "3 (default)"), (2, "2"), (1, "1 (last)")],
+        help_text="Your queued runs start by priority, then age.",
+    )
 
     def __init__(self, *args: Any, versions: list[int], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -10,7 +10,7 @@ from django.db import models
 
 from runs.querysets import RunQuerySet, TenantScopedQuerySet
 from runs.status import TERMINAL, RunStatus
-from tenants.models import Tenant
+from tenants.models import GraphLimit, Tenant
 
 
 class Graph(models.Model):
@@ -24,6 +24,11 @@ class Graph(models.Model):
     hash = models.CharField(max_length=64)
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.CharField(max_length=200, blank=True)
+    # The graph's concurrency slots (shared by all its versions); set when the version is
+    # stored, so starting a run reads it from the cached version row.
+    limit = models.ForeignKey(
+        GraphLimit, null=True, blank=True, on_delete=models.SET_NULL, related_name="versions"
+    )
 
     objects = TenantScopedQuerySet.as_manager()
 
@@ -99,6 +104,23 @@ class Run(models.Model):
     wait_deadline = models.DateTimeField(null=True, blank=True, db_index=True)
     metadata = models.JSONField(default=dict, blank=True)
     multitask_strategy = models.CharField(max_length=16, default="reject")
+    # 1-5, higher first: the dispatcher orders a tenant's queued runs by priority, then age.
+    priority = models.PositiveSmallIntegerField(default=3, db_default=3)
+    # Who started the run: "user:<login>", "key:<api key name>", "cron:<id>",
+    # "trigger:<event name>", "run:<parent id>" (children); hooks and the audit log see it.
+    created_by = models.CharField(max_length=200, blank=True, default="", db_default="")
+    # The graph's concurrency slots, copied from the version at creation (no join to find
+    # them at dispatch). No constraint and no index: a lane row is deleted only with its
+    # tenant, whose runs go too, so a delete must not update (or scan) the runs table.
+    graph_limit = models.ForeignKey(
+        GraphLimit,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        related_name="+",
+    )
     cancel_action = models.CharField(max_length=16, blank=True)
     # Set by services for a running run; the worker acts on them at the next step boundary.
     pause_requested = models.BooleanField(default=False)
@@ -154,10 +176,11 @@ class Run(models.Model):
                 condition=models.Q(thread__isnull=False),
                 name="run_thread_created",
             ),
-            # The dispatcher's queue: each tenant's oldest undispatched root run is the first
-            # entry of its range (runs/dispatch.py); holds only queued runs, so it stays small.
+            # The dispatcher's queue: each tenant's highest-priority, then oldest, undispatched
+            # root run is the first entry of its range (runs/dispatch.py); holds only queued
+            # runs, so it stays small.
             models.Index(
-                fields=["tenant", "id"],
+                fields=["tenant", "-priority", "id"],
                 condition=models.Q(status="queued", dispatched_at__isnull=True, root__isnull=True),
                 name="run_dispatch_queue",
             ),

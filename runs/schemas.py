@@ -333,6 +333,13 @@ class RunIn(BodyIn):
     metadata: dict[str, Any] = Field(
         default_factory=dict, description="Your labels; filter lists with `metadata.<key>=`."
     )
+    priority: int = Field(
+        3,
+        ge=1,
+        le=5,
+        description="1-5, higher first: the tenant's queued runs start by priority, then age "
+        "(fairness across tenants is unchanged).",
+    )
     webhook: str | None = Field(
         None,
         min_length=1,
@@ -406,6 +413,12 @@ class RunOut(Schema):
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
     metadata: dict[str, Any]
+    priority: int = Field(..., description="1-5, higher first.")
+    created_by: str = Field(
+        ...,
+        description='Who started the run: "user:<login>", "key:<api key name>", '
+        '"cron:<schedule id>", "trigger:<event name>" or "run:<parent run id>".',
+    )
 
     @staticmethod
     def resolve_id(obj: Run) -> uuid.UUID:

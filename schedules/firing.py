@@ -17,7 +17,6 @@ consumes its tick: it is recorded on the schedule and in its fire history, never
 from __future__ import annotations
 
 import datetime as dt
-import inspect
 import logging
 from dataclasses import dataclass
 from functools import partial
@@ -40,8 +39,6 @@ log = logging.getLogger("schedules.firing")
 
 # Schedules fired per pass at most; the rest wait for the next pass (the scheduler ticks often).
 BATCH = 100
-# Run priority is stored on schedules now and handed to create_run once it takes it.
-_CREATE_TAKES_PRIORITY = "priority" in inspect.signature(create_run).parameters
 
 
 @dataclass
@@ -136,9 +133,8 @@ def _start_run(cron: Cron, tick: dt.datetime) -> tuple[Run | None, str, dict[str
     """Start the schedule's run through the same service (and tenant gate) as `POST /runs`.
     A refusal keeps what the service recorded (a hook's audit row); anything unexpected is
     rolled back to the savepoint and recorded, so the claim still commits."""
-    extra: dict[str, Any] = {"priority": cron.priority} if _CREATE_TAKES_PRIORITY else {}
-    if cron.webhook:
-        extra["webhook"] = cron.webhook  # refused at fire time if the allow-list changed since
+    # Refused at fire time if the tenant's allow-list changed since.
+    extra: dict[str, Any] = {"webhook": cron.webhook} if cron.webhook else {}
     savepoint = transaction.savepoint()
     try:
         run = create_run(
@@ -150,6 +146,7 @@ def _start_run(cron: Cron, tick: dt.datetime) -> tuple[Run | None, str, dict[str
             multitask_strategy=cron.multitask_strategy,
             metadata={**cron.metadata, "cron_id": str(cron.public_id)},
             by=f"cron:{cron.public_id}",
+            priority=cron.priority,
             **extra,
         )
     except (ServiceError, LimitExceeded) as exc:

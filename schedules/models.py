@@ -44,7 +44,7 @@ class Cron(models.Model):
     # Each run it starts gets this run webhook (webhooks/), checked again at every fire.
     webhook = models.CharField(max_length=2000, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
-    # Stored for run priority (DESIGN §6 seed fidelity); passed on once create_run takes it.
+    # Each fire's run priority (1-5, higher first at dispatch).
     priority = models.PositiveSmallIntegerField(default=3)
     enabled = models.BooleanField(default=True)
     next_run_at = models.DateTimeField(null=True, blank=True)

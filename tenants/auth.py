@@ -61,6 +61,16 @@ class TenantContext:
         return self.has_role(Role.ADMIN)
 
     @property
+    def principal(self) -> str:
+        """Who starts a run, as runs record it (`created_by`): "key:<api key name>" or
+        "user:<login>"."""
+        if self.api_key is not None:
+            return f"key:{self.api_key.name or self.api_key.prefix}"
+        if self.user is not None:
+            return f"user:{self.user.get_username()}"
+        return "anonymous"
+
+    @property
     def actor_label(self) -> str:
         if self.api_key is not None:
             return f"api_key:{self.api_key.prefix}"

@@ -197,6 +197,29 @@ class AuditLog(models.Model):
         return f"{self.action} {self.target_type}:{self.target_id} by {self.actor_label}"
 
 
+class GraphLimit(models.Model):
+    """One graph's concurrency slots within its tenant (every version of the graph shares it).
+
+    `max_concurrent_runs` is the latest version's `limits.max_concurrent_runs` (None: only the
+    tenant's own cap applies). `running_count` counts the graph's runs holding a slot whether
+    or not a cap is set, so a cap added by a new version is right at once; it changes only
+    through guarded UPDATEs in tenants/limits/graphs.py, like the tenant's own counters.
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="graph_limits")
+    graph_name = models.CharField(max_length=100)
+    max_concurrent_runs = models.PositiveIntegerField(null=True, blank=True)
+    running_count = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "graph_name"], name="uniq_graph_limit")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}:{self.graph_name}"
+
+
 class DispatchGate(models.Model):
     """One row that every dispatcher locks (a guarded UPDATE) before it compares the runs in
     flight with the cluster's capacity and takes a slot: dispatchers on any machine then

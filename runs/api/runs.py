@@ -97,6 +97,8 @@ def create_run(
         by=ctx.actor_label,
         webhook=payload.webhook or "",
         webhook_include_state=payload.webhook_include_state,
+        priority=payload.priority,
+        created_by=ctx.principal,
     )
     # A replayed idempotent request gets the run an earlier request created.
     return Status(201 if run.created_at >= started else 200, _current(ctx.tenant, run))

@@ -12,6 +12,7 @@ from . import fields as f
 from .fields import Field, Table
 from .nodes.subgraph import MAX_DEPTH_CEILING
 from .state import REDUCERS
+from .subscriptions import EVENT_NAME, MAX_CONCURRENCY, MAX_TRIGGER_INPUT_KEYS, MAX_TRIGGERS
 
 # What one spec may hold, so validating the largest spec (MAX_SPEC_BYTES, 1 MB) costs well
 # under a second of the web process's CPU (see validation.py).
@@ -71,12 +72,48 @@ TOP = Table(
         Field(
             "max_resurrections",
             f.integer(minimum=0),
-            doc="Resumes after non-fatal failures (default 0).",
+            doc="Resumes after non-fatal failures (default: the tenant's, 3; capped by it).",
         ),
         Field(
             "max_depth",
             f.integer(minimum=1, maximum=MAX_DEPTH_CEILING),
             doc=f"Subgraph nesting bound (default 5, at most {MAX_DEPTH_CEILING}).",
+        ),
+        Field(
+            "limits",
+            f.nullable(
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "max_concurrent_runs": f.integer(minimum=1, maximum=MAX_CONCURRENCY)
+                    },
+                }
+            ),
+            doc="Per-graph limits within the tenant's own: `max_concurrent_runs`.",
+        ),
+        Field(
+            "triggers",
+            f.nullable(
+                f.array(
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["event"],
+                        "properties": {
+                            "event": f.string(pattern=EVENT_NAME.pattern),
+                            "input": {
+                                "type": "object",
+                                "maxProperties": MAX_TRIGGER_INPUT_KEYS,
+                                "additionalProperties": f.expression(),
+                            },
+                            "description": f.any_json(),
+                        },
+                    },
+                    max_items=MAX_TRIGGERS,
+                )
+            ),
+            doc="Events (`POST /events`) that start a run of this graph's latest version.",
         ),
     )
 )

@@ -18,6 +18,7 @@ from .specfields import MAX_EDGES as MAX_EDGES  # re-exported: the spec bounds
 from .specfields import MAX_NODES as MAX_NODES
 from .specfields import NODE_NAME as NODE_NAME
 from .state import REDUCERS
+from .subscriptions import check_limits, check_triggers
 from .values import is_int, is_number
 
 # Field names come from the field tables (specfields.py, each kind's `field_table`), which
@@ -123,6 +124,8 @@ def _check_top(raw: dict, check: SpecCheck) -> None:
             f"`max_depth` may be at most {MAX_DEPTH_CEILING} (the platform's ceiling on "
             f"subgraph nesting), got {raw['max_depth']}",
         )
+    check_limits(raw, check)
+    check_triggers(raw, check)
     schema = raw.get("input_schema")
     if schema is not None:
         if not isinstance(schema, dict):

@@ -17,12 +17,15 @@ from runs.models import Checkpoint, Graph, Run, Thread
 from runs.services.dbretry import retry_transient
 from runs.services.errors import BlockedByHook, Conflict, NotFound, ValidationFailed
 from runs.services.graphs import get_graph, problems_to_details, spec_for
+from runs.services.lifecycle import audit_run
 from runs.sql import insert_instance
 from runs.status import RunStatus
 from tenants import limits
 from tenants.models import AuditLog, Tenant
 
 STRATEGIES = ("reject", "interrupt", "rollback", "enqueue")
+PRIORITIES = range(1, 6)  # 1-5, higher first
+DEFAULT_PRIORITY = 3
 
 
 def _body_hash(request: dict[str, Any]) -> str:
@@ -67,6 +70,8 @@ def create_run(
     parent: Run | None = None,
     webhook: str = "",
     webhook_include_state: bool = True,
+    priority: int = DEFAULT_PRIORITY,
+    created_by: str = "",
 ) -> Run:
     """Validate and admit a new run, write it `queued` with its event, dispatch on commit.
 
@@ -81,12 +86,23 @@ def create_run(
 
     `webhook`: a URL told of the run's events (webhooks/), checked against the tenant's HTTP
     allow-list and private-address rule (422 `webhook_refused`).
+
+    `priority` (1-5, higher first) orders the tenant's queued runs at dispatch. `created_by`
+    says who started the run ("user:<login>", "key:<name>", "cron:<id>", "trigger:<event>";
+    default `by`): stored on the run, shown to pre_run hooks in the request as `created_by`,
+    and the actor of the run's audit rows.
     """
     input = input if input is not None else {}
     if not isinstance(input, dict):
         raise ValidationFailed("Run input must be a JSON object.", details={"field": "input"})
     _ensure_storable(input, "input")
     _ensure_storable(metadata, "metadata")
+    if type(priority) is not int or priority not in PRIORITIES:
+        raise ValidationFailed(
+            f"priority must be an integer from 1 to 5 (higher first), got {priority!r}.",
+            details={"field": "priority"},
+        )
+    created_by = (created_by or by)[:200]
     if multitask_strategy not in STRATEGIES:
         raise ValidationFailed(
             f"multitask_strategy must be one of {', '.join(STRATEGIES)}.",
@@ -101,6 +117,8 @@ def create_run(
         "from_checkpoint": from_checkpoint,
         "metadata": metadata or {},
     }
+    if priority != DEFAULT_PRIORITY:  # in the idempotency hash only when given
+        request["priority"] = priority
     if webhook:
         from webhooks.services import check_destination
 
@@ -137,11 +155,11 @@ def create_run(
             code="invalid_input",
             details=problems_to_details(problems),
         )
-    refusal = hooks.refusal_for(tenant, request)
+    refusal = hooks.refusal_for(tenant, {**request, "priority": priority, "created_by": created_by})
     if refusal:
         AuditLog.objects.create(
             tenant=tenant,
-            actor_label=by or "api",
+            actor_label=created_by or "api",
             action="run.blocked_by_hook",
             target_type="graph",
             target_id=f"{graph_row.name}@{graph_row.version}",
@@ -153,7 +171,16 @@ def create_run(
     def write() -> Run:
         with transaction.atomic():
             return _admit_and_write(
-                tenant, graph_row, request, body_hash, idempotency_key, checkpoint, by, parent
+                tenant,
+                graph_row,
+                request,
+                body_hash,
+                idempotency_key,
+                checkpoint,
+                by,
+                parent,
+                priority=priority,
+                created_by=created_by,
             )
 
     try:
@@ -254,6 +281,9 @@ def _admit_and_write(
     checkpoint: Checkpoint | None,
     by: str,
     parent: Run | None,
+    *,
+    priority: int,
+    created_by: str,
 ) -> Run:
     from runs.dispatch import dispatch_on_commit
     from runs.services.controls import cancel_run
@@ -289,6 +319,9 @@ def _admit_and_write(
         input=request["input"],
         metadata=request["metadata"],
         multitask_strategy=request["multitask_strategy"],
+        priority=priority,
+        created_by=created_by,
+        graph_limit_id=graph_row.limit_id,
         holds_queue_slot=True,
         idempotency_key=idempotency_key,
         idempotency_hash=body_hash if idempotency_key else "",
@@ -301,6 +334,7 @@ def _admit_and_write(
     insert_instance(run)
     run.tenant = tenant
     append_events(run, [("run.queued", {"graph": graph_row.name, "version": graph_row.version})])
+    audit_run(run, "run.created", graph=graph_row)
     if request.get("webhook"):
         from webhooks.services import attach_to_run
 

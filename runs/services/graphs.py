@@ -12,9 +12,12 @@ from django.db.models import Max
 
 from runs.engine import GraphSpec, SpecError, parse_spec
 from runs.engine.nodes.subgraph import MAX_DEPTH_CEILING
+from runs.engine.subscriptions import spec_concurrency, spec_triggers
 from runs.models import Graph
 from runs.services.errors import NotFound, ValidationFailed
+from tenants import limits
 from tenants.models import Tenant
+from triggers.subscriptions import subscribe_version
 
 GRAPH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 RESERVED_NAMES = frozenset({"validate"})  # POST /graphs/validate owns that path
@@ -80,6 +83,8 @@ def create_graph_version(tenant: Tenant, data: Any, *, by: str = "") -> Graph:
         version = (latest.version if latest else 0) + 1
         try:
             with transaction.atomic():
+                # The newest version's limits and triggers are the graph's.
+                slots = limits.graph_limit_for(tenant.pk, spec.name, cap=spec_concurrency(spec.raw))
                 graph = Graph.objects.create(
                     tenant=tenant,
                     name=spec.name,
@@ -87,7 +92,9 @@ def create_graph_version(tenant: Tenant, data: Any, *, by: str = "") -> Graph:
                     spec=spec.raw,
                     hash=spec.hash,
                     created_by=by,
+                    limit=slots,
                 )
+                subscribe_version(graph, spec_triggers(spec.raw))
         except IntegrityError:
             continue  # another request took this version number; take the next one
         _SPECS[spec.hash] = spec

@@ -19,6 +19,7 @@ from runs.services.errors import InvalidTransition
 from runs.sql import guarded_update
 from runs.status import TERMINAL, RunStatus, can_transition
 from tenants import limits
+from tenants.models import AuditLog
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,29 @@ WEBHOOK_STATUSES = frozenset(
 
 
 def release_run_slot(run: Run) -> None:
-    """Give back the run's concurrency slot exactly once (a guarded flag flip)."""
+    """Give back the run's concurrency slots (its tenant's and its graph's) exactly once (a
+    guarded flag flip)."""
     if guarded_update(Run, run.pk, where={"holds_slot": True}, sets={"holds_slot": False}):
         limits.release_run_slot(run.tenant_id)
+        if run.graph_limit_id is not None:
+            limits.release_graph_slot(run.graph_limit_id)
     run.holds_slot = False
+
+
+def audit_run(run: Run, action: str, *, graph: Any = None, **data: Any) -> None:
+    """The run's audit row (its creation or its end): one INSERT in the caller's transaction,
+    the actor being whoever started the run."""
+    if graph is not None:
+        data = {"graph": graph.name, "version": graph.version, **data}
+    AuditLog.objects.create(
+        tenant_id=run.tenant_id,
+        actor_label=run.created_by,
+        action=action,
+        target_type="run",
+        target_id=str(run.public_id),
+        status_after=run.status,
+        data={"priority": run.priority, **data},
+    )
 
 
 def release_queue_slot(run: Run) -> None:
@@ -126,6 +146,7 @@ def finish(
     )
     if run.thread_id:
         sync_thread_state(run)
+    audit_run(run, "run.ended", **({"error": err.get("code")} if err else {}))
     transaction.on_commit(partial(_notify_finished, run.pk))
     observe.run_finished(run, to)
     return run

@@ -41,7 +41,7 @@ from runs.models import Graph, Run
 from runs.services.claim import claim_run, worker_id
 from runs.services.dbretry import retry_transient
 from runs.services.graphs import get_graph, spec_for
-from runs.services.lifecycle import error, fail_unexpected, finish, requeue
+from runs.services.lifecycle import audit_run, error, fail_unexpected, finish, requeue
 from runs.services.trees import take_child_slot
 from runs.sql import guarded_update
 from runs.status import TERMINAL, RunStatus
@@ -232,6 +232,8 @@ def _start_child(
                 input=data,
                 metadata={"parent_run": str(parent.public_id)},
                 dispatched_at=timezone.now(),
+                priority=parent.priority,
+                created_by=f"run:{parent.public_id}",
             )
             child.tenant = parent.tenant
             append_events(
@@ -247,6 +249,7 @@ def _start_child(
                     )
                 ],
             )
+            audit_run(child, "run.created", graph=graph)
             return child
 
     try:

@@ -15,6 +15,7 @@ from django.urls import reverse
 
 from runs import selectors, services
 from runs.diagram import diagram_svg
+from runs.engine.subscriptions import spec_triggers
 from runs.forms import GraphUploadForm, StartRunForm
 from runs.models import Graph, Run
 from runs.services import ServiceError, ValidationFailed
@@ -22,6 +23,8 @@ from runs.views.common import error_text, require_manage, require_write, tenant_
 from runs.views.pages import page
 from tenants.auth import TenantContext
 from tenants.limits import LimitExceeded
+from tenants.models import GraphLimit
+from triggers import selectors as trigger_selectors
 
 RECENT_RUNS = 8
 
@@ -125,6 +128,8 @@ def graph_list(request: HttpRequest) -> HttpResponse:
         "runs/graph_list.html",
         {
             "cards": cards,
+            "triggers": trigger_selectors.triggers_of(ctx.tenant),
+            "received_events": trigger_selectors.recent_events(ctx.tenant),
             "form": form,
             "problems": problems,
             "show_upload": bool(problems or form.errors or request.GET.get("edit")),
@@ -152,7 +157,9 @@ def graph_detail(request: HttpRequest, name: str) -> HttpResponse:
                     version=form.cleaned_data["version"],
                     input=form.cleaned_data["input"],
                     metadata=form.cleaned_data["metadata"],
+                    priority=form.cleaned_data["priority"],
                     by=ctx.actor_label,
+                    created_by=ctx.principal,
                 )
             except ValidationFailed as exc:
                 problems = exc.details.get("problems") or []
@@ -194,6 +201,8 @@ def graph_detail(request: HttpRequest, name: str) -> HttpResponse:
             if graph.spec.get("input_schema")
             else "",
             "description": graph.spec.get("description", ""),
+            "graph_limit": GraphLimit.objects.filter(pk=graph.limit_id).first(),
+            "triggers": spec_triggers(graph.spec),
             "recent_runs": recent,
         },
         nav="graphs",

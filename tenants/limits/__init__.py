@@ -6,8 +6,9 @@ pairs each acquire with a flag on the run that it clears with a guarded UPDATE b
 the matching release, so every slot is given back exactly once.
 
 Callers use this package (`from tenants import limits; limits.admit_run(...)`); its modules
-each hold one concern: `admission` (slots and rate), `usage` (the ledger), `budgets` (day and
-month budgets), `per_run` (a run's limits, its tree, its state size), `errors`.
+each hold one concern: `admission` (slots and rate), `graphs` (per-graph slots), `usage` (the
+ledger), `budgets` (day and month budgets), `per_run` (a run's limits, its tree, its state
+size), `errors`.
 """
 
 from tenants.limits.admission import (
@@ -20,6 +21,11 @@ from tenants.limits.admission import (
 )
 from tenants.limits.budgets import budget_usage, check_budgets, check_spend, has_budgets
 from tenants.limits.errors import LimitExceeded
+from tenants.limits.graphs import (
+    acquire_graph_slot,
+    graph_limit_for,
+    release_graph_slot,
+)
 from tenants.limits.per_run import (
     RunLimitCheck,
     admit_child_run,
@@ -33,6 +39,7 @@ __all__ = [
     "LimitExceeded",
     "Period",
     "RunLimitCheck",
+    "acquire_graph_slot",
     "acquire_run_slot",
     "admit_child_run",
     "admit_run",
@@ -41,8 +48,10 @@ __all__ = [
     "check_run_limits",
     "check_spend",
     "check_state_size",
+    "graph_limit_for",
     "has_budgets",
     "record_usage",
+    "release_graph_slot",
     "release_queue_slot",
     "release_run_slot",
     "running_total",

@@ -185,6 +185,7 @@ def test_openapi_document_is_public_and_lists_every_endpoint(db: Any) -> None:
         "POST /crons",
         "POST /webhooks",
         "POST /webhooks/secret",
+        "POST /events",
     }
     for item in doc["paths"].values():
         for operation in item.values():

@@ -89,4 +89,6 @@ RUN_KEYS = {
     "started_at",
     "finished_at",
     "metadata",
+    "priority",
+    "created_by",
 }

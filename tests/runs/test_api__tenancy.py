@@ -113,6 +113,7 @@ COLLECTION_ENDPOINTS: list[tuple[str, str, Any]] = [
     ("GET", "/webhooks", None),
     ("POST", "/webhooks", {"url": "http://127.0.0.1:9/bob"}),
     ("POST", "/webhooks/secret", None),
+    ("POST", "/events", {"name": "order.created", "payload": {}}),
 ]
 
 
