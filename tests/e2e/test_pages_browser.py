@@ -96,6 +96,8 @@ def dashboard_pages(base: str, run: Run, shots: bool) -> list[tuple[str, str, st
         (f"{base}/graphs/", "#main", name("graphs")),
         (f"{base}/graphs/support-triage/", "#main", name("graph_detail")),
         (f"{base}/usage/", "#main", name("usage")),
+        (f"{base}/schedules/", "#main", name("schedules")),
+        (f"{base}/webhooks/", "#main", name("webhooks")),
     ]
 
 
@@ -145,6 +147,9 @@ def test_every_page_loads_cleanly_for_a_member_and_an_operator(
         (reverse("admin:runs_run_change", args=[run.pk]), "admin_run"),
         (reverse("admin:tenants_tenant_changelist"), "admin_tenants"),
         (reverse("admin:runs_reconcile"), "admin_reconcile"),
+        (reverse("admin:schedules_cron_changelist"), "admin_schedules"),
+        (reverse("admin:webhooks_delivery_changelist"), "admin_webhook_deliveries"),
+        (reverse("admin:triggers_receivedevent_changelist"), "admin_received_events"),
     ]
     for path, shot in admin_pages:
         visit(page, f"{base}{path}", "#content", shot)
