@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 from django.db import connection, transaction
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -15,6 +16,7 @@ from runs.models import Run
 from runs.services import create_graph_version
 from runs.services.lifecycle import finish
 from tenants.models import Tenant
+from tests.observability.conftest import parse, value
 from tests.runs.conftest import chain_spec
 from tests.webhooks.conftest import InlineQueue, Receiver
 from webhooks import delivery
@@ -22,6 +24,18 @@ from webhooks.models import Delivery, DeliveryAttempt, DeliveryStatus, Outcome
 from webhooks.services import create_subscription, rotate_secret
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def scraped_deliveries(tenant: Tenant) -> dict[str, float]:
+    response = Client().get("/metrics")  # a loopback client
+    assert response.status_code == 200
+    samples = parse(response.content.decode())
+    return {
+        outcome: value(
+            samples, "runyard_webhook_deliveries_total", tenant=tenant.slug, outcome=outcome
+        )
+        for outcome in ("delivered", "retrying", "failed", "refused")
+    }
 
 
 def _later(seconds: float) -> dt.datetime:
@@ -33,6 +47,7 @@ def test_failed_first_attempt_is_retried_within_30s_then_delivered_signed(
 ) -> None:
     sub = create_subscription(hook_tenant, url=receiver.url, events=["run.succeeded"])
     secret = rotate_secret(hook_tenant)
+    counted_before = scraped_deliveries(hook_tenant)
     receiver.answers = [500]
     run = services.create_run(hook_tenant, graph="chain", input={"count": 1})
     queue.drain()
@@ -60,6 +75,13 @@ def test_failed_first_attempt_is_retried_within_30s_then_delivered_signed(
         DeliveryAttempt.objects.filter(delivery=out).values_list("number", "outcome", "status_code")
     )
     assert attempts == [(1, "retrying", 500), (2, "delivered", 200)]
+    counted = scraped_deliveries(hook_tenant)  # /metrics counts each attempt by its outcome
+    assert {k: counted[k] - counted_before[k] for k in counted} == {
+        "delivered": 1,
+        "retrying": 1,
+        "failed": 0,
+        "refused": 0,
+    }
 
     assert len(receiver.requests) == 2
     for request in receiver.requests:
