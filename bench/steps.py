@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 WORK = ROOT / "var" / "bench" / "steps"
 PG_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
-PG_DB = "runyard_bench_steps"
+PG_DB = os.environ.get("BENCH_PG_DB", "runyard_bench_steps")  # dropped and re-created
 NODES = 50
 TARGETS = {"vs_raw_commit": 2.0, "vs_langgraph": 0.5}
 
