@@ -39,6 +39,7 @@ from django.db import transaction
 from runs.engine import apply_update
 from runs.models import Checkpoint, Run
 from runs.services.graphs import spec_for
+from runs.status import TERMINAL
 
 #: Where `write_steps` keeps a run's chain between batches of one segment (in `run.__dict__`,
 #: which the step commit restores when its transaction rolls back).
@@ -215,20 +216,54 @@ def plan_run(layout: list[tuple[int, int | None]], every: int) -> bool:
     return False
 
 
-def compact_run(run: Run, *, every: int | None = None) -> int:
-    """Rewrite a finished run's checkpoints to the compact layout; returns the rows rewritten.
-    Every rewritten row is checked to replay to the state it held before it is saved."""
-    every = every or snapshot_every()
-    layout = list(
-        Checkpoint.stored.filter(run=run)
+def _layout(run_pk: int) -> list[tuple[int, int | None]]:
+    return list(
+        Checkpoint.stored.filter(run_id=run_pk)
         .order_by("step_index")
         .values_list("step_index", "base_step")
     )
-    if not plan_run(layout, every):
-        return 0
-    spec = spec_for(run.graph)
+
+
+def compact_finished_runs(*, every: int | None = None, limit: int = 1000) -> tuple[int, int]:
+    """Compact the checkpoints of up to `limit` finished runs that need it, oldest first;
+    returns (runs compacted, rows rewritten). Checking a run reads only its rows' step
+    numbers; states are read and written only for runs whose layout is off."""
+    every = every or snapshot_every()
+    runs = rows = 0
+    candidates = (
+        Run.objects.filter(status__in=TERMINAL, checkpoints__isnull=False)
+        .distinct()
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    for run_pk in candidates.iterator(500):
+        if runs >= limit:
+            break
+        if not plan_run(_layout(run_pk), every):
+            continue
+        n = compact_run(run_pk, every=every)
+        runs, rows = runs + (n > 0), rows + n
+    return runs, rows
+
+
+def compact_run(run_pk: int, *, every: int | None = None) -> int:
+    """Rewrite a finished run's checkpoints to the compact layout; returns the rows rewritten.
+    Every rewritten row is checked to replay to the state it held before it is saved.
+
+    The run's row is locked and must be finished: a retried run writes checkpoints again, and
+    its step commits lock the same row first, so the two never interleave."""
+    every = every or snapshot_every()
     changed = 0
     with transaction.atomic():
+        run = (
+            Run.objects.select_for_update(of=("self",))
+            .select_related("graph")
+            .filter(pk=run_pk, status__in=TERMINAL)
+            .first()
+        )
+        if run is None or not plan_run(_layout(run_pk), every):
+            return 0
+        spec = spec_for(run.graph)
         base: int | None = None
         prev: dict[str, Any] | None = None
         for cp in Checkpoint.stored.filter(run=run).order_by("step_index").iterator(200):
@@ -245,7 +280,9 @@ def compact_run(run: Run, *, every: int | None = None) -> int:
             elif cp.base_step is None:
                 assert prev is not None
                 patch = {
-                    "set": {k: v for k, v in state.items() if k not in prev or not _same(v, prev[k])},
+                    "set": {
+                        k: v for k, v in state.items() if k not in prev or not _same(v, prev[k])
+                    },
                     "unset": [k for k in prev if k not in state],
                 }
                 if replay(spec, prev, patch) != state:  # cannot happen; never store a wrong one

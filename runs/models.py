@@ -285,10 +285,11 @@ class Checkpoint(models.Model):
     position = models.JSONField()
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = CheckpointQuerySet.as_manager()
     stored = models.Manager()
+    objects = CheckpointQuerySet.as_manager()
 
     class Meta:
+        default_manager_name = "objects"
         constraints = [
             models.UniqueConstraint(fields=["run", "step_index"], name="uniq_checkpoint_step")
         ]
