@@ -73,7 +73,7 @@ def chain_for(run: Run, state: dict[str, Any]) -> Chain:
     last.run = run  # its graph's reducers, without a query
     stored = state_at(last)
     base = last.step_index if last.base_step is None else last.base_step
-    return Chain(base, last.step_index, state if stored == state else None)
+    return Chain(base, last.step_index, state if _same(stored, state) else None)
 
 
 def started(run: Run, step_index: int = 0) -> None:
