@@ -35,6 +35,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
 
 from runs.engine import apply_update
 from runs.models import Checkpoint, Run
@@ -150,8 +151,6 @@ def fill_states(checkpoints: Iterable[Checkpoint]) -> list[Checkpoint]:
             wanted.setdefault(cp.run_id, set()).update(range(cp.base_step, cp.step_index))
     if not wanted:
         return given
-    from django.db.models import Q
-
     query = Q()
     for run_id, steps in wanted.items():
         query |= Q(run_id=run_id, step_index__in=sorted(steps))
@@ -169,7 +168,7 @@ def fill_states(checkpoints: Iterable[Checkpoint]) -> list[Checkpoint]:
         state: dict[str, Any] | None = None
         for step in sorted(by_step):
             r = by_step[step]
-            if r.base_step is None or (r.state is not None and state is None):
+            if r.base_step is None:
                 state = r.state
             elif state is None:
                 raise Checkpoint.DoesNotExist(
@@ -231,8 +230,8 @@ def compact_finished_runs(*, every: int | None = None, limit: int = 1000) -> tup
     every = every or snapshot_every()
     runs = rows = 0
     candidates = (
-        Run.objects.filter(status__in=TERMINAL, checkpoints__isnull=False)
-        .distinct()
+        Run.objects.filter(status__in=TERMINAL)
+        .filter(Exists(Checkpoint.stored.filter(run=OuterRef("pk"), step_index__gt=0)))
         .order_by("pk")
         .values_list("pk", flat=True)
     )

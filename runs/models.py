@@ -265,7 +265,8 @@ class Checkpoint(models.Model):
     Stored full (`state`, `base_step` null) or as a delta: `updates`, what the step wrote,
     replayed over the full snapshot at `base_step` of the same run and the deltas between, in
     step order. `objects` hands rows out with `state` filled in (runs/checkpoints.py
-    `fill_states`); `stored` hands them out as stored (a delta's `state` is null).
+    `fill_states`); `stored` hands them out as stored (a delta's `state` is null), and so do
+    `.values()` and `.iterator()` on either.
     """
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
