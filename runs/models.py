@@ -277,7 +277,8 @@ class Checkpoint(models.Model):
         Thread, null=True, blank=True, on_delete=models.CASCADE, related_name="checkpoints"
     )
     step_index = models.PositiveIntegerField()
-    state = models.JSONField(null=True, blank=True)
+    # Typed as read: `objects` fills a delta's state in; only `stored` rows may hold null.
+    state: models.JSONField[Any, Any] = models.JSONField(null=True, blank=True)
     #: A delta's base: the step index of the full snapshot it replays from (null: full).
     base_step = models.PositiveIntegerField(null=True, blank=True)
     #: A delta's writes: a list of raw updates applied through the graph's reducers, or

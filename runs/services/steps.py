@@ -109,7 +109,9 @@ def _over_state_limit(p: PendingStep, exc: limits.LimitExceeded) -> PendingStep:
 def _writes(r: StepResult, prev_state: dict[str, Any]) -> list[dict[str, Any]] | None:
     """What turns `prev_state` into the step's state through the reducers; None if unknown."""
     if r.status == "completed":
-        return r.updates if r.updates is not None else [r.update]
+        writes = r.updates if r.updates is not None else [r.update]
+        # A node kind that merged its own state without saying how: store that state.
+        return writes if writes or r.state is prev_state else None
     # Failed and suspended steps keep the state they started from (runs/engine/executor.py).
     return [] if r.state is prev_state else None
 

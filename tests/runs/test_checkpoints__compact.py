@@ -306,7 +306,7 @@ def test_a_step_failed_on_max_state_bytes_is_stored_full_with_the_state_before_i
     run = create_run(tenant, graph="grow")
     assert queue.drain() == ["failed"]
     run.refresh_from_db()
-    assert run.error["code"] == "limit_exceeded.max_state_bytes"
+    assert run.error is not None and run.error["code"] == "limit_exceeded.max_state_bytes"
     last = Checkpoint.stored.filter(run=run).order_by("-step_index").first()
     assert last is not None and last.base_step is None  # its state is not before + update
     before = Checkpoint.objects.get(run=run, step_index=last.step_index - 1)
