@@ -14,7 +14,10 @@ interleaved rounds (so load on a shared machine hits every row alike), medians r
 - LangGraph per node on the same chain (StateGraph, `durability="sync"`) with SqliteSaver (on
   a connection given the same pragmas: WAL, synchronous=FULL) / PostgresSaver.
 
-Also counted: statements and commits per step (Django's query log over one run).
+Also counted: statements and commits per step (Django's query log over one run), and
+`checkpoint_bytes_per_step`: checkpoint JSON stored per step over a 201-step `function` chain,
+for a small state and a 1 MB one, compact (RUNYARD_CHECKPOINT_SNAPSHOT_EVERY, default 50) vs
+every checkpoint full.
 Targets (issue #17): effectful step <= 2x the raw commit; <= 0.5x LangGraph per node, for
 `function` and `llm` steps alike.
 """
@@ -38,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 WORK = ROOT / "var" / "bench" / "steps"
 PG_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
-PG_DB = "runyard_bench_steps"
+PG_DB = os.environ.get("BENCH_PG_DB", "runyard_bench_steps")  # dropped and re-created
 NODES = 50
 TARGETS = {"vs_raw_commit": 2.0, "vs_langgraph": 0.5}
 
@@ -146,6 +149,63 @@ class Runyard:
             "statements_per_step": round(len(statements) / steps, 2),
             "commits_per_step": round(commits / steps, 2),
         }
+
+
+class CheckpointBytes:
+    """Checkpoint bytes stored per step (the JSON of each row's state or delta), for a chain
+    of `function` steps over a state of `size` bytes, compact (the default setting) vs every
+    checkpoint full (CHECKPOINT_SNAPSHOT_EVERY=1, what every row stored before deltas)."""
+
+    STEPS = 200
+
+    def __init__(self) -> None:
+        from runs import dispatch
+        from runs.services import create_graph_version
+        from tenants.models import Tenant
+
+        dispatch.enqueue_run = lambda pk: None
+        self.tenant = Tenant.objects.create(
+            slug=f"ckpt-{uuid.uuid4().hex[:6]}",
+            name="checkpoints",
+            max_concurrent_runs=1000,
+            max_queued_runs=1_000_000,
+            runs_per_minute=None,
+            max_steps=None,
+            max_wall_seconds=None,
+        )
+        spec = chain("bench-ckpt", {"kind": "function", "function": "bench_blob"}, self.STEPS)
+        spec["state"] |= {"size": {"default": 0}, "blob": {"default": ""}}
+        create_graph_version(self.tenant, spec)
+
+    def per_step(self, size: int, every: int | None) -> float:
+        from django.conf import settings
+
+        from runs.models import Checkpoint
+        from runs.services import claim_run, create_run
+        from runs.services.execute import Segment
+
+        saved = settings.RUNYARD
+        if every is not None:
+            settings.RUNYARD = {**saved, "CHECKPOINT_SNAPSHOT_EVERY": every}
+        try:
+            run = claim_run(create_run(self.tenant, graph="bench-ckpt", input={"size": size}).pk)
+            assert Segment(run).execute() == "succeeded"
+        finally:
+            settings.RUNYARD = saved
+        rows = Checkpoint.stored.filter(run=run).values_list("state", "updates")
+        stored = sum(len(json.dumps(s if s is not None else u)) for s, u in rows)
+        return stored / (self.STEPS + 1)
+
+    def report(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"steps": self.STEPS + 1}
+        for label, size in (("small_state", 0), ("state_1mb", 1_000_000)):
+            full, compact = self.per_step(size, 1), self.per_step(size, None)
+            out[label] = {
+                "full": round(full),
+                "compact": round(compact),
+                "compact_vs_full": round(compact / full, 4),
+            }
+        return out
 
 
 class RawCommit:
@@ -281,6 +341,7 @@ def child(db: str, quick: bool) -> dict[str, Any]:
         )
     ratios["transform_batched_vs_raw_commit"] = round(med["transform"] / med["raw_commit"], 2)
     report["ratios"] = ratios
+    report["checkpoint_bytes_per_step"] = CheckpointBytes().report()
     report["targets"] = {
         f"{kind}_vs_raw_commit <= {TARGETS['vs_raw_commit']}": ratios[f"{kind}_vs_raw_commit"]
         <= TARGETS["vs_raw_commit"]

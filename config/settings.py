@@ -339,6 +339,12 @@ RUNYARD: dict[str, Any] = {
     # Consecutive pure steps (transform, end) committed in one transaction, at most this many;
     # 1 commits every step on its own.
     "PURE_BATCH_STEPS": int(os.environ.get("RUNYARD_PURE_BATCH_STEPS", 100)),
+    # A checkpoint stores what its step changed (a delta) and a full snapshot at most this
+    # many steps apart, so reading one replays fewer than this many deltas (runs/checkpoints.py).
+    # 1 stores every checkpoint full.
+    "CHECKPOINT_SNAPSHOT_EVERY": max(
+        1, int(os.environ.get("RUNYARD_CHECKPOINT_SNAPSHOT_EVERY", 50))
+    ),
     # Usage-ledger rows per tenant and day: a run's steps add to row run_id % this, so one
     # tenant's concurrent runs do not wait on a single row's lock (tenants/limits/usage.py).
     "USAGE_SHARDS": int(os.environ.get("RUNYARD_USAGE_SHARDS", 16)),

@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import models
+from django.db.models.query import ModelIterable
 
 from runs.querysets import RunQuerySet, TenantScopedQuerySet
 from runs.status import TERMINAL, RunStatus
@@ -245,8 +246,28 @@ class Step(models.Model):
         return f"step {self.index} {self.node} ({self.status})"
 
 
+class CheckpointQuerySet(models.QuerySet["Checkpoint"]):
+    """Checkpoints come back with their states, a delta's replayed (`runs.checkpoints`), once
+    per evaluated queryset, so every reader sees `state` as if each row were stored full."""
+
+    def _fetch_all(self) -> None:
+        fresh = self._result_cache is None
+        super()._fetch_all()
+        if fresh and self._result_cache and self._iterable_class is ModelIterable:
+            from runs.checkpoints import fill_states  # it imports this module
+
+            fill_states(self._result_cache)
+
+
 class Checkpoint(models.Model):
-    """The state after a step (step_index 0 is the initial state): resume and fork from here."""
+    """The state after a step (step_index 0 is the initial state): resume and fork from here.
+
+    Stored full (`state`, `base_step` null) or as a delta: `updates`, what the step wrote,
+    replayed over the full snapshot at `base_step` of the same run and the deltas between, in
+    step order. `objects` hands rows out with `state` filled in (runs/checkpoints.py
+    `fill_states`); `stored` hands them out as stored (a delta's `state` is null), and so do
+    `.values()` and `.iterator()` on either.
+    """
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     run = models.ForeignKey(
@@ -256,11 +277,21 @@ class Checkpoint(models.Model):
         Thread, null=True, blank=True, on_delete=models.CASCADE, related_name="checkpoints"
     )
     step_index = models.PositiveIntegerField()
-    state = models.JSONField()
+    # Typed as read: `objects` fills a delta's state in; only `stored` rows may hold null.
+    state: models.JSONField[Any, Any] = models.JSONField(null=True, blank=True)
+    #: A delta's base: the step index of the full snapshot it replays from (null: full).
+    base_step = models.PositiveIntegerField(null=True, blank=True)
+    #: A delta's writes: a list of raw updates applied through the graph's reducers, or
+    #: `{"set": {...}, "unset": [...]}` (compaction's key-level patch, applied as is).
+    updates = models.JSONField(null=True, blank=True)
     position = models.JSONField()
     created_at = models.DateTimeField(auto_now_add=True)
 
+    stored = models.Manager()
+    objects = CheckpointQuerySet.as_manager()
+
     class Meta:
+        default_manager_name = "objects"
         constraints = [
             models.UniqueConstraint(fields=["run", "step_index"], name="uniq_checkpoint_step")
         ]
@@ -268,6 +299,10 @@ class Checkpoint(models.Model):
 
     def __str__(self) -> str:
         return f"checkpoint {self.step_index} of run {self.run_id}"
+
+    @property
+    def is_full(self) -> bool:
+        return self.base_step is None
 
 
 def artifact_path(instance: Artifact, filename: str) -> str:

@@ -143,7 +143,7 @@ class Executor:
         return StepResult(
             index=index, node=node, status="completed", attempt=result.attempt,
             started_at=started, finished_at=finished, update=result.update,
-            update_bytes=result.update_bytes, state=new_state,
+            update_bytes=result.update_bytes, updates=result.updates, state=new_state,
             position=position, usage=result.usage, events=result.events,
             artifacts=result.artifacts, run_error=error,
             done=self.plan.nodes[node].kind.terminal,

@@ -125,6 +125,9 @@ class StepResult:
     suspension: Suspension | None = None
     #: `update` as compact JSON, in bytes (an upper bound): how much this step grew the state.
     update_bytes: int = 0
+    #: The raw updates that, applied in order through the reducers to the state before the
+    #: step, give `state` (a parallel merges branch by branch); None: `[update]`.
+    updates: list[dict] | None = None
 
     @property
     def duration_ms(self) -> float:

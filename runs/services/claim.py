@@ -19,6 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from observability import hooks as observe
+from runs import checkpoints
 from runs.draining import draining
 from runs.engine import (
     apply_update,
@@ -131,6 +132,8 @@ def _claim(run_pk: int, worker: str) -> Run | None:
     )
     for key, value in updates.items():
         setattr(run, key, value)
+    if updates:
+        checkpoints.started(run)  # checkpoint 0, full: the run's deltas replay from it
     release_queue_slot(run)  # a started run no longer counts as queued
     return run
 

@@ -10,7 +10,8 @@ steps again, which nobody can tell from the first time: nothing outside the proc
 Containment: each step's merged state is checked against the tenant's `max_state_bytes`
 before it is written, from an upper bound kept with each update's size (the engine measured
 it), so only a state that may be near the cap is serialised whole. Event data and a step
-row's `update` are capped at RUNYARD["MAX_EVENT_BYTES"]; the checkpoint keeps the real state.
+row's `update` are capped at RUNYARD["MAX_EVENT_BYTES"]; the checkpoint keeps the real state
+(as the step's uncapped updates, or a full snapshot: runs/checkpoints.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import datetime as dt
 import hashlib
 import logging
 import threading
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +33,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
+from runs import checkpoints
 from runs.engine import StepResult, Usage
 from runs.engine.values import Unstorable, storable_copy, storable_size
 from runs.events import append_events
@@ -103,6 +104,16 @@ def _over_state_limit(p: PendingStep, exc: limits.LimitExceeded) -> PendingStep:
         artifacts=[],
     )
     return PendingStep(failed, p.prev_state, p.prev_position, p.started_written)
+
+
+def _writes(r: StepResult, prev_state: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """What turns `prev_state` into the step's state through the reducers; None if unknown."""
+    if r.status == "completed":
+        writes = r.updates if r.updates is not None else [r.update]
+        # A node kind that merged its own state without saying how: store that state.
+        return writes if writes or r.state is prev_state else None
+    # Failed and suspended steps keep the state they started from (runs/engine/executor.py).
+    return [] if r.state is prev_state else None
 
 
 def capped(data: Any, *, size: int | None = None, limit: int | None = None) -> Any:
@@ -208,6 +219,8 @@ def write_steps(
     events: list[tuple[str, dict[str, Any]]] = []
     step_rows: list[dict[str, Any]] = []
     checkpoint_rows: list[dict[str, Any]] = []
+    chain = checkpoints.chain_for(run, batch[0].prev_state)
+    every = checkpoints.snapshot_every()
     written: list[PendingStep] = []
     check = limits.RunLimitCheck()
     tenant = run.tenant
@@ -257,23 +270,27 @@ def write_steps(
                 "finished_at": ts(r.finished_at),
                 "duration_ms": max(0, int((r.finished_at - r.started_at) * 1000)),
                 "usage": u.to_dict(),
-                # The checkpoint keeps the state; the step row only shows what changed.
+                # The checkpoint keeps the real update; the step row shows it capped.
                 "update": shown,
                 "error": r.error,
                 "epoch": epoch,
             }
         )
-        checkpoint_rows.append(
-            {
-                "public_id": uuid.uuid4(),
-                "run": run.pk,
-                "thread": run.thread_id,
-                "step_index": r.index,
-                "state": r.state,
-                "position": r.position,
-                "created_at": now,
-            }
+        # A delta stores the step's raw updates; a step whose state is not "state before +
+        # its updates" (failed on max_state_bytes: the state before it) is stored full.
+        writes = None if over is not None else _writes(r, p.prev_state)
+        row, chain = checkpoints.row(
+            chain,
+            run,
+            index=r.index,
+            prev_state=p.prev_state,
+            state=r.state,
+            position=r.position,
+            writes=writes,
+            now=now,
+            every=every,
         )
+        checkpoint_rows.append(row)
         written.append(p)
         if check.exceeded is not None:
             break
@@ -303,6 +320,7 @@ def write_steps(
     run.state, run.position, run.steps = last.state, last.position, steps
     run.tokens_in, run.tokens_out, run.cost_usd = tokens_in, tokens_out, cost
     run.warned_limits = warned
+    run.__dict__[checkpoints.CHAIN] = chain  # restored with the run if the commit fails
     # Only artifacts need the steps' ids: otherwise nothing waits for these INSERTs.
     with_artifacts = any(p.result.artifacts for p in written)
     step_pks = insert_rows(Step, step_rows, returning=with_artifacts)
