@@ -64,6 +64,12 @@ DOMAIN_REFUSALS: dict[int, set[str]] = {
         "invalid_json_value",
         "invalid_route",
         "invalid_filter",
+        # crons: an expression croniter refuses or that never fires, a zone the zone database
+        # lacks, an end before the first tick; runs, crons, webhooks: the HTTP allow-list.
+        "invalid_schedule",
+        "invalid_timezone",
+        "end_time_before_first_tick",
+        "webhook_refused",
     },
 }
 
