@@ -112,7 +112,9 @@ def get_webhook(request: HttpRequest, webhook_id: uuid.UUID) -> Subscription:
         "`webhook_refused`). Needs the admin role."
     ),
 )
-def update_webhook(request: HttpRequest, webhook_id: uuid.UUID, payload: WebhookPatchIn) -> Subscription:
+def update_webhook(
+    request: HttpRequest, webhook_id: uuid.UUID, payload: WebhookPatchIn
+) -> Subscription:
     ctx = admin(request)
     sub = services.get_subscription(ctx.tenant, webhook_id)
     return services.update_subscription(sub, **payload.model_dump(exclude_unset=True))
