@@ -6,8 +6,8 @@
 - Error responses described per status (tenants.schemas.ERROR_DESCRIPTIONS): every router
   declares them with `error_responses(...)`; this fills in what each status means.
 - OpenAPI links, so a client (and schemathesis' stateful tests) can go from a created run to
-  its steps, events, artifacts, approvals, input and controls, and from a thread to its
-  checkpoints, with real ids.
+  its steps, events, artifacts, approvals, input and controls, from a thread to its
+  checkpoints, and from a schedule or a webhook subscription to its operations, with real ids.
 """
 
 from __future__ import annotations
@@ -90,6 +90,45 @@ def _graph_links() -> dict[str, Any]:
     }
 
 
+def _cron_links() -> dict[str, Any]:
+    cron_id = {"cron_id": "$response.body#/id"}
+    return {
+        "GetCron": {"operationId": "get_cron", "parameters": dict(cron_id)},
+        "UpdateCron": {
+            "operationId": "update_cron",
+            "parameters": dict(cron_id),
+            "description": "Change it.",
+        },
+        "DeleteCron": {
+            "operationId": "delete_cron",
+            "parameters": dict(cron_id),
+            "description": "Delete it.",
+        },
+    }
+
+
+def _webhook_links() -> dict[str, Any]:
+    webhook_id = {"webhook_id": "$response.body#/id"}
+    return {
+        "GetWebhook": {"operationId": "get_webhook", "parameters": dict(webhook_id)},
+        "UpdateWebhook": {
+            "operationId": "update_webhook",
+            "parameters": dict(webhook_id),
+            "description": "Change it.",
+        },
+        "ListWebhookDeliveries": {
+            "operationId": "list_webhook_deliveries",
+            "parameters": dict(webhook_id),
+            "description": "Its deliveries.",
+        },
+        "DeleteWebhook": {
+            "operationId": "delete_webhook",
+            "parameters": dict(webhook_id),
+            "description": "Delete it.",
+        },
+    }
+
+
 # Operations that answer with the run: from there, all of the run's operations.
 _RUN_ANSWERS = (
     "get_run",
@@ -130,6 +169,28 @@ LINKS: dict[str, dict[str, dict[str, Any]]] = {
                 "requestBody": {"graph": "$response.body#/items/0/name"},
                 "description": "Start a run of the first graph listed.",
             },
+        }
+    },
+    "create_cron": {"201": _cron_links()},
+    "get_cron": {"200": _cron_links()},
+    "update_cron": {"200": _cron_links()},
+    "list_crons": {
+        "200": {
+            "GetFirstCron": {
+                "operationId": "get_cron",
+                "parameters": {"cron_id": "$response.body#/items/0/id"},
+            }
+        }
+    },
+    "create_webhook": {"201": _webhook_links()},
+    "get_webhook": {"200": _webhook_links()},
+    "update_webhook": {"200": _webhook_links()},
+    "list_webhooks": {
+        "200": {
+            "GetFirstWebhook": {
+                "operationId": "get_webhook",
+                "parameters": {"webhook_id": "$response.body#/items/0/id"},
+            }
         }
     },
     "list_artifacts": {

@@ -102,6 +102,11 @@ def _statuses(value: Any) -> Any:
 # compared with a column must say so, or the database refuses it as a 500-class error).
 NO_NUL = r"^[^\x00]*$"
 
+# A webhook URL as webhooks.services.check_destination takes it: surrounding whitespace is
+# stripped, and what is left is non-empty with no whitespace or control character. Whether it
+# may be called (scheme, allow-list, private addresses) is a 422 `webhook_refused`.
+URL_PATTERN = r"^\s*[^\s\x00-\x1f]+\s*$"
+
 # Cursors are opaque: unpadded base64url (runs.selectors.encode_cursor) of what the list
 # pages by. A string of the right alphabet that no list returned is a 400 `invalid_cursor`.
 CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
@@ -344,6 +349,7 @@ class RunIn(BodyIn):
         None,
         min_length=1,
         max_length=2000,
+        pattern=URL_PATTERN,
         description="An http(s) URL told of this run's events (run.succeeded, run.failed, "
         "run.cancelled, run.waiting, run.interrupted, run.timed_out) by a signed POST. "
         "It obeys the tenant's HTTP allow-list and private-address rule (422 webhook_refused).",

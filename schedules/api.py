@@ -24,9 +24,15 @@ router = Router(tags=["crons"])
     summary="Create a schedule",
     description=(
         "Starts `graph` with `input` at every tick of `schedule` (cron, five fields) in "
-        "`timezone` (IANA, default UTC). A bad expression or zone is a 422 whose "
-        "`details.field` names it. Each run goes through the tenant's limits like any run "
-        "and carries `metadata.cron_id`. Needs the member role."
+        "`timezone` (IANA, default UTC). Refusals no schema can state, each a 422 whose "
+        "`details.field` names the field: an expression croniter refuses or one that never "
+        "fires (`invalid_schedule`), a zone the zone database does not know "
+        "(`invalid_timezone`), an `end_time` before the first tick "
+        "(`end_time_before_first_tick`), `input` against the graph's `input_schema` "
+        "(`invalid_input`), a `webhook` the tenant's HTTP allow-list refuses "
+        "(`webhook_refused`). An unknown graph, version or thread is a 404; past "
+        "`MAX_CRONS_PER_TENANT` a 409 `too_many_schedules`. Each run goes through the "
+        "tenant's limits like any run and carries `metadata.cron_id`. Needs the member role."
     ),
 )
 def create_cron(request: HttpRequest, payload: CronIn) -> Status[Cron]:
@@ -54,9 +60,12 @@ def create_cron(request: HttpRequest, payload: CronIn) -> Status[Cron]:
 
 @router.get(
     "/crons",
-    response={200: CronListOut, **error_responses()},
+    response={200: CronListOut, **error_responses(400)},
     summary="List schedules",
-    description="Newest first; filter by `graph` and `enabled`; keyset cursor pagination.",
+    description=(
+        "Newest first; filter by `graph` and `enabled`; keyset cursor pagination (400 "
+        "`invalid_cursor` for a cursor no list returned)."
+    ),
 )
 def list_crons(request: HttpRequest, filters: Query[CronFiltersIn]) -> Page[Cron]:
     ctx = caller(request)
@@ -86,7 +95,10 @@ def get_cron(request: HttpRequest, cron_id: uuid.UUID) -> Cron:
     summary="Change a schedule",
     description=(
         "Only the fields sent change. Changing `schedule` or `timezone`, or enabling, moves "
-        "`next_run_at` to the first tick from now; disabling clears it. Needs the member role."
+        "`next_run_at` to the first tick from now; disabling clears it. Values are checked as "
+        "on create, with the same 422 codes (`invalid_schedule`, `invalid_timezone`, "
+        "`end_time_before_first_tick`, `invalid_input`, `webhook_refused`). Needs the member "
+        "role."
     ),
 )
 def update_cron(request: HttpRequest, cron_id: uuid.UUID, payload: CronPatchIn) -> Cron:

@@ -21,12 +21,15 @@ MACROS = frozenset(
 
 
 class InvalidSchedule(ValueError):
-    """What is wrong with an expression or a zone, in words for the person who wrote it."""
+    """What is wrong with an expression or a zone, in words for the person who wrote it.
+    `code` is the API's error code: `invalid_schedule` or `invalid_timezone` (refusals no
+    schema can state)."""
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
         self.message = message
+        self.code = "invalid_timezone" if field == "timezone" else "invalid_schedule"
 
 
 @functools.lru_cache(maxsize=1)

@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from ninja import Field, Schema
 from pydantic import ConfigDict
 
-from runs.schemas import BodyIn, MultitaskStrategy
+from runs.schemas import (
+    NO_NUL,
+    URL_PATTERN,
+    BodyIn,
+    DateTimeIn,
+    MultitaskStrategy,
+    cursor_field,
+    next_cursor_field,
+)
 from schedules.cronexpr import MAX_EXPRESSION_CHARS, MAX_TIMEZONE_CHARS
 from schedules.models import Cron, CronFire
 from schedules.selectors import recent_fires
+from webhooks.models import URL_MAX_LENGTH
+
+FireOutcomeName = Literal["started", "refused", "failed"]
+# A webhook URL, or empty for none.
+OPTIONAL_URL_PATTERN = f"^(?:{URL_PATTERN[1:-1]})?$"
 
 EXAMPLE: dict[str, Any] = {
     "graph": "support-triage",
@@ -41,11 +54,16 @@ class CronIn(BodyIn):
         min_length=1,
         max_length=MAX_EXPRESSION_CHARS,
         description="Cron expression, five fields (minute hour day month weekday), or "
-        "@hourly, @daily, @weekly, @monthly, @yearly.",
+        "@hourly, @daily, @weekly, @monthly, @yearly; one that croniter refuses or that "
+        "never fires is a 422 `invalid_schedule`.",
         examples=["*/15 * * * *"],
     )
     timezone: str = Field(
-        "UTC", min_length=1, max_length=MAX_TIMEZONE_CHARS, description="IANA zone name."
+        "UTC",
+        min_length=1,
+        max_length=MAX_TIMEZONE_CHARS,
+        description="IANA zone name; one the zone database does not know is a 422 "
+        "`invalid_timezone`.",
     )
     thread_id: uuid.UUID | None = Field(None, description="Run on this thread's state.")
     enabled: bool = True
@@ -56,14 +74,17 @@ class CronIn(BodyIn):
     multitask_strategy: MultitaskStrategy = Field(
         "reject", description="When the thread already has an active run at a tick."
     )
-    end_time: dt.datetime | None = Field(
-        None, description="No tick after this fires; then the schedule disables itself."
+    end_time: DateTimeIn | None = Field(
+        None,
+        description="No tick after this fires; then the schedule disables itself. Before "
+        "the first tick it is a 422 `end_time_before_first_tick`.",
     )
     webhook: str | None = Field(
         None,
-        max_length=2000,
+        max_length=URL_MAX_LENGTH,
+        pattern=OPTIONAL_URL_PATTERN,
         description="Each run's webhook (as `webhook` on POST /runs); the tenant's HTTP "
-        "allow-list applies, now and at every fire.",
+        "allow-list applies, now (422 `webhook_refused`) and at every fire. Empty: none.",
     )
 
 
@@ -82,8 +103,8 @@ class CronPatchIn(BodyIn):
     metadata: dict[str, Any] | None = None
     priority: int | None = Field(None, ge=1, le=5)
     multitask_strategy: MultitaskStrategy | None = None
-    end_time: dt.datetime | None = None
-    webhook: str | None = Field(None, max_length=2000)
+    end_time: DateTimeIn | None = None
+    webhook: str | None = Field(None, max_length=URL_MAX_LENGTH, pattern=OPTIONAL_URL_PATTERN)
 
     def changes(self) -> dict[str, Any]:
         """What was sent; nulls only where null means something (version, thread_id)."""
@@ -104,7 +125,7 @@ class FireError(Schema):
 class CronFireOut(Schema):
     tick: dt.datetime = Field(..., description="The tick fired (UTC).")
     fired_at: dt.datetime
-    outcome: str = Field(..., description="started, refused or failed.")
+    outcome: FireOutcomeName = Field(..., description="started, refused or failed.")
     run_id: uuid.UUID | None
     error: FireError | None
 
@@ -124,7 +145,7 @@ class CronOut(Schema):
     enabled: bool
     metadata: dict[str, Any]
     priority: int
-    multitask_strategy: str
+    multitask_strategy: MultitaskStrategy
     end_time: dt.datetime | None
     webhook: str | None
     next_run_at: dt.datetime | None = Field(
@@ -132,7 +153,7 @@ class CronOut(Schema):
     )
     last_fired_at: dt.datetime | None
     last_run_id: uuid.UUID | None
-    last_outcome: str | None
+    last_outcome: FireOutcomeName | None
     last_error: FireError | None = Field(
         ..., description="Why the last fire started no run; null after a fire that did."
     )
@@ -179,11 +200,13 @@ class CronDetailOut(CronOut):
 
 class CronListOut(Schema):
     items: list[CronOut]
-    next_cursor: str | None = Field(..., description="Pass as `cursor` for the next page.")
+    next_cursor: str | None = next_cursor_field()
 
 
 class CronFiltersIn(Schema):
-    graph: str | None = Field(None, max_length=100, description="Only schedules of this graph.")
+    graph: str | None = Field(
+        None, max_length=100, pattern=NO_NUL, description="Only schedules of this graph."
+    )
     enabled: bool | None = Field(None, description="Only enabled (or disabled) schedules.")
-    cursor: str | None = Field(None, max_length=500, description="`next_cursor` of a page.")
-    limit: int = Field(50, ge=1, le=200)
+    cursor: str | None = cursor_field()
+    limit: int = Field(50, ge=1, le=200, description="Items per page.")

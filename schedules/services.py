@@ -87,7 +87,7 @@ def _first_tick(expression: str, tz: str, now: dt.datetime) -> dt.datetime:
     try:
         return next_tick(expression, tz, now)
     except InvalidSchedule as exc:
-        raise field_error(exc.field, exc.message) from None
+        raise field_error(exc.field, exc.message, code=exc.code) from None
 
 
 def _apply(cron: Cron, values: dict[str, Any], *, now: dt.datetime) -> None:
@@ -99,13 +99,13 @@ def _apply(cron: Cron, values: dict[str, Any], *, now: dt.datetime) -> None:
         try:
             cron.schedule = check_expression(values["schedule"])
         except InvalidSchedule as exc:
-            raise field_error(exc.field, exc.message) from None
+            raise field_error(exc.field, exc.message, code=exc.code) from None
     if "timezone" in values:
         tz = values["timezone"] if values["timezone"] is not None else "UTC"
         try:
             zone(tz)
         except InvalidSchedule as exc:
-            raise field_error(exc.field, exc.message) from None
+            raise field_error(exc.field, exc.message, code=exc.code) from None
         cron.timezone = tz
     if "priority" in values:
         priority = values["priority"]
@@ -170,6 +170,7 @@ def _apply(cron: Cron, values: dict[str, Any], *, now: dt.datetime) -> None:
                 "end_time",
                 f"end_time {end.isoformat()} is before the schedule's next tick "
                 f"({first.isoformat()}): it would never fire.",
+                code="end_time_before_first_tick",
             )
 
 

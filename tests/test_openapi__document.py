@@ -58,7 +58,7 @@ def test_cursors_are_documented_opaque_strings(doc: dict[str, Any]) -> None:
                 assert parameter["schema"]["pattern"] == CURSOR_PATTERN
                 assert parameter["schema"]["maxLength"] == CURSOR_MAX_LENGTH
                 assert "400" in {str(s) for s in op["responses"]}, op["operationId"]
-    assert seen == 5
+    assert seen == 8  # graphs, checkpoints, runs, steps, artifacts, crons, webhooks, deliveries
 
 
 def test_optional_parameters_are_left_out_not_null(doc: dict[str, Any]) -> None:

@@ -11,8 +11,8 @@ document cannot state (`DOMAIN_REFUSALS`: a graph's semantics, input against a g
 
 Half of the generated ids are replaced by real ones, so operations reach their success paths,
 and a stateful run follows the document's OpenAPI links (run -> steps, events, artifacts,
-approvals, input, controls; thread -> checkpoints; graph -> versions) with the ids real
-responses return.
+approvals, input, controls; thread -> checkpoints; graph -> versions; a created schedule or
+webhook -> its reads, changes, deliveries and deletion) with the ids real responses return.
 
 `RUNYARD_FUZZ_EXAMPLES` (per operation), `RUNYARD_FUZZ_SCENARIOS` and `RUNYARD_FUZZ_STEPS`
 (stateful) raise the bounds; `make chaos` runs this file with larger ones.
@@ -64,6 +64,12 @@ DOMAIN_REFUSALS: dict[int, set[str]] = {
         "invalid_json_value",
         "invalid_route",
         "invalid_filter",
+        # crons: an expression croniter refuses or that never fires, a zone the zone database
+        # lacks, an end before the first tick; runs, crons, webhooks: the HTTP allow-list.
+        "invalid_schedule",
+        "invalid_timezone",
+        "end_time_before_first_tick",
+        "webhook_refused",
     },
 }
 

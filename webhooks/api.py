@@ -6,6 +6,7 @@ Another tenant's subscription is a 404.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.http import HttpRequest
@@ -41,9 +42,12 @@ def _page(qs: Any, cursor: str | None, limit: int, *, descending: bool = False) 
 
 @router.get(
     "/webhooks",
-    response={200: WebhookListOut, **error_responses()},
+    response={200: WebhookListOut, **error_responses(400)},
     summary="List webhooks",
-    description="The tenant's webhook subscriptions, oldest first, with cursor pagination.",
+    description=(
+        "The tenant's webhook subscriptions, oldest first, with cursor pagination (400 "
+        "`invalid_cursor` for a cursor no list returned)."
+    ),
 )
 def list_webhooks(request: HttpRequest, page: Query[PageIn]) -> Page[Subscription]:
     ctx = caller(request)
@@ -53,11 +57,13 @@ def list_webhooks(request: HttpRequest, page: Query[PageIn]) -> Page[Subscriptio
 
 @router.post(
     "/webhooks",
-    response={201: WebhookOut, **error_responses(400, 403)},
+    response={201: WebhookOut, **error_responses(400, 403, 409)},
     summary="Subscribe a URL to run events",
     description=(
         "Deliveries are signed POSTs (see the README's Webhooks section), retried with "
-        "exponential backoff for 24 hours. Needs the admin role."
+        "exponential backoff for 24 hours. A URL the tenant's HTTP allow-list or "
+        "private-address rule refuses (or not http/https) is a 422 `webhook_refused`; past "
+        "`WEBHOOK_MAX_SUBSCRIPTIONS` a 409 `too_many_webhooks`. Needs the admin role."
     ),
 )
 def create_webhook(request: HttpRequest, payload: WebhookIn) -> Status[Subscription]:
@@ -92,7 +98,7 @@ def rotate_webhook_secret(request: HttpRequest) -> dict[str, str]:
     response={200: WebhookOut, **error_responses(404)},
     summary="Get a webhook",
 )
-def get_webhook(request: HttpRequest, webhook_id: str) -> Subscription:
+def get_webhook(request: HttpRequest, webhook_id: uuid.UUID) -> Subscription:
     ctx = caller(request)
     return services.get_subscription(ctx.tenant, webhook_id)
 
@@ -101,9 +107,14 @@ def get_webhook(request: HttpRequest, webhook_id: str) -> Subscription:
     "/webhooks/{webhook_id}",
     response={200: WebhookOut, **error_responses(400, 403, 404)},
     summary="Change a webhook",
-    description="Only the fields sent change. Needs the admin role.",
+    description=(
+        "Only the fields sent change; a new `url` is checked like on create (422 "
+        "`webhook_refused`). Needs the admin role."
+    ),
 )
-def update_webhook(request: HttpRequest, webhook_id: str, payload: WebhookPatchIn) -> Subscription:
+def update_webhook(
+    request: HttpRequest, webhook_id: uuid.UUID, payload: WebhookPatchIn
+) -> Subscription:
     ctx = admin(request)
     sub = services.get_subscription(ctx.tenant, webhook_id)
     return services.update_subscription(sub, **payload.model_dump(exclude_unset=True))
@@ -115,7 +126,7 @@ def update_webhook(request: HttpRequest, webhook_id: str, payload: WebhookPatchI
     summary="Delete a webhook",
     description="Deliveries still owed to it are given up. Needs the admin role.",
 )
-def delete_webhook(request: HttpRequest, webhook_id: str) -> Status[None]:
+def delete_webhook(request: HttpRequest, webhook_id: uuid.UUID) -> Status[None]:
     ctx = admin(request)
     services.delete_subscription(services.get_subscription(ctx.tenant, webhook_id))
     return Status(204, None)
@@ -123,12 +134,15 @@ def delete_webhook(request: HttpRequest, webhook_id: str) -> Status[None]:
 
 @router.get(
     "/webhooks/{webhook_id}/deliveries",
-    response={200: DeliveryListOut, **error_responses(404)},
+    response={200: DeliveryListOut, **error_responses(400, 404)},
     summary="A webhook's deliveries",
-    description="Newest first, with their last outcome; cursor pagination.",
+    description=(
+        "Newest first, with their last outcome; cursor pagination (400 `invalid_cursor` for "
+        "a cursor no list returned)."
+    ),
 )
 def list_webhook_deliveries(
-    request: HttpRequest, webhook_id: str, page: Query[PageIn]
+    request: HttpRequest, webhook_id: uuid.UUID, page: Query[PageIn]
 ) -> Page[Delivery]:
     ctx = caller(request)
     sub = services.get_subscription(ctx.tenant, webhook_id)

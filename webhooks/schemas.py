@@ -9,7 +9,8 @@ from typing import Literal
 from ninja import Schema
 from pydantic import Field
 
-from runs.schemas import BodyIn
+from runs.schemas import URL_PATTERN, BodyIn, next_cursor_field
+from webhooks.models import EVENTS, URL_MAX_LENGTH
 
 Event = Literal[
     "run.succeeded",
@@ -25,13 +26,17 @@ class WebhookIn(BodyIn):
     url: str = Field(
         ...,
         min_length=1,
-        max_length=2000,
+        max_length=URL_MAX_LENGTH,
+        pattern=URL_PATTERN,
         description="An http or https URL; it must pass the tenant's HTTP allow-list and "
-        "private-address rule, like http nodes (422 webhook_refused).",
+        "private-address rule, like http nodes (422 `webhook_refused`).",
         examples=["https://hooks.example.com/runyard"],
     )
     events: list[Event] | None = Field(
-        None, max_length=6, description="Run events to send; default all of them."
+        None,
+        min_length=1,
+        max_length=len(EVENTS),
+        description="Run events to send; default all of them.",
     )
     enabled: bool = True
     include_state: bool = Field(True, description="Whether bodies carry the run's state.")
@@ -39,8 +44,8 @@ class WebhookIn(BodyIn):
 
 
 class WebhookPatchIn(BodyIn):
-    url: str | None = Field(None, min_length=1, max_length=2000)
-    events: list[Event] | None = Field(None, min_length=1, max_length=6)
+    url: str | None = Field(None, min_length=1, max_length=URL_MAX_LENGTH, pattern=URL_PATTERN)
+    events: list[Event] | None = Field(None, min_length=1, max_length=len(EVENTS))
     enabled: bool | None = None
     include_state: bool | None = None
     description: str | None = Field(None, max_length=200)
@@ -49,7 +54,7 @@ class WebhookPatchIn(BodyIn):
 class WebhookOut(Schema):
     id: uuid.UUID = Field(..., alias="public_id")
     url: str
-    events: list[str]
+    events: list[Event]
     enabled: bool
     include_state: bool
     description: str
@@ -59,17 +64,19 @@ class WebhookOut(Schema):
 
 class WebhookListOut(Schema):
     items: list[WebhookOut]
-    next_cursor: str | None
+    next_cursor: str | None = next_cursor_field()
 
 
 class DeliveryOut(Schema):
     id: uuid.UUID = Field(..., alias="public_id")
-    event: str
+    event: Event
     run_id: uuid.UUID = Field(..., alias="run_public_id")
     url: str
-    status: str
+    status: Literal["pending", "delivered", "failed"]
     attempts: int
-    last_outcome: str
+    last_outcome: Literal["", "delivered", "retrying", "failed", "refused"] = Field(
+        ..., description="What the last attempt came to; empty before the first."
+    )
     last_status_code: int | None
     last_error: str
     next_attempt_at: dt.datetime | None
@@ -79,7 +86,7 @@ class DeliveryOut(Schema):
 
 class DeliveryListOut(Schema):
     items: list[DeliveryOut]
-    next_cursor: str | None
+    next_cursor: str | None = next_cursor_field()
 
 
 class SecretOut(Schema):

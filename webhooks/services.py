@@ -21,7 +21,7 @@ from django.utils import timezone
 from runs.engine.context import HttpPolicy
 from runs.engine.errors import NodeError
 from runs.engine.netguard import check_url
-from runs.services.errors import NotFound, ValidationFailed
+from runs.services.errors import Conflict, NotFound, ValidationFailed
 from tenants.models import AuditLog, Tenant
 from webhooks.models import (
     EVENTS,
@@ -155,7 +155,7 @@ def create_subscription(
     locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
     cap = int(settings.RUNYARD["WEBHOOK_MAX_SUBSCRIPTIONS"])
     if Subscription.objects.filter(tenant=locked).count() >= cap:
-        raise ValidationFailed(
+        raise Conflict(
             f"A tenant can have {cap} webhooks at most; delete one first.",
             code="too_many_webhooks",
             details={"limit": cap},

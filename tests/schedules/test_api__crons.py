@@ -85,7 +85,7 @@ def test_bad_cron_expression_is_a_422_naming_schedule(alice: Api, schedule: str)
     response = create(alice, schedule=schedule)
     assert response.status_code == 422
     error = error_of(response)
-    assert error["code"] == "validation_error"
+    assert error["code"] == "invalid_schedule"  # its own code: no schema can state it
     assert error["details"]["field"] == "schedule"
     assert error["details"]["problems"][0]["where"] == "schedule"
     assert "schedule" in error["message"]
@@ -97,6 +97,7 @@ def test_unknown_timezone_is_a_422_naming_timezone(alice: Api, tz: str) -> None:
     response = create(alice, timezone=tz)
     assert response.status_code == 422
     error = error_of(response)
+    assert error["code"] == "invalid_timezone"
     assert error["details"]["field"] == "timezone" and "timezone" in error["message"].lower()
 
 
@@ -190,8 +191,10 @@ def test_patch_with_bad_values_is_a_422_and_changes_nothing(alice: Api) -> None:
     cron = create(alice).json()
     bad = patch(alice, cron["id"], {"schedule": "99 * * * *"})
     assert bad.status_code == 422 and error_of(bad)["details"]["field"] == "schedule"
+    assert error_of(bad)["code"] == "invalid_schedule"
     bad = patch(alice, cron["id"], {"timezone": "Nowhere/Land"})
     assert bad.status_code == 422 and error_of(bad)["details"]["field"] == "timezone"
+    assert error_of(bad)["code"] == "invalid_timezone"
     bad = patch(alice, cron["id"], {"id": "x"})
     assert bad.status_code == 422
     assert alice.get(f"/crons/{cron['id']}").json()["schedule"] == "*/5 * * * *"
@@ -234,3 +237,19 @@ def test_schedules_per_tenant_are_capped(alice: Api, settings: Any) -> None:
 def test_oversized_input_is_a_413(alice: Api, settings: Any) -> None:
     settings.RUNYARD = {**settings.RUNYARD, "MAX_INPUT_BYTES": 100}
     assert create(alice, input={"count": 1, "pad": "x" * 200}).status_code == 413
+
+
+def test_refusals_no_schema_states_have_their_own_codes(alice: Api) -> None:
+    """The OpenAPI document cannot say which expressions fire or which zones exist: those
+    refusals carry their own codes (the document names them), never `validation_error`."""
+    past = create(alice, schedule="0 9 * * *", end_time="2000-01-01T00:00:00Z")
+    assert past.status_code == 422
+    assert error_of(past)["code"] == "end_time_before_first_tick"
+    assert error_of(past)["details"]["field"] == "end_time"
+    never = create(alice, schedule="0 0 30 2 *")
+    assert error_of(never)["code"] == "invalid_schedule"
+    # An empty webhook means none; a blank one is a shape error the document states.
+    assert create(alice, webhook="").json()["webhook"] is None
+    blank = create(alice, webhook="   ")
+    assert blank.status_code == 422 and error_of(blank)["code"] == "validation_error"
+    assert Cron.objects.count() == 1

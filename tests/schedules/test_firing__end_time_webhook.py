@@ -46,6 +46,7 @@ def test_no_tick_after_end_time_fires(tenant: Tenant, chain: Any, queue: InlineQ
             tenant, graph="chain", schedule="0 9 * * *", end_time=at("2026-06-01 10:30:00"), now=T0
         )
     assert never.value.details["field"] == "end_time"
+    assert never.value.code == "end_time_before_first_tick"
     # Moving the end later and enabling again: it fires on.
     update_cron(cron, end_time=at("2026-06-01 11:00:00"), enabled=True, now=at("2026-06-01 10:21"))
     cron.refresh_from_db()

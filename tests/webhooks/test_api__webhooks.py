@@ -13,6 +13,7 @@ from tests.runs.test_api__helpers import error_of, key_client
 from tests.webhooks.conftest import InlineQueue, Receiver
 from webhooks import delivery
 from webhooks.models import Delivery, RunWebhook, Subscription
+from webhooks.services import create_subscription
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -96,7 +97,7 @@ def test_subscriptions_per_tenant_are_bounded(
     for i in range(2):
         assert api.post("/webhooks", {"url": f"{receiver.url}?{i}"}).status_code == 201
     third = api.post("/webhooks", {"url": receiver.url})
-    assert third.status_code == 422 and error_of(third)["code"] == "too_many_webhooks"
+    assert third.status_code == 409 and error_of(third)["code"] == "too_many_webhooks"
 
 
 def test_members_read_but_only_admins_manage(hook_tenant: Tenant, receiver: Receiver) -> None:
@@ -128,7 +129,9 @@ def test_another_tenants_webhook_is_404(
         assert error_of(response)["code"] == "not_found"
     assert bob.get("/webhooks").json()["items"] == []
     assert Subscription.objects.get().enabled is True
-    assert alice.get("/webhooks/not-a-uuid").status_code == 404
+    assert alice.get(f"/webhooks/{uuid.uuid4()}").status_code == 404
+    # Ids are UUIDs in the document: anything else is refused by its shape.
+    assert alice.get("/webhooks/not-a-uuid").status_code == 422
 
 
 def test_rotated_secret_is_returned_once_and_signs_from_then_on(
@@ -193,3 +196,25 @@ def test_tenant_with_an_empty_allow_list_cannot_use_webhooks(tenant: Tenant) -> 
     api = key_client(tenant, Role.MEMBER)
     refused = api.post("/runs", {"graph": "chain", "webhook": "https://hooks.example.com/x"})
     assert refused.status_code == 422  # an empty allow-list allows no host, as for http nodes
+
+
+def test_urls_and_events_are_refused_by_their_documented_shape(hook_tenant: Tenant) -> None:
+    """What the document's `pattern` and `minItems` say is what the API does: whitespace
+    around a URL is stripped, inside it (or a blank URL, or no event) is a shape error."""
+    api = key_client(hook_tenant, Role.ADMIN)
+    padded = api.post("/webhooks", {"url": "  http://127.0.0.1/x\n"})
+    assert padded.status_code == 201 and padded.json()["url"] == "http://127.0.0.1/x"
+    for url in ("   ", "http://127.0.0.1/a b", "http://127.0.0.1/\x01"):
+        refused = api.post("/webhooks", {"url": url})
+        assert refused.status_code == 422 and error_of(refused)["code"] == "validation_error"
+    no_events = api.post("/webhooks", {"url": "http://127.0.0.1/x", "events": []})
+    assert no_events.status_code == 422 and error_of(no_events)["code"] == "validation_error"
+    assert Subscription.objects.count() == 1
+
+
+def test_a_cursor_no_list_returned_is_a_400(hook_tenant: Tenant) -> None:
+    api = key_client(hook_tenant, Role.MEMBER)
+    hook = create_subscription(hook_tenant, url="http://127.0.0.1/x")
+    for path in ("/webhooks", f"/webhooks/{hook.public_id}/deliveries"):
+        bad = api.get(path, {"cursor": "qRaEQFXO8f"})
+        assert bad.status_code == 400 and error_of(bad)["code"] == "invalid_cursor"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import re
 import threading
 import uuid
 from collections import Counter
@@ -15,6 +16,7 @@ from django.db import connection
 
 from runs import services
 from runs.engine import netguard
+from runs.schemas import URL_PATTERN
 from runs.services.errors import ValidationFailed
 from tenants.models import Tenant
 from tests.webhooks.conftest import InlineQueue, Receiver
@@ -52,6 +54,38 @@ def test_subscription_to_a_private_address_is_refused_unless_allowed(hook_tenant
 def test_bad_urls_are_refused(hook_tenant: Tenant, url: str) -> None:
     with pytest.raises(ValidationFailed):
         check_destination(hook_tenant, url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/x",
+        " \t http://127.0.0.1/x \n",
+        "\u00a0http://127.0.0.1/x\u2028",
+        "\x1fhttp://127.0.0.1/x",
+        "ftp://127.0.0.1/x",
+        "x",
+        "",
+        "   ",
+        "\u3000",
+        "http://127.0.0.1/a b",
+        "http://127.0.0.1/a\u00a0b",
+        "http://127.0.0.1/\x01",
+        "\x01http://127.0.0.1/x",
+        "http://127.0.0.1/\x00",
+    ],
+)
+def test_url_pattern_of_the_document_is_the_shape_check_destination_takes(
+    hook_tenant: Tenant, url: str
+) -> None:
+    """The document's `URL_PATTERN` accepts exactly the URLs that pass check_destination's
+    shape checks; what it accepts may still be refused, but only as `webhook_refused`."""
+    try:
+        check_destination(hook_tenant, url)
+        shape_ok = True
+    except ValidationFailed as exc:
+        shape_ok = exc.code == "webhook_refused"
+    assert (re.fullmatch(URL_PATTERN, url) is not None) == shape_ok
 
 
 def test_overlong_url_is_refused(hook_tenant: Tenant) -> None:
