@@ -10,14 +10,14 @@ from ninja import Router, Status
 from runs.api.common import ensure_json_size, member
 from tenants.schemas import error_responses
 from triggers import services
-from triggers.schemas import EventIn, EventOut
+from triggers.schemas import ReceivedEventIn, ReceivedEventOut
 
 router = Router(tags=["events"])
 
 
 @router.post(
     "/events",
-    response={202: EventOut, **error_responses(403, 413)},
+    response={202: ReceivedEventOut, **error_responses(400, 403, 413)},
     summary="Send an event",
     description=(
         "Starts a run of the latest version of every graph of the tenant whose spec "
@@ -27,7 +27,7 @@ router = Router(tags=["events"])
         "runs). The payload is limited to `MAX_INPUT_BYTES` (413). Needs the member role."
     ),
 )
-def send_event(request: HttpRequest, payload: EventIn) -> Status[dict[str, Any]]:
+def send_event(request: HttpRequest, payload: ReceivedEventIn) -> Status[dict[str, Any]]:
     ctx = member(request)
     ensure_json_size(payload.payload, "payload")
     received = services.receive_event(

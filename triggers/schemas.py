@@ -12,7 +12,7 @@ from runs.engine.subscriptions import EVENT_NAME
 from runs.schemas import BodyIn
 
 
-class EventIn(BodyIn):
+class ReceivedEventIn(BodyIn):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -52,7 +52,7 @@ class RefusedOut(Schema):
     message: str
 
 
-class EventOut(Schema):
+class ReceivedEventOut(Schema):
     id: uuid.UUID = Field(
         ..., description="The received event's id (runs carry it in `metadata.event_id`)."
     )

@@ -102,11 +102,13 @@ TOP = Table(
                         "required": ["event"],
                         "properties": {
                             "event": f.string(pattern=EVENT_NAME.pattern),
-                            "input": {
-                                "type": "object",
-                                "maxProperties": MAX_TRIGGER_INPUT_KEYS,
-                                "additionalProperties": f.expression(),
-                            },
+                            "input": f.nullable(
+                                {
+                                    "type": "object",
+                                    "maxProperties": MAX_TRIGGER_INPUT_KEYS,
+                                    "additionalProperties": f.expression(),
+                                }
+                            ),
                             "description": f.any_json(),
                         },
                     },
