@@ -66,6 +66,9 @@ class Translator:
         self.values: dict[str, Any] | None = None
         self.live_nodes: set[str] = set()
         self.done: dict[str, int] = {}
+        # Steps whose stored events were sent: a live frame of theirs arriving late (live
+        # frames are best-effort and may trail the commit) is not a new message.
+        self.ended_steps: set[Any] = set()
         # `messages` mode: the text of each node's message so far, and the ids announced.
         self.partial: dict[str, str] = {}
         self.announced: set[str] = set()
@@ -76,6 +79,7 @@ class Translator:
             ).values_list("data", flat=True):
                 node = str((data or {}).get("node", ""))
                 self.done[node] = self.done.get(node, 0) + 1
+                self.ended_steps.add((data or {}).get("index"))
 
     def parts(self, events: list[Event]) -> list[tuple[int, list[tuple[str, Any]]]]:
         steps = {
@@ -169,6 +173,8 @@ class Translator:
         if frame.get("event") != "llm.delta":
             return []
         data = frame.get("data") or {}
+        if data.get("step") is not None and data.get("step") in self.ended_steps:
+            return []  # its step's stored events were sent already: a late frame
         node, text = str(data.get("node", "")), str(data.get("text", ""))
         self.live_nodes.add(node)
         return self._delta(node, text)
@@ -279,6 +285,7 @@ class Translator:
             return out
         if e.type in ("step.completed", "step.failed"):
             node = str(data.get("node", ""))
+            self.ended_steps.add(data.get("index"))
             if self.subgraphs:
                 out += self.subgraph_parts(data.get("index"), node)
             failed = e.type == "step.failed"
