@@ -78,12 +78,15 @@ def decode_cursor(cursor: str, *types: type) -> tuple[Any, ...]:
         ) from exc
 
 
-def _ascending_page(qs: QuerySet[Any], key: str, cursor: str | None, limit: int) -> Page[Any]:
-    """A page of `qs` ordered by the unique, immutable integer column `key`."""
+def key_page(
+    qs: QuerySet[Any], key: str, cursor: str | None, limit: int, *, descending: bool = False
+) -> Page[Any]:
+    """A page of `qs` ordered by the unique, immutable integer column `key` (newest first
+    when `descending`); the cursor is the last row's key."""
     if cursor:
         (after,) = decode_cursor(cursor, int)
-        qs = qs.filter(**{f"{key}__gt": after})
-    rows = list(qs.order_by(key)[: limit + 1])
+        qs = qs.filter(**{f"{key}__{'lt' if descending else 'gt'}": after})
+    rows = list(qs.order_by(f"-{key}" if descending else key)[: limit + 1])
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = encode_cursor(getattr(rows[-1], key)) if more and rows else None
@@ -124,7 +127,7 @@ def graph_versions(tenant: Tenant, name: str) -> list[int]:
 def checkpoint_page(thread: Thread, *, cursor: str | None, limit: int) -> Page[Checkpoint]:
     """A thread's checkpoints, oldest first (run by run, step by step)."""
     qs = Checkpoint.objects.filter(thread=thread).select_related("run")
-    return _ascending_page(qs, "id", cursor, limit)
+    return key_page(qs, "id", cursor, limit)
 
 
 # --- runs --------------------------------------------------------------------------------------
@@ -237,7 +240,7 @@ def run_page(tenant: Tenant, filters: RunFilters, *, cursor: str | None, limit: 
 
 
 def step_page(run: Run, *, cursor: str | None, limit: int) -> Page[Step]:
-    return _ascending_page(Step.objects.filter(run=run), "index", cursor, limit)
+    return key_page(Step.objects.filter(run=run), "index", cursor, limit)
 
 
 def event_page(run: Run, *, after: int, limit: int) -> Page[Event]:
@@ -250,7 +253,7 @@ def event_page(run: Run, *, after: int, limit: int) -> Page[Event]:
 
 def artifact_page(run: Run, *, cursor: str | None, limit: int) -> Page[Artifact]:
     qs = Artifact.objects.filter(run=run).select_related("run", "step")
-    return _ascending_page(qs, "id", cursor, limit)
+    return key_page(qs, "id", cursor, limit)
 
 
 def get_artifact(tenant: Tenant, artifact_id: Any) -> Artifact:

@@ -3,7 +3,7 @@ schedule's latest fires."""
 
 from __future__ import annotations
 
-from runs.selectors import Page, decode_cursor, encode_cursor
+from runs.selectors import Page, key_page
 from schedules.models import Cron, CronFire
 from tenants.models import Tenant
 
@@ -23,13 +23,7 @@ def cron_page(
         qs = qs.filter(graph_name=graph)
     if enabled is not None:
         qs = qs.filter(enabled=enabled)
-    if cursor:
-        (before,) = decode_cursor(cursor, int)
-        qs = qs.filter(pk__lt=before)
-    rows = list(qs.order_by("-pk")[: limit + 1])
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(rows, encode_cursor(rows[-1].pk) if more and rows else None)
+    return key_page(qs, "pk", cursor, limit, descending=True)
 
 
 def recent_fires(cron: Cron, limit: int = RECENT_FIRES) -> list[CronFire]:

@@ -7,14 +7,13 @@ Another tenant's subscription is a 404.
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from django.http import HttpRequest
 from ninja import Query, Router, Status
 
 from runs.api.common import admin, caller
 from runs.schemas import PageIn
-from runs.selectors import Page, decode_cursor, encode_cursor
+from runs.selectors import Page, key_page
 from tenants.schemas import error_responses
 from webhooks import services
 from webhooks.models import Delivery, Subscription
@@ -30,16 +29,6 @@ from webhooks.schemas import (
 router = Router(tags=["webhooks"])
 
 
-def _page(qs: Any, cursor: str | None, limit: int, *, descending: bool = False) -> Page[Any]:
-    if cursor:
-        (after,) = decode_cursor(cursor, int)
-        qs = qs.filter(pk__lt=after) if descending else qs.filter(pk__gt=after)
-    rows = list(qs.order_by("-pk" if descending else "pk")[: limit + 1])
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(rows, encode_cursor(rows[-1].pk) if more and rows else None)
-
-
 @router.get(
     "/webhooks",
     response={200: WebhookListOut, **error_responses(400)},
@@ -52,7 +41,7 @@ def _page(qs: Any, cursor: str | None, limit: int, *, descending: bool = False) 
 def list_webhooks(request: HttpRequest, page: Query[PageIn]) -> Page[Subscription]:
     ctx = caller(request)
     qs = Subscription.objects.filter(tenant=ctx.tenant)
-    return _page(qs, page.cursor, page.limit)
+    return key_page(qs, "pk", page.cursor, page.limit)
 
 
 @router.post(
@@ -147,4 +136,4 @@ def list_webhook_deliveries(
     ctx = caller(request)
     sub = services.get_subscription(ctx.tenant, webhook_id)
     qs = Delivery.objects.filter(tenant=ctx.tenant, subscription=sub)
-    return _page(qs, page.cursor, page.limit, descending=True)
+    return key_page(qs, "pk", page.cursor, page.limit, descending=True)
