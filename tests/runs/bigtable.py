@@ -160,7 +160,12 @@ def seed(
             elif i % 977 == 0:  # waiting on an approval due later
                 raw.update(
                     status=RunStatus.WAITING,
-                    waiting_for={"kind": "approval", "id": "gate@1", "default": "reject"},
+                    waiting_for={
+                        "kind": "approval",
+                        "id": "gate@1",
+                        "node": "gate",
+                        "default": "reject",
+                    },
                     wait_deadline=now + dt.timedelta(hours=1),
                 )
             if raw["status"] not in (RunStatus.QUEUED, RunStatus.WAITING):
