@@ -109,15 +109,42 @@ def candidates() -> QuerySet:
     )
 
 
+# What `_dispatch_next` returns when, not waiting, it found another dispatcher in the gate.
+BUSY = -1
+
+
 def dispatch_once(*, max_runs: int | None = None, wait: bool = True) -> int:
     """One dispatcher pass. Returns how many runs it handed to the queue. With `wait=False`
     it gives up when another dispatcher holds the gate (see `dispatch_on_commit`)."""
+    if not owed():
+        return 0
     dispatched = 0
     while max_runs is None or dispatched < max_runs:
-        if _dispatch_next(to_broker=True, wait=wait) is None:
+        if _dispatch_next(to_broker=True, wait=wait) in (None, BUSY):
             break
         dispatched += 1
     return dispatched
+
+
+def owed() -> bool:
+    """Whether some tenant with a free slot has a dispatchable run: the candidate query alone,
+    read outside any transaction. A dispatcher that finds none skips the gate's write
+    transaction (on SQLite, a synced commit) for nothing; a run that becomes dispatchable
+    after this read is dispatched by whoever made it so (its creation, a requeue, a worker
+    freeing a slot) or by the scheduler's next tick."""
+    return bool(fetch_all(candidates))
+
+
+def dispatch_in_transaction() -> None:
+    """Dispatch the next run owed a slot in the caller's transaction (a run's creation), so
+    one commit both queues a run and hands one out: `POST /runs` then costs one transaction,
+    not two, and a run created on an idle system is on the broker when its creation commits.
+    The fair order and caps are `dispatch_once`'s (the run handed out may be another
+    tenant's). When another dispatcher holds the gate, it dispatches after the commit
+    instead (`dispatch_on_commit`), never waiting for the gate while the caller's locks are
+    held."""
+    if _dispatch_next(to_broker=True, wait=False) == BUSY:
+        dispatch_on_commit()
 
 
 def dispatch_here() -> int | None:
@@ -125,17 +152,22 @@ def dispatch_here() -> int | None:
     that has just finished a segment takes it on in the same queue task. Same fair order and
     caps as `dispatch_once`. Returns the run's pk (the caller claims it in the same
     transaction), or None."""
-    return _dispatch_next(to_broker=False)
+    run_pk = _dispatch_next(to_broker=False)
+    return None if run_pk == BUSY else run_pk
 
 
 def _dispatch_next(*, to_broker: bool, wait: bool = True) -> int | None:
-    """Take one slot, in the caller's transaction when there is one (a claim), else in its
-    own. The capacity check and the slot it allows are one step under the gate: checked
-    apart, four dispatchers each saw room for 8 and put 20 runs in flight together."""
-    with transaction.atomic():
+    """Take one slot, in the caller's transaction when there is one (a claim, a creation),
+    else in its own; BUSY when not waiting and the gate is taken. The capacity check and the
+    slot it allows are one step under the gate: checked apart, four dispatchers each saw room
+    for 8 and put 20 runs in flight together. No savepoint: an error here fails the caller's
+    transaction, which its retry starts over."""
+    with transaction.atomic(savepoint=False):
         room = cluster.enter_dispatch_gate(
             capacity=configured_capacity(), fallback=fallback_capacity(), wait=wait
         )
+        if room is None:
+            return BUSY
         if room <= 0:
             return None
         for tenant_id, run_pk in fetch_all(candidates):

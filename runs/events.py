@@ -116,6 +116,22 @@ def append_events(
             raise Fenced(f"run {run.public_id} no longer matches {fence}")
         last = Run.objects.values_list("last_seq", flat=True).get(pk=run.pk)
     run.last_seq = last
+    insert_events(run, events, last)
+
+
+def append_first_events(run: Run, events: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """Write the first events of a run inserted in this transaction with `last_seq` already
+    counting them: no UPDATE of the run (and no row lock to take: nobody else sees it yet)."""
+    assert transaction.get_connection().in_atomic_block, "append_first_events needs a transaction"
+    assert run.last_seq == len(events), "insert the run with last_seq = len(events)"
+    insert_events(run, events, run.last_seq)
+
+
+def insert_events(run: Run, events: Sequence[tuple[str, dict[str, Any]]], last: int) -> None:
+    """INSERT `events` as seq `last - n + 1` .. `last`, published after the commit. For a
+    caller whose own guarded UPDATE of the run counted them into `last_seq` (see
+    `append_events`, which is that UPDATE and this)."""
+    n = len(events)
     if not n:
         return
     first, now = last - n + 1, timezone.now()

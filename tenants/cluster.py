@@ -21,7 +21,7 @@ CLUSTER_SEEN_WITHIN = dt.timedelta(seconds=30)
 CLUSTER_FORGOTTEN_AFTER = dt.timedelta(days=1)
 
 
-def enter_dispatch_gate(*, capacity: int | None, fallback: int, wait: bool = True) -> int:
+def enter_dispatch_gate(*, capacity: int | None, fallback: int, wait: bool = True) -> int | None:
     """How many more runs may be in flight cluster-wide: the capacity (`capacity`, or when
     None the workers of the clusters seen lately, or `fallback` when none is) minus the runs
     holding a slot.
@@ -32,8 +32,9 @@ def enter_dispatch_gate(*, capacity: int | None, fallback: int, wait: bool = Tru
     statement; a SQLite writer holds the database). Releases need not pass the gate: they only
     make room. One UPDATE and one SELECT, both on the primary key or small tables.
 
-    With `wait=False`, a gate another dispatcher holds right now gives 0 (no room) at once,
-    on PostgreSQL; a SQLite writer holds the whole database anyway.
+    With `wait=False`, a gate another dispatcher holds right now gives None at once, on
+    PostgreSQL (where the row lock is then taken by that one SELECT ... FOR UPDATE); a SQLite
+    writer holds the whole database anyway.
     """
     q = connection.ops.quote_name
     gate_sql = (
@@ -51,10 +52,14 @@ def enter_dispatch_gate(*, capacity: int | None, fallback: int, wait: bool = Tru
                 "FOR UPDATE SKIP LOCKED",
                 [GATE_ID],
             )
-            if cursor.fetchone() is None and DispatchGate.objects.filter(pk=GATE_ID).exists():
-                return 0  # another dispatcher is in the gate: it, or the next one, goes on
-        cursor.execute(gate_sql, [GATE_ID])
-        if cursor.rowcount == 0:  # a new (or flushed) database: make the row, then lock it
+            locked = cursor.fetchone() is not None
+            if not locked and DispatchGate.objects.filter(pk=GATE_ID).exists():
+                return None  # another dispatcher is in the gate: it, or the next one, goes on
+        else:
+            locked = False
+        if not locked:
+            cursor.execute(gate_sql, [GATE_ID])
+        if not locked and cursor.rowcount == 0:  # a new (or flushed) database: make the row
             DispatchGate.objects.bulk_create([DispatchGate(pk=GATE_ID)], ignore_conflicts=True)
             cursor.execute(gate_sql, [GATE_ID])
         if capacity is not None:

@@ -12,7 +12,7 @@ from django.db import IntegrityError, transaction
 from runs import hooks
 from runs.engine import validate_input
 from runs.engine.values import Unstorable, storable_size
-from runs.events import append_events
+from runs.events import append_first_events
 from runs.models import Checkpoint, Graph, Run, Thread
 from runs.services.dbretry import retry_transient
 from runs.services.errors import BlockedByHook, Conflict, NotFound, ValidationFailed
@@ -285,7 +285,7 @@ def _admit_and_write(
     priority: int,
     created_by: str,
 ) -> Run:
-    from runs.dispatch import dispatch_on_commit
+    from runs.dispatch import dispatch_in_transaction
     from runs.services.controls import cancel_run
 
     limits.admit_run(tenant)
@@ -331,9 +331,12 @@ def _admit_and_write(
         run.state = checkpoint.state
         run.position = {**checkpoint.position, "step": 0}
         run.metadata = {**run.metadata, "forked_from": str(checkpoint.public_id)}
+    run.last_seq = 1  # its run.queued event, written below
     insert_instance(run)
     run.tenant = tenant
-    append_events(run, [("run.queued", {"graph": graph_row.name, "version": graph_row.version})])
+    append_first_events(
+        run, [("run.queued", {"graph": graph_row.name, "version": graph_row.version})]
+    )
     audit_run(run, "run.created", graph=graph_row)
     if request.get("webhook"):
         from webhooks.services import attach_to_run
@@ -342,5 +345,6 @@ def _admit_and_write(
             run, request["webhook"], include_state=request.get("webhook_include_state", True)
         )
     limits.record_usage(tenant.pk, runs=1, shard=limits.usage_shard(run.pk))
-    dispatch_on_commit()
+    if parent is None:
+        dispatch_in_transaction()
     return run

@@ -11,7 +11,7 @@ import math
 from typing import Any, cast
 
 from django.db import connection
-from django.db.models import F, Field, Q
+from django.db.models import Field
 from django.utils import timezone
 
 from tenants.limits.budgets import check_budgets
@@ -25,44 +25,58 @@ def admit_run(tenant: Tenant, *, now: dt.datetime | None = None) -> None:
     """Take a queue slot and a rate token for a new run, or raise LimitExceeded.
 
     Call inside the transaction that creates the run, so a refused or failed creation leaves the
-    counters as they were.
+    counters as they were. Both are one guarded UPDATE of the tenant's row (`_admit`); only a
+    refusal reads the row again, to say which limit refused.
     """
     now = now or timezone.now()
     check_budgets(tenant, now=now, refusing="new runs")
-    _take_rate_token(tenant, now)
-    if not _take(tenant.pk, "queued_count", "max_queued_runs"):
-        raise LimitExceeded(
-            "max_queued_runs",
-            f"Tenant {tenant.slug} already has {tenant.max_queued_runs} queued runs "
-            "(max_queued_runs); retry when some have started.",
-            retry_after=5,
-            details={"cap": tenant.max_queued_runs},
-        )
-
-
-def _take_rate_token(tenant: Tenant, now: dt.datetime) -> None:
-    if tenant.runs_per_minute is None:
+    if _admit(tenant.pk, now):
         return
-    window_start = now - RATE_WINDOW
-    # A new window starts for whoever first finds the old one expired; the guard makes the
-    # reset happen once even when several requests race.
-    reset = Tenant.objects.filter(
-        Q(rate_window_start__isnull=True) | Q(rate_window_start__lte=window_start), pk=tenant.pk
-    ).update(rate_window_start=now, rate_window_count=1)
-    if reset:
-        return
-    taken = Tenant.objects.filter(pk=tenant.pk, rate_window_count__lt=F("runs_per_minute")).update(
-        rate_window_count=F("rate_window_count") + 1
-    )
-    if not taken:
-        started = Tenant.objects.values_list("rate_window_start", flat=True).get(pk=tenant.pk)
-        wait = (started + RATE_WINDOW - now).total_seconds() if started else 60
+    row = Tenant.objects.values(
+        "runs_per_minute", "rate_window_start", "rate_window_count", "max_queued_runs"
+    ).get(pk=tenant.pk)
+    started, per_minute = row["rate_window_start"], row["runs_per_minute"]
+    window_open = started is not None and started > now - RATE_WINDOW
+    if per_minute is not None and window_open and row["rate_window_count"] >= per_minute:
+        wait = (started + RATE_WINDOW - now).total_seconds()
         raise LimitExceeded(
             "runs_per_minute",
-            f"Tenant {tenant.slug} may start {tenant.runs_per_minute} runs per minute.",
+            f"Tenant {tenant.slug} may start {per_minute} runs per minute.",
             retry_after=max(1, math.ceil(wait)),
-            details={"cap": tenant.runs_per_minute},
+            details={"cap": per_minute},
         )
+    raise LimitExceeded(
+        "max_queued_runs",
+        f"Tenant {tenant.slug} already has {row['max_queued_runs']} queued runs "
+        "(max_queued_runs); retry when some have started.",
+        retry_after=5,
+        details={"cap": row["max_queued_runs"]},
+    )
+
+
+def _admit(tenant_id: int, now: dt.datetime) -> bool:
+    """One queue slot and one rate token, in one guarded UPDATE: the rate window restarts
+    (count 1) for whoever first finds it expired, else counts on while under
+    `runs_per_minute` (no limit when that is NULL); `queued_count` goes up while under
+    `max_queued_runs`. False when either limit refuses; then nothing changed."""
+    q = connection.ops.quote_name
+    field = cast(Field, Tenant._meta.get_field("rate_window_start"))
+    at, cutoff = (field.get_db_prep_save(t, connection) for t in (now, now - RATE_WINDOW))
+    start, count, per_minute = q("rate_window_start"), q("rate_window_count"), q("runs_per_minute")
+    expired = f"({start} IS NULL OR {start} <= %s)"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {q(Tenant._meta.db_table)} SET "  # noqa: S608 - names from model meta
+            f"{start} = CASE WHEN {per_minute} IS NULL THEN {start} "
+            f"WHEN {expired} THEN %s ELSE {start} END, "
+            f"{count} = CASE WHEN {per_minute} IS NULL THEN {count} "
+            f"WHEN {expired} THEN 1 ELSE {count} + 1 END, "
+            f"{q('queued_count')} = {q('queued_count')} + 1 "
+            f"WHERE {q('id')} = %s AND {q('queued_count')} < {q('max_queued_runs')} "
+            f"AND ({per_minute} IS NULL OR {expired} OR {count} < {per_minute})",
+            [cutoff, at, cutoff, tenant_id, cutoff],
+        )
+        return cursor.rowcount == 1
 
 
 def _take(tenant_id: int, counter: str, cap: str, *, stamp: str = "", when: Any = None) -> bool:

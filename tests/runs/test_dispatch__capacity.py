@@ -10,6 +10,7 @@ import time
 import pytest
 from django.conf import settings as django_settings
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.db.models import Sum
 from django.utils import timezone
 from django_q.signals import post_spawn
@@ -51,6 +52,7 @@ def test_capacity_holds_with_four_dispatchers_racing(monkeypatch, settings) -> N
     enqueued: list[int] = []
     monkeypatch.setattr(dispatch, "enqueue_run", enqueued.append)
     monkeypatch.setattr(dispatch, "dispatch_on_commit", lambda: None)  # the backlog waits
+    monkeypatch.setattr(dispatch, "dispatch_in_transaction", lambda: None)
     queue_runs(tenants=12, runs_each=5)
     assert in_flight() == (0, 0)
     claimed: list[int] = []
@@ -96,6 +98,7 @@ def test_default_capacity_is_the_workers_of_every_cluster_seen_lately(
     enqueued: list[int] = []
     monkeypatch.setattr(dispatch, "enqueue_run", enqueued.append)
     monkeypatch.setattr(dispatch, "dispatch_on_commit", lambda: None)
+    monkeypatch.setattr(dispatch, "dispatch_in_transaction", lambda: None)
     queue_runs(tenants=3, runs_each=6)
     assert dispatch.dispatch_once() == 11
     assert in_flight() == (11, 11)
@@ -171,3 +174,26 @@ def test_dispatch_after_commit_does_not_queue_behind_a_busy_gate(monkeypatch) ->
         holder.join()
     assert dispatch.dispatch_once() == 1  # the scheduler's tick, or a worker's next pass
     assert enqueued == [first.pk, second.pk]
+
+
+def test_a_new_run_is_dispatched_by_the_transaction_that_creates_it(monkeypatch) -> None:
+    """Creating a run on an idle system is one commit that both queues the run and hands it
+    to the broker; the admission counters are one UPDATE, and the run.queued event needs no
+    second UPDATE of the new run."""
+    enqueued: list[int] = []
+    monkeypatch.setattr(dispatch, "enqueue_run", enqueued.append)
+    tenant = make_tenant("one-commit", max_concurrent_runs=10, runs_per_minute=100)
+    create_graph_version(tenant, chain_spec())
+    with CaptureQueriesContext(connection) as queries:
+        run = create_run(tenant, graph="chain")
+    statements = [q["sql"] for q in queries.captured_queries]
+    assert [s for s in statements if s == "COMMIT"] == ["COMMIT"], statements
+    assert enqueued == [run.pk]
+    run.refresh_from_db()
+    assert run.dispatched_at is not None and run.holds_slot and run.last_seq == 1
+    assert list(run.events.values_list("seq", "type")) == [(1, "run.queued")]
+    tenant_updates = [s for s in statements if s.startswith('UPDATE "tenants_tenant"')]
+    assert len(tenant_updates) == 2, tenant_updates  # admission, then the concurrency slot
+    assert not [s for s in statements if s.startswith('UPDATE "runs_run" SET "last_seq"')]
+    tenant.refresh_from_db()
+    assert (tenant.queued_count, tenant.running_count, tenant.rate_window_count) == (1, 1, 1)
