@@ -25,16 +25,14 @@ from runs.engine import (
     apply_update,
     initial_state,
 )
-from runs.events import append_events
+from runs.events import insert_events
 from runs.models import Checkpoint, Run
 from runs.services.dbretry import retry_transient
 from runs.services.graphs import spec_for
-from runs.services.lifecycle import (
-    release_queue_slot,
-    release_run_slot,
-)
+from runs.services.lifecycle import release_run_slot
 from runs.sql import NOT_NULL, guarded_update, insert_rows
 from runs.status import RunStatus
+from tenants import limits
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +62,11 @@ def claim_run(run_pk: int, *, worker: str | None = None) -> Run | None:
 def claim_next(*, worker: str | None = None) -> Run | None:
     """Dispatch the next run owed a slot to this worker and claim it, in one transaction;
     None when nothing is owed (or the cluster is at capacity)."""
-    from runs.dispatch import dispatch_here
+    from runs.dispatch import dispatch_here, owed
 
     if draining():  # this worker is stopping: the run is another worker's to take
+        return None
+    if not owed():
         return None
     worker = worker or worker_id()
 
@@ -104,37 +104,56 @@ def hand_back_dispatch(run_pk: int) -> str:
 
 
 def _claim(run_pk: int, worker: str) -> Run | None:
-    """The guarded claim; in the caller's transaction."""
+    """The guarded claim; in the caller's transaction.
+
+    The run is read first (no lock), then claimed by one UPDATE guarded by what was read: still
+    queued and dispatched, at the epoch read (a claim bumps it, so a run claimed and requeued
+    meanwhile is not claimed on stale data), and holding the queue slot it held (the same
+    UPDATE gives it back). On a first claim that UPDATE also writes the initial state, built
+    from the read, and counts the run.started event into `last_seq`."""
+    run = (
+        Run.objects.select_related("tenant", "graph", "thread")
+        .filter(pk=run_pk, status=RunStatus.QUEUED, dispatched_at__isnull=False)
+        .first()
+    )
+    if run is None:
+        return None
     now = timezone.now()
-    taken = guarded_update(
+    sets: dict[str, Any] = {
+        "status": RunStatus.RUNNING,
+        "lease_owner": worker,
+        "lease_expires_at": now + dt.timedelta(seconds=conf("LEASE_SECONDS")),
+        "heartbeat_at": now,
+        "holds_queue_slot": False,
+    }
+    first = run.started_at is None
+    if first:
+        sets.update(_first_claim(run, now))
+    last_seq = guarded_update(
         Run,
         run_pk,
-        where={"status": RunStatus.QUEUED, "dispatched_at": NOT_NULL},
-        sets={
-            "status": RunStatus.RUNNING,
-            "lease_owner": worker,
-            "lease_expires_at": now + dt.timedelta(seconds=conf("LEASE_SECONDS")),
-            "heartbeat_at": now,
+        where={
+            "status": RunStatus.QUEUED,
+            "dispatched_at": NOT_NULL,
+            "epoch": run.epoch,
+            "holds_queue_slot": run.holds_queue_slot,
         },
-        increments={"epoch": 1, "claims": 1},
+        sets=sets,
+        increments={"epoch": 1, "claims": 1, "last_seq": 1},
+        returning="last_seq",
     )
-    if not taken:
+    if last_seq is None:
         return None
-    run = Run.objects.select_related("tenant", "graph", "thread").get(pk=run_pk)
-    updates: dict[str, Any] = {}
-    if run.started_at is None:
-        updates = _first_claim(run, now)
-    append_events(
-        run,
-        [("run.started", {"claim": run.claims, "worker": worker})],
-        fence={"epoch": run.epoch},
-        **updates,
-    )
-    for key, value in updates.items():
+    held_queue_slot = run.holds_queue_slot
+    for key, value in sets.items():
         setattr(run, key, value)
-    if updates:
+    run.epoch, run.claims, run.last_seq = run.epoch + 1, run.claims + 1, last_seq
+    if first:
+        _insert_first_checkpoint(run, now)
         checkpoints.started(run)  # checkpoint 0, full: the run's deltas replay from it
-    release_queue_slot(run)  # a started run no longer counts as queued
+    insert_events(run, [("run.started", {"claim": run.claims, "worker": worker})], last_seq)
+    if held_queue_slot:  # a started run no longer counts as queued
+        limits.release_queue_slot(run.tenant_id)
     return run
 
 
@@ -149,6 +168,15 @@ def _first_claim(run: Run, now: dt.datetime) -> dict[str, Any]:
     else:
         state = apply_update(spec, {**initial_state(spec, {}), **thread_state}, run.input)
         position = {"node": spec.start, "step": 0, "visits": {}}
+    return {
+        "state": state,
+        "position": position,
+        "started_at": now,
+        "thread_state_before": thread_state if run.thread else None,
+    }
+
+
+def _insert_first_checkpoint(run: Run, now: dt.datetime) -> None:
     insert_rows(
         Checkpoint,
         [
@@ -157,15 +185,10 @@ def _first_claim(run: Run, now: dt.datetime) -> dict[str, Any]:
                 "run": run.pk,
                 "thread": run.thread_id,
                 "step_index": 0,
-                "state": state,
-                "position": position,
+                "state": run.state,
+                "position": run.position,
                 "created_at": now,
             }
         ],
+        returning=False,
     )
-    return {
-        "state": state,
-        "position": position,
-        "started_at": now,
-        "thread_state_before": thread_state if run.thread else None,
-    }
