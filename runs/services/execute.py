@@ -242,9 +242,12 @@ def run_segment(run_pk: int) -> str:
         while time.monotonic() - task_started < conf("SEGMENT_SECONDS"):
             run = claim_next()
             if run is None:
-                break
+                if draining():  # owed runs go to workers that are not stopping
+                    dispatch_once()
+                break  # otherwise nothing is owed now: nothing for dispatch_once either
             _execute_claimed(run, task_started)
-        dispatch_once()
+        else:
+            dispatch_once()  # the time slice is over: runs still owed go to the broker
     except Exception:  # noqa: BLE001 - the scheduler dispatches on its next tick anyway
         log.warning("dispatch after segment failed", exc_info=True)
     return outcome
