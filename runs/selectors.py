@@ -214,12 +214,49 @@ def _search(qs: QuerySet[Run], text: str) -> QuerySet[Run]:
     return qs.filter(match)
 
 
-def run_page(tenant: Tenant, filters: RunFilters, *, cursor: str | None, limit: int) -> Page[Run]:
-    """Runs newest first, keyset-paginated on (created_at, id) descending.
+# The columns a run's API representation (runs/schemas.py RunOut) reads: a list page loads
+# these alone, not the run's position, thread state, lease and counters (each JSON column is
+# decoded per row, and `thread_state_before` can be as big as a thread's state).
+RUN_OUT_FIELDS = (
+    "public_id",
+    "tenant_id",
+    "status",
+    "graph__name",
+    "graph__version",
+    "thread__public_id",
+    "input",
+    "state",
+    "error",
+    "steps",
+    "tokens_in",
+    "tokens_out",
+    "cost_usd",
+    "waiting_for",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "metadata",
+    "priority",
+    "created_by",
+)
+
+
+def run_page(
+    tenant: Tenant,
+    filters: RunFilters,
+    *,
+    cursor: str | None,
+    limit: int,
+    only: tuple[str, ...] | None = None,
+) -> Page[Run]:
+    """Runs newest first, keyset-paginated on (created_at, id) descending. `only`: the
+    fields to load (e.g. RUN_OUT_FIELDS); any other one read from a row costs a query.
 
     New runs sort before the cursor, so inserts while paging never shift later pages.
     """
     qs = filtered_runs(tenant, filters)
+    if only:
+        qs = qs.only(*only)
     if cursor:
         created_at, pk = decode_cursor(cursor, dt.datetime, int)
         # `created_at <= cursor` too: a range both databases seek (run_tenant_created or

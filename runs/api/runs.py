@@ -149,7 +149,13 @@ def list_runs(request: HttpRequest, filters: Query[RunFiltersIn]) -> selectors.P
         created_before=filters.created_before,
         metadata=_metadata_pairs(request, filters),
     )
-    return selectors.run_page(ctx.tenant, criteria, cursor=filters.cursor, limit=filters.limit)
+    return selectors.run_page(
+        ctx.tenant,
+        criteria,
+        cursor=filters.cursor,
+        limit=filters.limit,
+        only=selectors.RUN_OUT_FIELDS,
+    )
 
 
 @router.get(
