@@ -10,8 +10,8 @@ import time
 import pytest
 from django.conf import settings as django_settings
 from django.db import connection, transaction
-from django.test.utils import CaptureQueriesContext
 from django.db.models import Sum
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_q.signals import post_spawn
 
@@ -197,3 +197,15 @@ def test_a_new_run_is_dispatched_by_the_transaction_that_creates_it(monkeypatch)
     assert not [s for s in statements if s.startswith('UPDATE "runs_run" SET "last_seq"')]
     tenant.refresh_from_db()
     assert (tenant.queued_count, tenant.running_count, tenant.rate_window_count) == (1, 1, 1)
+
+
+def test_a_dispatch_pass_with_nothing_owed_writes_nothing() -> None:
+    """The scheduler's tick and a worker's end of segment on an idle system: one read, no
+    gate transaction (on SQLite each would be a synced commit)."""
+    tenant = make_tenant("idle", max_concurrent_runs=10, runs_per_minute=None)
+    create_graph_version(tenant, chain_spec())
+    with CaptureQueriesContext(connection) as queries:
+        assert dispatch.dispatch_once() == 0
+        assert claim_next() is None
+    statements = [q["sql"] for q in queries.captured_queries]
+    assert len(statements) == 2 and all(s.startswith("SELECT") for s in statements), statements
