@@ -56,7 +56,8 @@ def test_resume_after_daphne_was_killed_gets_exactly_the_rest(
     tenant: Tenant, live_platform: Platform
 ) -> None:
     headers = bearer(tenant)
-    create_graph_version(tenant, paced_spec(steps=12, latency_ms=350))
+    # ~8 s of steps: on a loaded machine daphne's restart took longer than 12 of them.
+    create_graph_version(tenant, paced_spec(steps=24, latency_ms=350))
     with ws(live_platform, "/ws/tenant/", headers) as dashboard:
         cursor = recv_until(dashboard, lambda f: f["type"] == "synced")[-1]["seq"]
         run = create_run(tenant, graph="paced")
