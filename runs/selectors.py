@@ -293,6 +293,26 @@ def artifact_page(run: Run, *, cursor: str | None, limit: int) -> Page[Artifact]
     return key_page(qs, "id", cursor, limit)
 
 
+def run_out(tenant: Tenant, run_id: Any) -> Run:
+    """The run as its API representation (RunOut) reads it: those columns only, with its
+    graph's name and version and its thread's id, not the graph's spec nor the tenant row
+    (`services.get_run` loads both, for the services that act on the run)."""
+    try:
+        public_id = uuid.UUID(str(run_id))
+    except ValueError as exc:
+        raise NotFound(f"Run {run_id} does not exist.") from exc
+    run = (
+        Run.objects.for_tenant(tenant)
+        .select_related("graph", "thread")
+        .only(*RUN_OUT_FIELDS)
+        .filter(public_id=public_id)
+        .first()
+    )
+    if run is None:
+        raise NotFound(f"Run {run_id} does not exist.")
+    return run
+
+
 def get_artifact(tenant: Tenant, artifact_id: Any) -> Artifact:
     try:
         public_id = uuid.UUID(str(artifact_id))

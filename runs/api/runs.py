@@ -45,7 +45,7 @@ INLINE_TYPES = frozenset(
 
 def _current(tenant: Tenant, run: Run) -> Run:
     """The run as stored now, with the relations its representation needs."""
-    return services.get_run(tenant, run.public_id)
+    return selectors.run_out(tenant, run.public_id)
 
 
 @router.post(
@@ -165,7 +165,7 @@ def list_runs(request: HttpRequest, filters: Query[RunFiltersIn]) -> selectors.P
 )
 def get_run(request: HttpRequest, run_id: uuid.UUID) -> Run:
     ctx = caller(request)
-    return services.get_run(ctx.tenant, run_id)
+    return selectors.run_out(ctx.tenant, run_id)
 
 
 # --- controls ------------------------------------------------------------------------------------

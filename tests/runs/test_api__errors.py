@@ -9,7 +9,7 @@ import pytest
 from django.db import OperationalError
 from django.test import Client
 
-from runs import services
+from runs import selectors
 from tenants.models import Role, Tenant
 from tests.runs.conftest import InlineQueue, chain_spec
 from tests.runs.test_api__helpers import RUN_KEYS, Api, error_of, key_client
@@ -100,7 +100,7 @@ def test_an_unexpected_crash_is_a_json_500_without_internals(
     def crash(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(services, "get_run", crash)
+    monkeypatch.setattr(selectors, "run_out", crash)
     response = alice.get(f"/runs/{uuid.uuid4()}")
     assert response.status_code == 500
     error = error_of(response)
@@ -114,7 +114,7 @@ def test_a_busy_database_is_503_with_retry_after(
     def locked(*args: Any, **kwargs: Any) -> None:
         raise OperationalError("database is locked")
 
-    monkeypatch.setattr(services, "get_run", locked)
+    monkeypatch.setattr(selectors, "run_out", locked)
     response = alice.get(f"/runs/{uuid.uuid4()}")
     assert response.status_code == 503
     assert response["Retry-After"] == "1"
