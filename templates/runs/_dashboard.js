@@ -296,7 +296,13 @@
           if (Runyard.holdControls && Runyard.holdControls(el, snap.panels[name])) return;
           controlsKey = snap.controls_key;
         }
+        // A section the person opened stays open when the panel is rendered again.
+        var opened = Array.prototype.map.call(el.querySelectorAll("details[open][id]"), function (d) { return d.id; });
         el.innerHTML = snap.panels[name];
+        opened.forEach(function (id) {
+          var d = document.getElementById(id);
+          if (d && el.contains(d)) d.open = true;
+        });
       });
       if (svg && snap.states) {
         svg.querySelectorAll(".dg-node").forEach(function (g) {

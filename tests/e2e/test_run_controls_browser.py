@@ -207,13 +207,16 @@ def test_approve_with_a_patch_reject_input_and_guidance(live: Platform, browser:
     # Guidance first (the run is waiting), then approve with a state patch.
     run = create_run(tenant, graph="approve")
     show(page, watch, run, "waiting")
+    page.click("#approval-control summary")  # opened before the guidance renders the panel anew
+    page.evaluate("document.getElementById('approval-patch-section').dataset.old = '1'")
     page.fill("#guidance-message", "Keep it short.")
     page.click("form:has(#guidance-message) button[type=submit]")
     page.wait_for_selector("#toasts .msg-success")
     run.refresh_from_db()
     assert run.guidance_pending is True
     assert page.input_value("#guidance-message") == ""  # a sent form is cleared
-    page.click("#approval-control summary")
+    page.wait_for_function("!document.getElementById('approval-patch-section').dataset.old")
+    assert page.is_visible("#approval-patch")  # the section the person opened stays open
     page.fill("#approval-patch", '{"priority": "high"}')
     page.screenshot(path=str(SHOTS / "runyard_controls_approval.png"), full_page=True)
     page.click("#approve-button")
