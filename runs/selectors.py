@@ -24,7 +24,7 @@ from django.db.models.functions import Cast, TruncDay, TruncHour
 from django.utils import timezone
 
 from runs.models import Artifact, Checkpoint, Event, Graph, Run, Step, Thread
-from runs.services.errors import BadRequest, NotFound
+from runs.services.errors import BadRequest, NotFound, public_id
 from runs.status import TERMINAL, RunStatus
 from tenants.models import Tenant, UsageDay
 
@@ -297,15 +297,11 @@ def run_out(tenant: Tenant, run_id: Any) -> Run:
     """The run as its API representation (RunOut) reads it: those columns only, with its
     graph's name and version and its thread's id, not the graph's spec nor the tenant row
     (`services.get_run` loads both, for the services that act on the run)."""
-    try:
-        public_id = uuid.UUID(str(run_id))
-    except ValueError as exc:
-        raise NotFound(f"Run {run_id} does not exist.") from exc
     run = (
         Run.objects.for_tenant(tenant)
         .select_related("graph", "thread")
         .only(*RUN_OUT_FIELDS)
-        .filter(public_id=public_id)
+        .filter(public_id=public_id(run_id, "Run"))
         .first()
     )
     if run is None:
@@ -314,14 +310,10 @@ def run_out(tenant: Tenant, run_id: Any) -> Run:
 
 
 def get_artifact(tenant: Tenant, artifact_id: Any) -> Artifact:
-    try:
-        public_id = uuid.UUID(str(artifact_id))
-    except ValueError as exc:
-        raise NotFound(f"Artifact {artifact_id} does not exist.") from exc
     artifact = (
         Artifact.objects.for_tenant(tenant)
         .select_related("run", "step")
-        .filter(public_id=public_id)
+        .filter(public_id=public_id(artifact_id, "Artifact"))
         .first()
     )
     if artifact is None:

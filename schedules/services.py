@@ -8,7 +8,6 @@ since (limits, budgets, a busy thread, a graph version gone). Firing lives in fi
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from typing import Any
 
 from django.conf import settings
@@ -18,7 +17,7 @@ from django.utils import timezone as djtz
 from runs.engine import validate_input
 from runs.engine.values import Unstorable, storable_size
 from runs.services.create import STRATEGIES, get_thread
-from runs.services.errors import Conflict, NotFound, ValidationFailed
+from runs.services.errors import Conflict, NotFound, ValidationFailed, public_id
 from runs.services.graphs import get_graph, problems_to_details, spec_for
 from schedules.cronexpr import InvalidSchedule, check_expression, next_tick, zone
 from schedules.models import Cron
@@ -52,19 +51,12 @@ def field_error(field: str, message: str, *, code: str = "validation_error") -> 
     )
 
 
-def _parse_uuid(value: Any, what: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError as exc:
-        raise NotFound(f"{what} {value} does not exist.") from exc
-
-
 def get_cron(tenant: Tenant, cron_id: Any) -> Cron:
     """The tenant's schedule `cron_id` (public UUID); NotFound for anyone else's."""
     cron = (
         Cron.objects.for_tenant(tenant)
         .select_related("tenant", "thread", "last_run")
-        .filter(public_id=_parse_uuid(cron_id, "Schedule"))
+        .filter(public_id=public_id(cron_id, "Schedule"))
         .first()
     )
     if cron is None:

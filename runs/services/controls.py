@@ -7,7 +7,6 @@ wins cleanly or is answered with the run as it now is.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from django.conf import settings
@@ -18,7 +17,7 @@ from django.utils import timezone
 from runs.events import append_events
 from runs.models import Control, ControlKind, Run, Step, Thread
 from runs.services.dbretry import retried
-from runs.services.errors import Conflict, NotFound, ValidationFailed
+from runs.services.errors import Conflict, NotFound, ValidationFailed, public_id
 from runs.services.graphs import spec_for
 from runs.services.lifecycle import error, finish, requeue, transition
 from runs.status import RunStatus
@@ -46,14 +45,10 @@ SPENT_LIMITS = frozenset(
 
 
 def get_run(tenant: Tenant, run_id: Any) -> Run:
-    try:
-        public_id = uuid.UUID(str(run_id))
-    except ValueError as exc:
-        raise NotFound(f"Run {run_id} does not exist.") from exc
     run = (
         Run.objects.for_tenant(tenant)
         .select_related("tenant", "graph", "thread")
-        .filter(public_id=public_id)
+        .filter(public_id=public_id(run_id, "Run"))
         .first()
     )
     if run is None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -15,7 +14,7 @@ from runs.engine.values import Unstorable, storable_size
 from runs.events import append_first_events
 from runs.models import Checkpoint, Graph, Run, Thread
 from runs.services.dbretry import retry_transient
-from runs.services.errors import BlockedByHook, Conflict, NotFound, ValidationFailed
+from runs.services.errors import BlockedByHook, Conflict, NotFound, ValidationFailed, public_id
 from runs.services.graphs import get_graph, problems_to_details, spec_for
 from runs.services.lifecycle import audit_run
 from runs.sql import insert_instance
@@ -33,13 +32,6 @@ def _body_hash(request: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _parse_uuid(value: Any, what: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError as exc:
-        raise NotFound(f"{what} {value} does not exist.") from exc
-
-
 def create_thread(
     tenant: Tenant, *, metadata: dict[str, Any] | None = None, state: dict[str, Any] | None = None
 ) -> Thread:
@@ -48,7 +40,7 @@ def create_thread(
 
 def get_thread(tenant: Tenant, thread_id: Any) -> Thread:
     thread = (
-        Thread.objects.for_tenant(tenant).filter(public_id=_parse_uuid(thread_id, "Thread")).first()
+        Thread.objects.for_tenant(tenant).filter(public_id=public_id(thread_id, "Thread")).first()
     )
     if thread is None:
         raise NotFound(f"Thread {thread_id} does not exist.")
@@ -135,7 +127,7 @@ def create_run(
     if from_checkpoint:
         checkpoint = (
             Checkpoint.objects.select_related("run__graph")
-            .filter(public_id=_parse_uuid(from_checkpoint, "Checkpoint"), run__tenant=tenant)
+            .filter(public_id=public_id(from_checkpoint, "Checkpoint"), run__tenant=tenant)
             .first()
         )
         if checkpoint is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from runs.events import Fenced  # noqa: F401 - re-exported for callers of services
@@ -31,6 +32,15 @@ class BadRequest(ServiceError):
 class NotFound(ServiceError):
     code = "not_found"
     status = 404
+
+
+def public_id(value: Any, what: str) -> uuid.UUID:
+    """`value` as a public id; a value that is none is NotFound ("<what> <value> does not
+    exist"), as an id of nothing would be."""
+    try:
+        return uuid.UUID(str(value))
+    except ValueError as exc:
+        raise NotFound(f"{what} {value} does not exist.") from exc
 
 
 class Conflict(ServiceError):
