@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,21 @@ def sqlite_options(synchronous: str, busy_timeout: float) -> dict[str, Any]:
     }
 
 
+def postgres_pool(env: Mapping[str, str]) -> bool:
+    """Whether this process pools its PostgreSQL connections: by default the web process.
+
+    Django serves each ASGI request's sync code on a thread of its own, so a persistent
+    connection (CONN_MAX_AGE) is never reused there: every request opened a new PostgreSQL
+    session (a backend forked, ~10 ms) and left the old one to the garbage collector. The
+    web process (it imports config/asgi.py before these settings) takes connections from a
+    pool instead (Django's, psycopg_pool). Workers and the scheduler keep one persistent
+    connection per long-lived thread. RUNYARD_DB_POOL=on/off overrides, for any process."""
+    chosen = env.get("RUNYARD_DB_POOL", "").strip().lower()
+    if chosen:
+        return chosen in {"1", "true", "yes", "on"}
+    return "config.asgi" in sys.modules
+
+
 def database_config(env: Mapping[str, str], var_dir: Path) -> dict[str, Any]:
     """The default database from the environment: DATABASE_URL, else a SQLite file in var/."""
     url = env.get("DATABASE_URL", "")
@@ -185,6 +201,18 @@ def database_config(env: Mapping[str, str], var_dir: Path) -> dict[str, Any]:
     if db["ENGINE"] == "django.db.backends.postgresql":
         db.setdefault("OPTIONS", {})
         db["TEST"] = {"NAME": env.get("TEST_DATABASE_NAME", "test_runyard")}
+        if postgres_pool(env):
+            db["CONN_MAX_AGE"] = 0  # a pooled connection goes back to the pool instead
+            db["CONN_HEALTH_CHECKS"] = True  # the pool hands out none that a restart broke
+            db["OPTIONS"]["pool"] = {
+                "min_size": int(env.get("DATABASE_POOL_MIN", "2")),
+                "max_size": int(env.get("DATABASE_POOL_MAX", "20")),
+                # A request waits this long for a free connection, then fails (503-like).
+                "timeout": float(env.get("DATABASE_POOL_TIMEOUT", "10")),
+                "max_idle": 300,
+            }
+            # pg_stat_activity tells the web process's sessions apart.
+            db["OPTIONS"].setdefault("application_name", "runyard-web")
     elif db["ENGINE"] == "django.db.backends.sqlite3":
         db["CONN_MAX_AGE"] = None
         db["OPTIONS"] = {

@@ -23,6 +23,8 @@ from tests.factories import make_tenant
 ROOT = Path(settings.BASE_DIR)
 READS = (
     "DATABASE_URL",
+    "RUNYARD_DB_POOL",
+    "DATABASE_POOL_MAX",
     "SQLITE_PATH",
     "RUNYARD_LEASE_SECONDS",
     "RUNYARD_SQLITE_BUSY_TIMEOUT",
@@ -132,3 +134,33 @@ def test_concurrent_tenant_limit_changes_on_a_database_url_never_find_it_locked(
     assert [code for code, _ in results] == [0] * 6, [err[-400:] for _, err in results]
     max_steps = Tenant.objects.get(pk=tenant.pk).max_steps
     assert max_steps is not None and max_steps % 100 == 29
+
+
+def test_the_web_process_pools_its_postgresql_connections(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Django serves each ASGI request on a thread of its own, where a persistent connection
+    is never reused: the process importing config/asgi.py (the web process) pools them."""
+    url = "postgres://postgres@127.0.0.1:5432/runyard"
+    monkeypatch.delitem(sys.modules, "config.asgi", raising=False)
+    worker = load_settings(monkeypatch, tmp_path, DATABASE_URL=url)["DATABASES"]["default"]
+    assert "pool" not in worker["OPTIONS"]
+    assert worker["CONN_MAX_AGE"] is None  # one persistent connection per worker thread
+
+    monkeypatch.setitem(sys.modules, "config.asgi", sys)  # what daphne has imported
+    web = load_settings(monkeypatch, tmp_path, DATABASE_URL=url)["DATABASES"]["default"]
+    assert web["OPTIONS"]["pool"]["max_size"] == 20
+    assert web["OPTIONS"]["application_name"] == "runyard-web"
+    assert web["CONN_MAX_AGE"] == 0  # Django's pool refuses persistent connections
+    assert web["CONN_HEALTH_CHECKS"] is True
+
+    off = load_settings(monkeypatch, tmp_path, DATABASE_URL=url, RUNYARD_DB_POOL="off")
+    assert "pool" not in off["DATABASES"]["default"]["OPTIONS"]
+    monkeypatch.delitem(sys.modules, "config.asgi")
+    on = load_settings(
+        monkeypatch, tmp_path, DATABASE_URL=url, RUNYARD_DB_POOL="on", DATABASE_POOL_MAX="5"
+    )
+    assert on["DATABASES"]["default"]["OPTIONS"]["pool"]["max_size"] == 5
+    # SQLite has no pool: the setting changes nothing there.
+    sqlite = load_settings(monkeypatch, tmp_path, RUNYARD_DB_POOL="on")["DATABASES"]["default"]
+    assert "pool" not in sqlite["OPTIONS"]
