@@ -6,7 +6,6 @@ import asyncio
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.conf import settings
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpRequest, JsonResponse
@@ -87,6 +86,6 @@ def readyz(request: HttpRequest) -> JsonResponse:
     body = {
         "status": "ok" if ok else "unavailable",
         "checks": results,
-        "database_engine": settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1],
+        "database_engine": connection.vendor,
     }
     return JsonResponse(body, status=200 if ok else 503)

@@ -171,15 +171,19 @@ def sqlite_options(synchronous: str, busy_timeout: float) -> dict[str, Any]:
     }
 
 
-def postgres_pool(env: Mapping[str, str]) -> bool:
-    """Whether this process pools its PostgreSQL connections: by default the web process.
+SQLITE_ENGINES = ("django.db.backends.sqlite3", "config.sqlite_web")
+
+
+def pooled_connections(env: Mapping[str, str]) -> bool:
+    """Whether this process pools its database connections: by default the web process.
 
     Django serves each ASGI request's sync code on a thread of its own, so a persistent
     connection (CONN_MAX_AGE) is never reused there: every request opened a new PostgreSQL
-    session (a backend forked, ~10 ms) and left the old one to the garbage collector. The
-    web process (it imports config/asgi.py before these settings) takes connections from a
-    pool instead (Django's, psycopg_pool). Workers and the scheduler keep one persistent
-    connection per long-lived thread. RUNYARD_DB_POOL=on/off overrides, for any process."""
+    session (a backend forked, ~10 ms) or SQLite connection (~1 ms) and left the old one to
+    the garbage collector. The web process (it imports config/asgi.py before these settings)
+    closes each request's connection (CONN_MAX_AGE=0) into a pool instead: Django's
+    psycopg_pool on PostgreSQL, config/sqlite_web on SQLite. Workers and the scheduler keep
+    one persistent connection per long-lived thread. RUNYARD_DB_POOL=on/off overrides."""
     chosen = env.get("RUNYARD_DB_POOL", "").strip().lower()
     if chosen:
         return chosen in {"1", "true", "yes", "on"}
@@ -201,7 +205,7 @@ def database_config(env: Mapping[str, str], var_dir: Path) -> dict[str, Any]:
     if db["ENGINE"] == "django.db.backends.postgresql":
         db.setdefault("OPTIONS", {})
         db["TEST"] = {"NAME": env.get("TEST_DATABASE_NAME", "test_runyard")}
-        if postgres_pool(env):
+        if pooled_connections(env):
             db["CONN_MAX_AGE"] = 0  # a pooled connection goes back to the pool instead
             db["CONN_HEALTH_CHECKS"] = True  # the pool hands out none that a restart broke
             db["OPTIONS"]["pool"] = {
@@ -213,8 +217,10 @@ def database_config(env: Mapping[str, str], var_dir: Path) -> dict[str, Any]:
             }
             # pg_stat_activity tells the web process's sessions apart.
             db["OPTIONS"].setdefault("application_name", "runyard-web")
-    elif db["ENGINE"] == "django.db.backends.sqlite3":
+    elif db["ENGINE"] in SQLITE_ENGINES:
         db["CONN_MAX_AGE"] = None
+        if pooled_connections(env):
+            db["ENGINE"], db["CONN_MAX_AGE"] = "config.sqlite_web", 0
         db["OPTIONS"] = {
             **db.get("OPTIONS", {}),
             **sqlite_options(SQLITE_SYNCHRONOUS, SQLITE_BUSY_TIMEOUT),
@@ -231,7 +237,7 @@ def database_config(env: Mapping[str, str], var_dir: Path) -> dict[str, Any]:
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 DATABASES = {"default": database_config(os.environ, VAR_DIR)}
-IS_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+IS_SQLITE = DATABASES["default"]["ENGINE"] in SQLITE_ENGINES
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -7,8 +7,6 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import Error, Tags, register
 
-SQLITE_ENGINE = "django.db.backends.sqlite3"
-
 
 @register()
 def check_q_cluster(app_configs: Any = None, **kwargs: Any) -> list[Error]:
@@ -60,7 +58,7 @@ def check_sqlite_options(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     lease = float(settings.RUNYARD["LEASE_SECONDS"])
     errors = []
     for alias, db in settings.DATABASES.items():
-        if db.get("ENGINE") != SQLITE_ENGINE:
+        if db.get("ENGINE") not in settings.SQLITE_ENGINES:
             continue
         options = db.get("OPTIONS", {})
         # Python's sqlite3 waits 5 s by default when no timeout is given.

@@ -136,7 +136,7 @@ def test_concurrent_tenant_limit_changes_on_a_database_url_never_find_it_locked(
     assert max_steps is not None and max_steps % 100 == 29
 
 
-def test_the_web_process_pools_its_postgresql_connections(
+def test_the_web_process_pools_its_database_connections(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Django serves each ASGI request on a thread of its own, where a persistent connection
@@ -161,6 +161,11 @@ def test_the_web_process_pools_its_postgresql_connections(
         monkeypatch, tmp_path, DATABASE_URL=url, RUNYARD_DB_POOL="on", DATABASE_POOL_MAX="5"
     )
     assert on["DATABASES"]["default"]["OPTIONS"]["pool"]["max_size"] == 5
-    # SQLite has no pool: the setting changes nothing there.
-    sqlite = load_settings(monkeypatch, tmp_path, RUNYARD_DB_POOL="on")["DATABASES"]["default"]
-    assert "pool" not in sqlite["OPTIONS"]
+    # On SQLite the web process keeps its idle connections for the next request instead.
+    sqlite = load_settings(monkeypatch, tmp_path, RUNYARD_DB_POOL="on")
+    assert sqlite["IS_SQLITE"]
+    db = sqlite["DATABASES"]["default"]
+    assert (db["ENGINE"], db["CONN_MAX_AGE"]) == ("config.sqlite_web", 0)
+    assert db["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
+    plain = load_settings(monkeypatch, tmp_path, RUNYARD_DB_POOL="off")["DATABASES"]["default"]
+    assert (plain["ENGINE"], plain["CONN_MAX_AGE"]) == ("django.db.backends.sqlite3", None)
