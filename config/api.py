@@ -5,7 +5,6 @@ Every error, whichever layer raises it, answers `{"error": {"code", "message", "
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import Callable
 from functools import wraps
@@ -23,9 +22,9 @@ from ninja.openapi.schema import OpenAPISchema
 from ninja.operation import Operation
 from ninja.parser import Parser
 from ninja.renderers import JSONRenderer
-from ninja.responses import NinjaJSONEncoder
 
 from config import openapi
+from config.jsonenc import Encoder
 from runs.api import router as runs_router
 from runs.engine.values import Unstorable, loads_storable
 from runs.events import Fenced
@@ -70,17 +69,6 @@ AUTH_REFUSALS = {
         "The Authorization header must read `Bearer <key>`; other schemes are not accepted.",
     ),
 }
-
-
-class Encoder(NinjaJSONEncoder):
-    """Timestamps keep their microseconds (Django's encoder cuts them to milliseconds), so a
-    `created_at` read from the API is exact when passed back as `created_after`."""
-
-    def default(self, o: Any) -> Any:
-        if isinstance(o, dt.datetime):
-            value = o.isoformat()
-            return value[:-6] + "Z" if value.endswith("+00:00") else value
-        return super().default(o)
 
 
 class Renderer(JSONRenderer):

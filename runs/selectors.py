@@ -257,6 +257,30 @@ def run_page(
     qs = filtered_runs(tenant, filters)
     if only:
         qs = qs.only(*only)
+    rows = list(_newest_first(qs, cursor)[: limit + 1])
+    last = rows[limit - 1] if len(rows) > limit > 0 else None
+    cursor_out = encode_cursor(last.created_at.isoformat(), last.pk) if last else None
+    return Page(rows[:limit], cursor_out)
+
+
+def run_values_page(
+    tenant: Tenant,
+    filters: RunFilters,
+    *,
+    cursor: str | None,
+    limit: int,
+    fields: tuple[str, ...],
+    expressions: dict[str, Any],
+) -> Page[dict[str, Any]]:
+    """`run_page` as dicts of `fields` (column paths) and `expressions`, no model rows."""
+    qs = filtered_runs(tenant, filters).values(*fields, "created_at", "pk", **expressions)
+    rows = list(_newest_first(qs, cursor)[: limit + 1])
+    last = rows[limit - 1] if len(rows) > limit > 0 else None
+    cursor_out = encode_cursor(last["created_at"].isoformat(), last["pk"]) if last else None
+    return Page(rows[:limit], cursor_out)
+
+
+def _newest_first(qs: QuerySet[Any], cursor: str | None) -> QuerySet[Any]:
     if cursor:
         created_at, pk = decode_cursor(cursor, dt.datetime, int)
         # `created_at <= cursor` too: a range both databases seek (run_tenant_created or
@@ -266,14 +290,7 @@ def run_page(
             Q(created_at__lte=created_at),
             Q(created_at__lt=created_at) | Q(created_at=created_at, pk__lt=pk),
         )
-    rows = list(qs.order_by("-created_at", "-pk")[: limit + 1])
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = None
-    if more and rows:
-        last = rows[-1]
-        next_cursor = encode_cursor(last.created_at.isoformat(), last.pk)
-    return Page(rows, next_cursor)
+    return qs.order_by("-created_at", "-pk")
 
 
 def step_page(run: Run, *, cursor: str | None, limit: int) -> Page[Step]:

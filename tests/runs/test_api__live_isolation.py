@@ -88,9 +88,9 @@ def _busy(seconds: float) -> None:
 def slow_for(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """GET /runs of the tenant named here takes SLOW_SECONDS, sleeping or computing."""
     slow: dict[str, Any] = {"tenant": None, "how": "sleep"}
-    real = selectors.run_page
+    real = selectors.run_values_page
 
-    def run_page(tenant: Tenant, *args: Any, **kwargs: Any) -> Any:
+    def run_values_page(tenant: Tenant, *args: Any, **kwargs: Any) -> Any:
         if tenant.pk == slow["tenant"]:
             if slow["how"] == "sleep":
                 time.sleep(SLOW_SECONDS)
@@ -98,7 +98,7 @@ def slow_for(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
                 _busy(SLOW_SECONDS)
         return real(tenant, *args, **kwargs)
 
-    monkeypatch.setattr(selectors, "run_page", run_page)
+    monkeypatch.setattr(selectors, "run_values_page", run_values_page)
     return slow
 
 

@@ -25,10 +25,19 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from runs import dispatch, reconcile
+from runs.api import run_list
 from runs.live import EventTail
 from runs.live_frames import FrameTail
 from runs.models import LiveFrame, Run
-from runs.selectors import RunFilters, encode_cursor, event_page, run_page, step_page
+from runs.selectors import (
+    Page,
+    RunFilters,
+    encode_cursor,
+    event_page,
+    run_page,
+    run_values_page,
+    step_page,
+)
 from runs.services import create_graph_version, create_run
 from runs.services.claim import claim_next
 from runs.tasks import execute_run
@@ -232,6 +241,29 @@ def test_the_reconcilers_scans_use_indexes(big: Seeded) -> None:
     assert isinstance(findings, list)
 
 
+def api_page(tenant: Any, filters: RunFilters, *, cursor: str | None, limit: int) -> Page:
+    """The API's list (runs/api/run_list.py): plain values, JSON columns as text."""
+    return run_values_page(
+        tenant,
+        filters,
+        cursor=cursor,
+        limit=limit,
+        fields=run_list.FIELDS,
+        expressions=run_list.RAW,
+    )
+
+
+def page_keys(page: Page) -> list[tuple[Any, int]]:
+    return [
+        (r["created_at"], r["pk"]) if isinstance(r, dict) else (r.created_at, r.pk)
+        for r in page.items
+    ]
+
+
+LISTS = {"dashboard": run_page, "api": api_page}
+
+
+@pytest.mark.parametrize("lister", LISTS)
 @pytest.mark.parametrize(
     "filters",
     [
@@ -244,24 +276,25 @@ def test_the_reconcilers_scans_use_indexes(big: Seeded) -> None:
     ids=["all", "one-status", "two-statuses", "graph", "metadata"],
 )
 def test_the_run_list_first_and_deep_pages_are_index_backed(
-    big: Seeded, filters: RunFilters
+    big: Seeded, filters: RunFilters, lister: str
 ) -> None:
-    tenant = big.tenants[0]
-    first = assert_index_backed(lambda: run_page(tenant, filters, cursor=None, limit=50))
+    tenant, page_of = big.tenants[0], LISTS[lister]
+    first = assert_index_backed(lambda: page_of(tenant, filters, cursor=None, limit=50))
     assert first.items
     # A cursor far down the list: the tenant's runs from 90% of the way back.
     deep = Run.objects.filter(tenant=tenant).order_by("created_at", "pk")[RUNS // 20]
     cursor = encode_cursor(deep.created_at.isoformat(), deep.pk)
-    page = assert_index_backed(lambda: run_page(tenant, filters, cursor=cursor, limit=50))
-    assert all((r.created_at, r.pk) < (deep.created_at, deep.pk) for r in page.items)
+    page = assert_index_backed(lambda: page_of(tenant, filters, cursor=cursor, limit=50))
+    assert all(key < (deep.created_at, deep.pk) for key in page_keys(page))
     # The deep page starts its index range at the cursor rather than walking up to it.
-    plan = seeks(lambda: run_page(tenant, filters, cursor=cursor, limit=50), "LIMIT 51")
+    plan = seeks(lambda: page_of(tenant, filters, cursor=cursor, limit=50), "LIMIT 51")
     conditions = [line.split("(", 1)[1] for line in plan.splitlines() if "(" in line]
     assert any("created_at" in c for c in conditions), plan
 
 
-def test_a_thread_filtered_run_list_is_index_backed(big: Seeded) -> None:
-    tenant = big.tenants[0]
+@pytest.mark.parametrize("lister", LISTS)
+def test_a_thread_filtered_run_list_is_index_backed(big: Seeded, lister: str) -> None:
+    tenant, page_of = big.tenants[0], LISTS[lister]
     run = (
         Run.objects.filter(tenant=tenant, thread__isnull=False)
         .select_related("thread")
@@ -270,10 +303,10 @@ def test_a_thread_filtered_run_list_is_index_backed(big: Seeded) -> None:
     )
     assert run is not None and run.thread is not None
     filters = RunFilters(thread_id=run.thread.public_id)
-    page = assert_index_backed(lambda: run_page(tenant, filters, cursor=None, limit=50))
-    assert run.pk in [r.pk for r in page.items]
+    page = assert_index_backed(lambda: page_of(tenant, filters, cursor=None, limit=50))
+    assert run.pk in [pk for _, pk in page_keys(page)]
     # Seeks the thread's runs, rather than walking the tenant's until 50 match.
-    plan = seeks(lambda: run_page(tenant, filters, cursor=None, limit=50), "LIMIT 51")
+    plan = seeks(lambda: page_of(tenant, filters, cursor=None, limit=50), "LIMIT 51")
     assert "thread_id" in plan, plan
 
 

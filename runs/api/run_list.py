@@ -1,0 +1,105 @@
+"""`GET /runs` written as JSON directly: the API's busiest read, and most of its time went to
+building a model instance per run, decoding its JSON columns, validating each through RunOut
+and encoding it all again.
+
+Here the rows come as plain values, and `input`, `state` and `metadata` (the big ones) go from
+the database's JSON text to the answer without being decoded: what was stored is valid JSON
+(the database checked it on the way in). The answer is the same document RunOut/RunListOut
+describe; tests/runs/test_api__run_list.py compares the two for runs in every shape.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import TextField
+from django.db.models.functions import Cast
+from django.http import HttpResponse
+
+from config.jsonenc import Encoder
+from runs import selectors
+from runs.schemas import WaitingFor, error_info
+from tenants.models import Tenant
+
+# Passed through as stored: JSON text straight from the column.
+RAW = {f"{name}_json": Cast(name, TextField()) for name in ("input", "state", "metadata")}
+FIELDS = (
+    "public_id",
+    "status",
+    "graph__name",
+    "graph__version",
+    "thread__public_id",
+    "error",
+    "steps",
+    "tokens_in",
+    "tokens_out",
+    "cost_usd",
+    "waiting_for",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "priority",
+    "created_by",
+)
+# WaitingFor's fields, as RunOut answers them: the optional ones filled in with their
+# defaults, and other keys the run's waiting_for holds left out.
+WAITING_FIELDS = {
+    name: None if field.is_required() else field.default
+    for name, field in WaitingFor.model_fields.items()
+}
+
+_encoder = Encoder()
+
+
+def _uuid(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _time(value: Any) -> str | None:
+    return None if value is None else _encoder.default(value)
+
+
+def _waiting(value: Any) -> dict[str, Any] | None:
+    if not isinstance(value, dict):
+        return None
+    return {name: value.get(name, default) for name, default in WAITING_FIELDS.items()}
+
+
+def _item(row: dict[str, Any]) -> str:
+    waiting = row["waiting_for"]
+    cost = row["cost_usd"]
+    head = {
+        "id": _uuid(row["public_id"]),
+        "status": row["status"],
+        "graph": row["graph__name"],
+        "version": row["graph__version"],
+        "thread_id": _uuid(row["thread__public_id"]),
+        "error": error_info(row["error"]),
+        "usage": {
+            "steps": row["steps"],
+            "tokens_in": row["tokens_in"],
+            "tokens_out": row["tokens_out"],
+            "cost_usd": float(cost) if isinstance(cost, Decimal | int) else cost,
+        },
+        "waiting_for": _waiting(waiting),
+        "created_at": _time(row["created_at"]),
+        "started_at": _time(row["started_at"]),
+        "finished_at": _time(row["finished_at"]),
+        "priority": row["priority"],
+        "created_by": row["created_by"],
+    }
+    raw = ", ".join(f'"{name[:-5]}": {row[name]}' for name in RAW)
+    return json.dumps(head, cls=Encoder)[:-1] + ", " + raw + "}"
+
+
+def run_list_response(
+    tenant: Tenant, filters: selectors.RunFilters, *, cursor: str | None, limit: int
+) -> HttpResponse:
+    page = selectors.run_values_page(
+        tenant, filters, cursor=cursor, limit=limit, fields=FIELDS, expressions=RAW
+    )
+    items = ", ".join(_item(row) for row in page.items)
+    body = f'{{"items": [{items}], "next_cursor": {json.dumps(page.next_cursor)}}}'
+    return HttpResponse(body, content_type="application/json; charset=utf-8")
