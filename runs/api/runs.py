@@ -101,8 +101,10 @@ def create_run(
         priority=payload.priority,
         created_by=ctx.principal,
     )
-    # A replayed idempotent request gets the run an earlier request created.
-    return Status(201 if run.created_at >= started else 200, _current(ctx.tenant, run))
+    if run.created_at < started:  # a replayed idempotent request: the run as it is now
+        return Status(200, _current(ctx.tenant, run))
+    # Just written, queued: the run in hand is what the database holds (no read back).
+    return Status(201, run)
 
 
 def _metadata_pairs(request: HttpRequest, filters: RunFiltersIn) -> list[tuple[str, str]]:

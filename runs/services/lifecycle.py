@@ -16,7 +16,7 @@ from runs import hooks
 from runs.events import append_events
 from runs.models import Run, Thread
 from runs.services.errors import InvalidTransition
-from runs.sql import guarded_update
+from runs.sql import guarded_update, insert_instance
 from runs.status import TERMINAL, RunStatus, can_transition
 from tenants import limits
 from tenants.models import AuditLog
@@ -51,7 +51,7 @@ def audit_run(run: Run, action: str, *, graph: Any = None, **data: Any) -> None:
     the actor being whoever started the run."""
     if graph is not None:
         data = {"graph": graph.name, "version": graph.version, **data}
-    AuditLog.objects.create(
+    row = AuditLog(
         tenant_id=run.tenant_id,
         actor_label=run.created_by,
         action=action,
@@ -60,6 +60,7 @@ def audit_run(run: Run, action: str, *, graph: Any = None, **data: Any) -> None:
         status_after=run.status,
         data={"priority": run.priority, **data},
     )
+    insert_instance(row)  # on every run's start and end: no ORM query building
 
 
 def release_queue_slot(run: Run) -> None:

@@ -100,3 +100,25 @@ def test_pages_and_filters_answer_the_same_shape(tenant: Tenant, api: Api) -> No
     failed = api.get("/runs", {"status": "failed"}).json()["items"]
     assert {i["error"]["code"] for i in failed} == {"node_failed", "error"}
     assert api.get("/runs", {"status": "succeeded"}).json() == {"items": [], "next_cursor": None}
+
+
+@pytest.mark.parametrize("on_thread", [False, True], ids=["plain", "thread"])
+def test_a_new_runs_answer_is_the_run_as_stored(
+    tenant: Tenant, make_graph: Any, queue: InlineQueue, on_thread: bool
+) -> None:
+    """POST /runs answers with the run it just wrote, not read back: the same as GET."""
+    make_graph(tenant, chain_spec())
+    member = key_client(tenant, Role.MEMBER)
+    body: dict[str, Any] = {
+        "graph": "chain",
+        "input": {"text": "héllo", "n": 1.5},
+        "metadata": {"customer": "acme", "tags": [1, None]},
+        "priority": 4,
+    }
+    if on_thread:
+        body["thread_id"] = str(Thread.objects.create(tenant=tenant).public_id)
+    created = member.post("/runs", body)
+    assert created.status_code == 201, created.content
+    answer = created.json()
+    assert answer == member.get(f"/runs/{answer['id']}").json()
+    assert answer["thread_id"] == body.get("thread_id")
