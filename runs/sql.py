@@ -214,7 +214,10 @@ class pipelined:  # noqa: N801 - used like a function: `with pipelined() as pipe
         if self.pipe is not None:
             pipe, self.pipe = self.pipe, None
             _open.pipe = None
-            pipe.__exit__(None, None, None)
+            # A queued statement's error surfaces here: as Django's exception, like any other
+            # (a deadlock is an OperationalError that retry_transient retries).
+            with _db().wrap_database_errors:
+                pipe.__exit__(None, None, None)
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if exc is None:
@@ -324,15 +327,20 @@ def fetch_all(build: Callable[[], models.QuerySet]) -> list[tuple[Any, ...]]:
         return cursor.fetchall()
 
 
-def insert_instance(obj: models.Model) -> None:
+def insert_instance(obj: models.Model, *, returning: bool = True) -> None:
     """INSERT a new model instance as `save()` would (defaults and auto_now_add applied by the
-    fields' own `pre_save`), without the ORM's per-call query building. Sets its pk."""
+    fields' own `pre_save`), without the ORM's per-call query building. Sets its pk, unless
+    not `returning` (then, in a pipeline, nothing waits for the INSERT)."""
     model = type(obj)
     values = {
         f.name: f.pre_save(obj, add=True)
         for f in model._meta.concrete_fields
         if not f.primary_key or getattr(obj, f.attname) is not None
     }
+    if not returning:
+        insert_rows(model, [values], returning=False)
+        obj._state.adding = False
+        return
     (pk,) = insert_rows(model, [values])
     obj.pk = pk
     obj._state.adding = False

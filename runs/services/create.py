@@ -17,7 +17,7 @@ from runs.services.dbretry import retry_transient
 from runs.services.errors import BlockedByHook, Conflict, NotFound, ValidationFailed, public_id
 from runs.services.graphs import get_graph, problems_to_details, spec_for
 from runs.services.lifecycle import audit_run
-from runs.sql import insert_instance
+from runs.sql import insert_instance, pipelined
 from runs.status import RunStatus
 from tenants import limits
 from tenants.models import AuditLog, Tenant
@@ -326,17 +326,20 @@ def _admit_and_write(
     run.last_seq = 1  # its run.queued event, written below
     insert_instance(run)
     run.tenant = tenant
-    append_first_events(
-        run, [("run.queued", {"graph": graph_row.name, "version": graph_row.version})]
-    )
-    audit_run(run, "run.created", graph=graph_row)
+    # On PostgreSQL these three go in one round trip: only the events' ids are read back
+    # (to publish them, with Redis), and that read comes last.
+    with pipelined():
+        audit_run(run, "run.created", graph=graph_row)
+        limits.record_usage(tenant.pk, runs=1, shard=limits.usage_shard(run.pk))
+        append_first_events(
+            run, [("run.queued", {"graph": graph_row.name, "version": graph_row.version})]
+        )
     if request.get("webhook"):
         from webhooks.services import attach_to_run
 
         attach_to_run(
             run, request["webhook"], include_state=request.get("webhook_include_state", True)
         )
-    limits.record_usage(tenant.pk, runs=1, shard=limits.usage_shard(run.pk))
     if parent is None:
         dispatch_in_transaction()
     return run

@@ -60,7 +60,7 @@ def audit_run(run: Run, action: str, *, graph: Any = None, **data: Any) -> None:
         status_after=run.status,
         data={"priority": run.priority, **data},
     )
-    insert_instance(row)  # on every run's start and end: no ORM query building
+    insert_instance(row, returning=False)  # every run's start and end: a plain INSERT
 
 
 def release_queue_slot(run: Run) -> None:
