@@ -35,6 +35,7 @@ from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from observability.metrics import observe_webhook_delivery
+from runs.dispatch import broker
 from runs.engine.context import HttpPolicy
 from runs.engine.errors import NodeError
 from runs.engine.netguard import check_url
@@ -84,7 +85,13 @@ def send_soon(pks: Sequence[int]) -> None:
     try:
         from django_q.tasks import async_task
 
-        async_task("webhooks.tasks.deliver_webhooks", list(pks), group="webhooks", hook=None)
+        async_task(
+            "webhooks.tasks.deliver_webhooks",
+            list(pks),
+            group="webhooks",
+            hook=None,
+            broker=broker(),
+        )
     except Exception:  # noqa: BLE001 - the scheduler's tick picks them up
         log.warning("could not enqueue webhook deliveries %s", pks, exc_info=True)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from observability import hooks as observe
@@ -30,7 +31,7 @@ from runs.models import Checkpoint, Run
 from runs.services.dbretry import retry_transient
 from runs.services.graphs import spec_for
 from runs.services.lifecycle import release_run_slot
-from runs.sql import NOT_NULL, guarded_update, insert_rows
+from runs.sql import NOT_NULL, fetch_models, guarded_update, insert_rows
 from runs.status import RunStatus
 from tenants import limits
 
@@ -111,13 +112,10 @@ def _claim(run_pk: int, worker: str) -> Run | None:
     meanwhile is not claimed on stale data), and holding the queue slot it held (the same
     UPDATE gives it back). On a first claim that UPDATE also writes the initial state, built
     from the read, and counts the run.started event into `last_seq`."""
-    run = (
-        Run.objects.select_related("tenant", "graph", "thread")
-        .filter(pk=run_pk, status=RunStatus.QUEUED, dispatched_at__isnull=False)
-        .first()
-    )
-    if run is None:
+    found = fetch_models(_claimable, run_pk)
+    if not found:
         return None
+    run = found[0]
     now = timezone.now()
     sets: dict[str, Any] = {
         "status": RunStatus.RUNNING,
@@ -155,6 +153,13 @@ def _claim(run_pk: int, worker: str) -> Run | None:
     if held_queue_slot:  # a started run no longer counts as queued
         limits.release_queue_slot(run.tenant_id)
     return run
+
+
+def _claimable(run_pk: int) -> QuerySet[Run]:
+    """The run to claim, with what a segment reads of its tenant, graph and thread."""
+    return Run.objects.select_related("tenant", "graph", "thread").filter(
+        pk=run_pk, status=RunStatus.QUEUED, dispatched_at__isnull=False
+    )[:1]
 
 
 def _first_claim(run: Run, now: dt.datetime) -> dict[str, Any]:

@@ -1,0 +1,69 @@
+"""runs/sql.py: the hot paths' SQL helpers give what the ORM would."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
+from django.forms.models import model_to_dict
+
+from runs.models import Event, Run, Thread
+from runs.services import create_run
+from runs.sql import column_of, fetch_models, insert_rows, pipelined
+from tenants.models import Tenant
+from tests.runs.conftest import InlineQueue, chain_spec
+
+pytestmark = pytest.mark.django_db
+
+
+def with_relations(pk: int) -> QuerySet[Run]:
+    return Run.objects.select_related("tenant", "graph", "thread").filter(pk=pk)[:1]
+
+
+def test_fetch_models_builds_what_the_orm_builds(
+    tenant: Tenant, make_graph: Any, queue: InlineQueue
+) -> None:
+    make_graph(tenant, chain_spec())
+    thread = Thread.objects.create(tenant=tenant, state={"k": [1, "é"]})
+    plain = create_run(tenant, graph="chain", input={"a": {"b": 1.5}})
+    threaded = create_run(tenant, graph="chain", thread_id=thread.public_id)
+    Run.objects.filter(pk=plain.pk).update(cost_usd=Decimal("0.000123"), error={"code": "x"})
+    for run in (plain, threaded):
+        (got,) = fetch_models(with_relations, run.pk)
+        want = with_relations(run.pk).get()
+        assert model_to_dict(got) == model_to_dict(want)
+        assert got.created_at == want.created_at and got.cost_usd == want.cost_usd
+        assert model_to_dict(got.tenant) == model_to_dict(want.tenant)
+        assert (got.graph.name, got.graph.spec) == (want.graph.name, want.graph.spec)
+        assert (got.thread and model_to_dict(got.thread)) == (
+            want.thread and model_to_dict(want.thread)
+        )
+        assert not got._state.adding
+    assert fetch_models(with_relations, 10**9) == []
+
+
+def test_column_of_tells_a_null_from_no_row(
+    tenant: Tenant, make_graph: Any, queue: InlineQueue
+) -> None:
+    make_graph(tenant, chain_spec())
+    run = create_run(tenant, graph="chain")
+    assert column_of(Run, run.pk, "thread_id") == (None,)
+    assert column_of(Run, run.pk, "status") == ("queued",)
+    assert column_of(Run, 10**9, "status") is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_error_queued_in_a_pipeline_is_djangos_exception(
+    tenant: Tenant, make_graph: Any, queue: InlineQueue
+) -> None:
+    """On PostgreSQL a pipelined INSERT's error arrives at the pipeline's end; it must be the
+    IntegrityError (or OperationalError, which retry_transient retries) Django raises."""
+    make_graph(tenant, chain_spec())
+    run = create_run(tenant, graph="chain")  # its run.queued event is seq 1
+    row = {"run": run.pk, "tenant": tenant.pk, "seq": 1, "type": "x", "data": {}}
+    with pytest.raises(IntegrityError), transaction.atomic(), pipelined():
+        insert_rows(Event, [row], returning=False)
+    assert Event.objects.filter(run=run).count() == 1
