@@ -32,7 +32,15 @@ READS = (
 )
 
 
-def load_settings(monkeypatch: pytest.MonkeyPatch, var_dir: Path, **env: str) -> dict[str, Any]:
+def load_settings(
+    monkeypatch: pytest.MonkeyPatch, var_dir: Path, *, web: bool = False, **env: str
+) -> dict[str, Any]:
+    """config/settings.py as a process would load it: the web process (daphne imported
+    config/asgi.py first) or another; whatever this test process imported earlier."""
+    if web:
+        monkeypatch.setitem(sys.modules, "config.asgi", sys)
+    else:
+        monkeypatch.delitem(sys.modules, "config.asgi", raising=False)
     for name in READS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("RUNYARD_VAR_DIR", str(var_dir))
@@ -142,30 +150,27 @@ def test_the_web_process_pools_its_database_connections(
     """Django serves each ASGI request on a thread of its own, where a persistent connection
     is never reused: the process importing config/asgi.py (the web process) pools them."""
     url = "postgres://postgres@127.0.0.1:5432/runyard"
-    monkeypatch.delitem(sys.modules, "config.asgi", raising=False)
     worker = load_settings(monkeypatch, tmp_path, DATABASE_URL=url)["DATABASES"]["default"]
     assert "pool" not in worker["OPTIONS"]
     assert worker["CONN_MAX_AGE"] is None  # one persistent connection per worker thread
 
-    monkeypatch.setitem(sys.modules, "config.asgi", sys)  # what daphne has imported
-    web = load_settings(monkeypatch, tmp_path, DATABASE_URL=url)["DATABASES"]["default"]
+    web = load_settings(monkeypatch, tmp_path, web=True, DATABASE_URL=url)["DATABASES"]["default"]
     assert web["OPTIONS"]["pool"]["max_size"] == 20
     assert web["OPTIONS"]["application_name"] == "runyard-web"
     assert web["CONN_MAX_AGE"] == 0  # Django's pool refuses persistent connections
     assert web["CONN_HEALTH_CHECKS"] is True
 
-    off = load_settings(monkeypatch, tmp_path, DATABASE_URL=url, RUNYARD_DB_POOL="off")
+    off = load_settings(monkeypatch, tmp_path, web=True, DATABASE_URL=url, RUNYARD_DB_POOL="off")
     assert "pool" not in off["DATABASES"]["default"]["OPTIONS"]
-    monkeypatch.delitem(sys.modules, "config.asgi")
     on = load_settings(
         monkeypatch, tmp_path, DATABASE_URL=url, RUNYARD_DB_POOL="on", DATABASE_POOL_MAX="5"
     )
     assert on["DATABASES"]["default"]["OPTIONS"]["pool"]["max_size"] == 5
     # On SQLite the web process keeps its idle connections for the next request instead.
-    sqlite = load_settings(monkeypatch, tmp_path, RUNYARD_DB_POOL="on")
+    sqlite = load_settings(monkeypatch, tmp_path, web=True)
     assert sqlite["IS_SQLITE"]
     db = sqlite["DATABASES"]["default"]
     assert (db["ENGINE"], db["CONN_MAX_AGE"]) == ("config.sqlite_web", 0)
     assert db["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
-    plain = load_settings(monkeypatch, tmp_path, RUNYARD_DB_POOL="off")["DATABASES"]["default"]
+    plain = load_settings(monkeypatch, tmp_path)["DATABASES"]["default"]
     assert (plain["ENGINE"], plain["CONN_MAX_AGE"]) == ("django.db.backends.sqlite3", None)

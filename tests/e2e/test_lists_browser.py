@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from runs.models import Run
 from runs.services import create_graph_version, create_run, decide_approval
-from tenants.models import UsageDay
+from tenants.limits import record_usage
 from tests.e2e.browser import (  # noqa: F401 - the fixture overrides the suite's
     PASSWORD,
     SHOTS,
@@ -97,8 +97,9 @@ def test_lists_filters_live_badges_and_charts(live_platform: Any, watched: Any) 
     gate = create_run(tenant, graph="approve", metadata={"customer": "acme"})
     today = timezone.now().date()
     for days, tokens in ((0, 1800), (1, 5200), (3, 900), (12, 2500)):
-        UsageDay.objects.create(
-            tenant=tenant,
+        # Added to the day's ledger (its runs' shards may hold today's row already).
+        record_usage(
+            tenant.pk,
             day=today - dt.timedelta(days=days),
             tokens_in=tokens // 2,
             tokens_out=tokens // 2,
