@@ -14,15 +14,12 @@ import functools
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from django.db import DEFAULT_DB_ALIAS, connections, models
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models.query import get_related_populators
 
 log = logging.getLogger(__name__)
-M = TypeVar("M", bound=models.Model)
 
 # A `where` value of guarded_update meaning IS NOT NULL (None means IS NULL).
 NOT_NULL = object()
@@ -341,67 +338,6 @@ def fetch_all(build: Callable[[], models.QuerySet]) -> list[tuple[Any, ...]]:
     with _db().cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
-
-
-# Stands for the one parameter of a `fetch_models` query while its SQL is compiled.
-PARAM = -8_675_309
-
-
-@dataclass(frozen=True)
-class _ModelQuery:
-    sql: str
-    params: tuple[Any, ...]
-    model: type[models.Model]
-    init_list: list[str]
-    start: int
-    end: int
-    populators: list[Any]
-    converters: dict[int, Any]
-    apply_converters: Callable[..., Any]
-
-
-@functools.cache
-def _model_query(build: Callable[[Any], models.QuerySet]) -> _ModelQuery:
-    """What Django's ModelIterable works out per query, worked out once: the SQL (with PARAM
-    where the parameter goes), the columns of each model and the related objects' builders."""
-    queryset = build(PARAM)
-    compiler = queryset.query.get_compiler(using=queryset.db)
-    sql, params = compiler.as_sql()
-    klass_info, select = compiler.klass_info, compiler.select
-    fields = klass_info["select_fields"]
-    start, end = fields[0], fields[-1] + 1
-    return _ModelQuery(
-        sql=sql,
-        params=tuple(params),
-        model=klass_info["model"],
-        init_list=[f[0].target.attname for f in select[start:end]],
-        start=start,
-        end=end,
-        populators=get_related_populators(klass_info, select, queryset.db),
-        converters=compiler.get_converters([s[0] for s in select[: compiler.col_count]]),
-        apply_converters=compiler.apply_converters,
-    )
-
-
-def fetch_models(build: Callable[[Any], models.QuerySet[M]], param: Any) -> list[M]:
-    """The model instances (with their select_related objects) of the ORM query `build(param)`,
-    compiled once per process: a query with three joins cost ~1 ms of SQL building per call,
-    more than the database took. `build` takes the one parameter and must pass it through to
-    the query's SQL unchanged (a primary key, say)."""
-    q = _model_query(build)
-    params = [param if p == PARAM else p for p in q.params]
-    with _db().cursor() as cursor:
-        cursor.execute(q.sql, params)
-        rows: Any = cursor.fetchall()
-    if q.converters:
-        rows = q.apply_converters(rows, q.converters)
-    out = []
-    for row in rows:
-        obj = q.model.from_db(DEFAULT_DB_ALIAS, q.init_list, row[q.start : q.end])
-        for populator in q.populators:
-            populator.populate(row, obj)
-        out.append(obj)
-    return out
 
 
 def insert_instance(obj: models.Model, *, returning: bool = True) -> None:

@@ -19,9 +19,10 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email, validate_slug
 from django.db import models, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from config.queries import fetch_models
 from tenants.models import ApiKey, AuditLog, Membership, Role, Tenant, hash_key
 
 if TYPE_CHECKING:
@@ -418,6 +419,10 @@ def revoke_api_key(key: ApiKey, *, by: Actor = None) -> ApiKey:
     return key
 
 
+def _keys_with_prefix(prefix: str) -> QuerySet[ApiKey]:
+    return ApiKey.objects.select_related("tenant").filter(prefix=prefix)
+
+
 def authenticate_api_key(raw: str) -> ApiKey | None:
     """The active key matching a raw key (with its tenant loaded), or None.
 
@@ -430,7 +435,7 @@ def authenticate_api_key(raw: str) -> ApiKey | None:
         return None
     digest = hash_key(raw)
     match: ApiKey | None = None
-    for candidate in ApiKey.objects.select_related("tenant").filter(prefix=prefix):
+    for candidate in fetch_models(_keys_with_prefix, prefix):
         if hmac.compare_digest(candidate.hashed, digest):
             match = candidate
     if match is None:

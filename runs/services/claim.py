@@ -19,6 +19,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from config.queries import fetch_models
 from observability import hooks as observe
 from runs import checkpoints
 from runs.draining import draining
@@ -31,7 +32,7 @@ from runs.models import Checkpoint, Run
 from runs.services.dbretry import retry_transient
 from runs.services.graphs import spec_for
 from runs.services.lifecycle import release_run_slot
-from runs.sql import NOT_NULL, fetch_models, guarded_update, insert_rows
+from runs.sql import NOT_NULL, guarded_update, insert_rows
 from runs.status import RunStatus
 from tenants import limits
 

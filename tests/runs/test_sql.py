@@ -10,9 +10,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.forms.models import model_to_dict
 
+from config.queries import fetch_models
 from runs.models import Event, Run, Thread
 from runs.services import create_run
-from runs.sql import column_of, fetch_models, insert_rows, pipelined
+from runs.sql import column_of, insert_rows, pipelined
 from tenants.models import Tenant
 from tests.runs.conftest import InlineQueue, chain_spec
 
