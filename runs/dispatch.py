@@ -30,7 +30,7 @@ from django_q.brokers import Broker, get_broker
 from django_q.tasks import async_task
 
 from runs.models import Run
-from runs.sql import column_of, fetch_all, guarded_update
+from runs.sql import fetch_all, guarded_update
 from runs.status import ACTIVE, RunStatus
 from tenants import cluster, limits
 from tenants.models import Tenant
@@ -181,27 +181,32 @@ def _dispatch_next(*, to_broker: bool, wait: bool = True) -> int | None:
 
 
 def _take_slot(tenant_id: int, run_pk: int) -> bool:
-    """The tenant's slot, the run's graph's, then the run: each a guarded UPDATE, each undone
-    when a later one finds it lost the race."""
+    """The tenant's slot, the run, then the run's graph's slot: each a guarded UPDATE, each
+    undone when a later one finds it lost the race. The run's UPDATE says which graph limit
+    it counts against (no read of its own)."""
     now = timezone.now()
     if not limits.acquire_run_slot(tenant_id, dispatched_at=now):
         return False
-    # Read for the chosen run only (a primary-key seek), not for every candidate tenant.
-    found = column_of(Run, run_pk, "graph_limit_id")
-    limit_id = found[0] if found else None
-    if limit_id is not None and not limits.acquire_graph_slot(limit_id):
-        limits.release_run_slot(tenant_id)
-        return False
+    undispatched = {"status": RunStatus.QUEUED, "dispatched_at": None, "holds_slot": False}
     marked = guarded_update(
         Run,
         run_pk,
-        where={"status": RunStatus.QUEUED, "dispatched_at": None, "holds_slot": False},
+        where=undispatched,
         sets={"dispatched_at": now, "holds_slot": True},
+        returning=("graph_limit_id",),
     )
-    if not marked:  # someone else dispatched or cancelled it meanwhile
+    if marked is None:  # someone else dispatched or cancelled it meanwhile
         limits.release_run_slot(tenant_id)
-        if limit_id is not None:
-            limits.release_graph_slot(limit_id)
+        return False
+    (limit_id,) = marked
+    if limit_id is not None and not limits.acquire_graph_slot(limit_id):
+        guarded_update(
+            Run,
+            run_pk,
+            where={"dispatched_at": now, "holds_slot": True},
+            sets={"dispatched_at": None, "holds_slot": False},
+        )
+        limits.release_run_slot(tenant_id)
         return False
     return True
 

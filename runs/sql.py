@@ -62,7 +62,7 @@ def _update_sql(
     sets: tuple[str, ...],
     increments: tuple[str, ...],
     where: tuple[str, ...],
-    returning: str | None,
+    returning: str | tuple[str, ...] | None,
     null: tuple[str, ...] = (),
     not_null: tuple[str, ...] = (),
 ) -> str:
@@ -78,7 +78,8 @@ def _update_sql(
         f"WHERE {' AND '.join(conditions)}"
     )
     if returning:
-        sql += f" RETURNING {_quoted(model, returning)}"
+        names = (returning,) if isinstance(returning, str) else returning
+        sql += " RETURNING " + ", ".join(_quoted(model, n) for n in names)
     return sql
 
 
@@ -265,19 +266,6 @@ def _execute(db: BaseDatabaseWrapper, sql: str, params: list[Any], *, fetch: boo
         cursor.close()
 
 
-@functools.cache
-def _select_sql(model: type[models.Model], name: str) -> str:
-    q = _db().ops.quote_name
-    pk = q(cast(str, model._meta.pk.column))
-    return f"SELECT {_quoted(model, name)} FROM {q(model._meta.db_table)} WHERE {pk} = %s"  # noqa: S608 - names from model meta
-
-
-def column_of(model: type[models.Model], pk: int, name: str) -> tuple[Any] | None:
-    """(the value of column `name`,) of the row `pk`, or None when there is no such row."""
-    rows = _execute(_db(), _select_sql(model, name), [pk], fetch=True)
-    return (rows[0][0],) if rows else None
-
-
 def guarded_update(
     model: type[models.Model],
     pk: int,
@@ -285,12 +273,12 @@ def guarded_update(
     where: dict[str, Any],
     sets: dict[str, Any],
     increments: dict[str, int | float] | None = None,
-    returning: str | None = None,
+    returning: str | tuple[str, ...] | None = None,
 ) -> Any:
     """UPDATE one row if it still matches `where` (None there means IS NULL, NOT_NULL means
     IS NOT NULL).
-    Returns the `returning` column's new value, True when no column is asked for, or None
-    when the guard did not match."""
+    Returns the `returning` column's new value (a tuple of them for a tuple of names), True
+    when no column is asked for, or None when the guard did not match."""
     db = _db()
     increments = increments or {}
     null = tuple(n for n, v in where.items() if v is None)
@@ -303,7 +291,9 @@ def guarded_update(
     params = [*_prepare(model, sets, db), *increments.values(), pk, *_prepare(model, where, db)]
     if returning:
         rows = _execute(db, sql, params, fetch=True)
-        return rows[0][0] if rows else None
+        if not rows:
+            return None
+        return rows[0][0] if isinstance(returning, str) else tuple(rows[0])
     return True if _execute(db, sql, params, fetch=False) == 1 else None
 
 

@@ -32,7 +32,7 @@ from runs.models import Checkpoint, Run
 from runs.services.dbretry import retry_transient
 from runs.services.graphs import spec_for
 from runs.services.lifecycle import release_run_slot
-from runs.sql import NOT_NULL, guarded_update, insert_rows
+from runs.sql import NOT_NULL, guarded_update, insert_rows, pipelined
 from runs.status import RunStatus
 from tenants import limits
 
@@ -147,12 +147,15 @@ def _claim(run_pk: int, worker: str) -> Run | None:
     for key, value in sets.items():
         setattr(run, key, value)
     run.epoch, run.claims, run.last_seq = run.epoch + 1, run.claims + 1, last_seq
-    if first:
-        _insert_first_checkpoint(run, now)
-        checkpoints.started(run)  # checkpoint 0, full: the run's deltas replay from it
-    insert_events(run, [("run.started", {"claim": run.claims, "worker": worker})], last_seq)
-    if held_queue_slot:  # a started run no longer counts as queued
-        limits.release_queue_slot(run.tenant_id)
+    # On PostgreSQL the rest is one round trip: only the event's id is read back (to publish
+    # it, with Redis), last.
+    with pipelined():
+        if first:
+            _insert_first_checkpoint(run, now)
+            checkpoints.started(run)  # checkpoint 0, full: the run's deltas replay from it
+        if held_queue_slot:  # a started run no longer counts as queued
+            limits.release_queue_slot(run.tenant_id)
+        insert_events(run, [("run.started", {"claim": run.claims, "worker": worker})], last_seq)
     return run
 
 

@@ -155,3 +155,23 @@ def test_a_fork_or_unprioritised_run_is_priority_3(held: list[int]) -> None:
     tenant = make_tenant("default", runs_per_minute=None)
     create_graph_version(tenant, chain_spec())
     assert create_run(tenant, graph="chain").priority == 3
+
+
+def test_a_graph_slot_lost_to_a_race_leaves_the_run_queued_and_the_tenant_slot_free(
+    held: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The candidate query saw room in the run's graph; another dispatcher took the graph's
+    last slot before this one could: the run's mark and the tenant's slot are undone."""
+    tenant = make_tenant("raced", max_concurrent_runs=5, runs_per_minute=None)
+    create_graph_version(tenant, chain_spec("capped", limits={"max_concurrent_runs": 1}))
+    run = create_run(tenant, graph="capped")
+    monkeypatch.setattr(dispatch.limits, "acquire_graph_slot", lambda limit_id: False)
+    assert dispatch.dispatch_once() == 0
+    run.refresh_from_db()
+    assert (run.status, run.dispatched_at, run.holds_slot) == ("queued", None, False)
+    assert Tenant.objects.get(pk=tenant.pk).running_count == 0
+    assert held == []
+    monkeypatch.undo()  # the slot is free again: the run goes
+    monkeypatch.setattr(dispatch, "enqueue_run", held.append)
+    assert dispatch.dispatch_once() == 1 and held == [run.pk]
+    assert graph_counters() == {"capped": 1}

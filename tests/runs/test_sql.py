@@ -13,7 +13,7 @@ from django.forms.models import model_to_dict
 from config.queries import fetch_models
 from runs.models import Event, Run, Thread
 from runs.services import create_run
-from runs.sql import column_of, insert_rows, pipelined
+from runs.sql import guarded_update, insert_rows, pipelined
 from tenants.models import Tenant
 from tests.runs.conftest import InlineQueue, chain_spec
 
@@ -46,14 +46,24 @@ def test_fetch_models_builds_what_the_orm_builds(
     assert fetch_models(with_relations, 10**9) == []
 
 
-def test_column_of_tells_a_null_from_no_row(
+def test_guarded_update_returns_the_columns_asked_for(
     tenant: Tenant, make_graph: Any, queue: InlineQueue
 ) -> None:
     make_graph(tenant, chain_spec())
     run = create_run(tenant, graph="chain")
-    assert column_of(Run, run.pk, "thread_id") == (None,)
-    assert column_of(Run, run.pk, "status") == ("queued",)
-    assert column_of(Run, 10**9, "status") is None
+    row = guarded_update(
+        Run,
+        run.pk,
+        where={"thread": None},
+        sets={"priority": 5},
+        returning=("thread_id", "priority"),
+    )
+    assert row == (None, 5)  # a NULL column is a value, not a missed guard
+    missed = guarded_update(
+        Run, run.pk, where={"priority": 1}, sets={"priority": 2}, returning=("id",)
+    )
+    assert missed is None
+    assert guarded_update(Run, run.pk, where={}, sets={"priority": 4}, returning="priority") == 4
 
 
 @pytest.mark.django_db(transaction=True)
