@@ -24,25 +24,11 @@ from runs.schemas import WaitingFor, error_info
 from tenants.models import Tenant
 
 # Passed through as stored: JSON text straight from the column.
-RAW = {f"{name}_json": Cast(name, TextField()) for name in ("input", "state", "metadata")}
-FIELDS = (
-    "public_id",
-    "status",
-    "graph__name",
-    "graph__version",
-    "thread__public_id",
-    "error",
-    "steps",
-    "tokens_in",
-    "tokens_out",
-    "cost_usd",
-    "waiting_for",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "priority",
-    "created_by",
-)
+RAW_JSON = ("input", "state", "metadata")
+RAW = {f"{name}_json": Cast(name, TextField()) for name in RAW_JSON}
+# The other columns RunOut reads, as plain values.
+FIELDS = tuple(f for f in selectors.RUN_OUT_FIELDS if f not in (*RAW_JSON, "tenant_id"))
+
 # WaitingFor's fields, as RunOut answers them: the optional ones filled in with their
 # defaults, and other keys the run's waiting_for holds left out.
 WAITING_FIELDS = {
