@@ -55,7 +55,8 @@ def _model_query(build: Callable[[Any], models.QuerySet]) -> _ModelQuery:
         init_list=[f[0].target.attname for f in select[start:end]],
         start=start,
         end=end,
-        populators=get_related_populators(klass_info, select, queryset.db),
+        # Django 5.2's signature (django-stubs describes a later one, with fetch_mode).
+        populators=get_related_populators(klass_info, select, queryset.db),  # type: ignore[call-arg]
         converters=compiler.get_converters([s[0] for s in select[: compiler.col_count]]),
         apply_converters=compiler.apply_converters,
     )
@@ -73,10 +74,10 @@ def fetch_models(build: Callable[[Any], models.QuerySet[M]], param: Any) -> list
         rows: Any = cursor.fetchall()
     if q.converters:
         rows = q.apply_converters(rows, q.converters)
-    out = []
+    out: list[M] = []
     for row in rows:
         obj = q.model.from_db(DEFAULT_DB_ALIAS, q.init_list, row[q.start : q.end])
         for populator in q.populators:
             populator.populate(row, obj)
-        out.append(obj)
+        out.append(obj)  # type: ignore[arg-type]  # the model `build` queries
     return out

@@ -32,7 +32,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
                 return kept.pop()
         return super().get_new_connection(conn_params)
 
-    def _close(self) -> None:
+    def _close(self) -> None:  # Django's hook (absent from django-stubs)
         conn = self.connection
         idle = (
             conn is not None
@@ -47,4 +47,4 @@ class DatabaseWrapper(base.DatabaseWrapper):
                 if len(kept) < KEEP:
                     kept.append(conn)
                     return
-        super()._close()
+        super()._close()  # type: ignore[misc]
