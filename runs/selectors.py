@@ -13,7 +13,7 @@ import binascii
 import datetime as dt
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
@@ -257,10 +257,7 @@ def run_page(
     qs = filtered_runs(tenant, filters)
     if only:
         qs = qs.only(*only)
-    rows = list(_newest_first(qs, cursor)[: limit + 1])
-    last = rows[limit - 1] if len(rows) > limit > 0 else None
-    cursor_out = encode_cursor(last.created_at.isoformat(), last.pk) if last else None
-    return Page(rows[:limit], cursor_out)
+    return _newest_page(qs, cursor, limit, lambda r: (r.created_at, r.pk))
 
 
 def run_values_page(
@@ -274,10 +271,20 @@ def run_values_page(
 ) -> Page[dict[str, Any]]:
     """`run_page` as dicts of `fields` (column paths) and `expressions`, no model rows."""
     qs = filtered_runs(tenant, filters).values(*fields, "created_at", "pk", **expressions)
+    return _newest_page(qs, cursor, limit, lambda r: (r["created_at"], r["pk"]))
+
+
+def _newest_page(
+    qs: QuerySet[Any], cursor: str | None, limit: int, key: Callable[[Any], tuple[Any, int]]
+) -> Page[Any]:
+    """A page of `qs` newest first from `cursor`; `key` gives a row's (created_at, pk), which
+    the next page's cursor holds."""
     rows = list(_newest_first(qs, cursor)[: limit + 1])
     last = rows[limit - 1] if len(rows) > limit > 0 else None
-    cursor_out = encode_cursor(last["created_at"].isoformat(), last["pk"]) if last else None
-    return Page(rows[:limit], cursor_out)
+    if last is None:
+        return Page(rows[:limit], None)
+    created_at, pk = key(last)
+    return Page(rows[:limit], encode_cursor(created_at.isoformat(), pk))
 
 
 def _newest_first(qs: QuerySet[Any], cursor: str | None) -> QuerySet[Any]:
