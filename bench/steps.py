@@ -44,6 +44,7 @@ PG_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
 PG_DB = os.environ.get("BENCH_PG_DB", "runyard_bench_steps")  # dropped and re-created
 NODES = 50
 TARGETS = {"vs_raw_commit": 2.0, "vs_langgraph": 0.5}
+WRITES = {"INSERT", "UPDATE", "DELETE", "WITH"}
 
 
 def log(msg: str) -> None:
@@ -139,10 +140,30 @@ class Runyard:
         from runs.services.execute import Segment
 
         run = claim_run(create_run(self.tenant, graph=self.graph).pk)
-        with CaptureQueriesContext(connection) as queries:
+        # A write sent outside a transaction commits by itself (PostgreSQL's one-statement
+        # step commit, runs/guarded_writes.py): it counts as a commit too.
+        autocommitted = []
+
+        def in_transaction() -> bool:
+            if connection.in_atomic_block:
+                return True
+            raw = connection.connection
+            if connection.vendor == "sqlite":
+                return bool(raw.in_transaction)  # a BEGIN sent directly
+            return bool(raw.info.transaction_status != raw.info.transaction_status.IDLE)
+
+        def outside_transactions(execute: Any, sql: str, *args: Any) -> Any:
+            if sql.split(None, 1)[0].upper() in WRITES and not in_transaction():
+                autocommitted.append(sql)
+            return execute(sql, *args)
+
+        with (
+            CaptureQueriesContext(connection) as queries,
+            connection.execute_wrapper(outside_transactions),
+        ):
             Segment(run).execute()
         sql = [q["sql"].split(None, 1)[0].upper() for q in queries.captured_queries]
-        commits = sum(1 for s in sql if s == "COMMIT")
+        commits = sum(1 for s in sql if s == "COMMIT") + len(autocommitted)
         steps = NODES + 1
         statements = [s for s in sql if s not in ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE")]
         return {

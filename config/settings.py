@@ -26,11 +26,15 @@ PROMETHEUS_MULTIPROC_DIR = Path(
 PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
 
 
+def env_flag(env: Mapping[str, str], name: str) -> bool | None:
+    """A yes/no setting of `env`: None when unset or empty."""
+    value = env.get(name, "").strip().lower()
+    return value in {"1", "true", "yes", "on"} if value else None
+
+
 def env_bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    flag = env_flag(os.environ, name)
+    return default if flag is None else flag
 
 
 def env_list(name: str, default: list[str]) -> list[str]:
@@ -184,10 +188,8 @@ def pooled_connections(env: Mapping[str, str]) -> bool:
     closes each request's connection (CONN_MAX_AGE=0) into a pool instead: Django's
     psycopg_pool on PostgreSQL, config/sqlite_web on SQLite. Workers and the scheduler keep
     one persistent connection per long-lived thread. RUNYARD_DB_POOL=on/off overrides."""
-    chosen = env.get("RUNYARD_DB_POOL", "").strip().lower()
-    if chosen:
-        return chosen in {"1", "true", "yes", "on"}
-    return "config.asgi" in sys.modules
+    chosen = env_flag(env, "RUNYARD_DB_POOL")
+    return "config.asgi" in sys.modules if chosen is None else chosen
 
 
 def database_config(env: Mapping[str, str], var_dir: Path) -> dict[str, Any]:
@@ -205,6 +207,11 @@ def database_config(env: Mapping[str, str], var_dir: Path) -> dict[str, Any]:
     if db["ENGINE"] == "django.db.backends.postgresql":
         db.setdefault("OPTIONS", {})
         db["TEST"] = {"NAME": env.get("TEST_DATABASE_NAME", "test_runyard")}
+        # Django's cursors bind on the client and never prepare; this lets the few statements
+        # that ask be prepared on the server (the step commit: runs/guarded_writes.py). Off for
+        # a PgBouncer in transaction mode older than 1.21, which cannot keep them.
+        if env_flag(env, "RUNYARD_DB_PREPARED") is not False:
+            db["OPTIONS"].setdefault("prepare_threshold", 5)
         if pooled_connections(env):
             db["CONN_MAX_AGE"] = 0  # a pooled connection goes back to the pool instead
             db["CONN_HEALTH_CHECKS"] = True  # the pool hands out none that a restart broke

@@ -149,15 +149,31 @@ def insert_events(run: Run, events: Sequence[tuple[str, dict[str, Any]]], last: 
     publishing = bool(settings.REDIS_URL)
     ids = insert_rows(Event, fields, returning=publishing)
     if publishing:
-        # from_db takes the values in field order: the fast way to build model instances.
-        rows = [
-            Event.from_db(
-                None, EVENT_FIELDS, (pk, run.pk, run.tenant_id, f["seq"], f["type"], f["data"], now)
-            )
-            for pk, f in zip(ids, fields, strict=True)
-        ]
-        hex_id, tenant_hex = run.public_id.hex, run.tenant.public_id.hex
-        transaction.on_commit(lambda: publish(rows, hex_id, tenant_hex))
+        publish_on_commit(
+            run,
+            [
+                (pk, first + i, etype, data)
+                for pk, (i, (etype, data)) in zip(ids, enumerate(events), strict=True)
+            ],
+            now,
+        )
+
+
+def publish_on_commit(
+    run: Run, written: Sequence[tuple[int, int, str, dict[str, Any]]], created_at: Any
+) -> None:
+    """Publish events of `run` just written, as (pk, seq, type, data), once the transaction
+    commits (at once when there is none: the statement that wrote them committed). Nothing to
+    do without Redis: each daphne tails the table (runs/live.py)."""
+    if not settings.REDIS_URL:
+        return
+    # from_db takes the values in field order: the fast way to build model instances.
+    rows = [
+        Event.from_db(None, EVENT_FIELDS, (pk, run.pk, run.tenant_id, seq, etype, data, created_at))
+        for pk, seq, etype, data in written
+    ]
+    hex_id, tenant_hex = run.public_id.hex, run.tenant.public_id.hex
+    transaction.on_commit(lambda: publish(rows, hex_id, tenant_hex))
 
 
 class _LoopPublisher:

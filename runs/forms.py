@@ -56,7 +56,7 @@ class StartRunForm(forms.Form):
     priority = forms.TypedChoiceField(
         coerce=int,
         required=False,
-        empty_value=3,
+        empty_value=3,  # type: ignore[arg-type]  # django-stubs: str | None; any value works
         initial=3,
         choices=[(5, "5 (first)"), (4, "4"), (3, "3 (default)"), (2, "2"), (1, "1 (last)")],
         help_text="Your queued runs start by priority, then age.",

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, cast
 
+import psycopg
 from django.db import DEFAULT_DB_ALIAS, connections, models
 from django.db.backends.base.base import BaseDatabaseWrapper
 
@@ -233,9 +234,22 @@ class pipelined:  # noqa: N801 - used like a function: `with pipelined() as pipe
                 log.debug("leaving the pipeline after an error", exc_info=True)
 
 
-def _execute(db: BaseDatabaseWrapper, sql: str, params: list[Any], *, fetch: bool | None) -> Any:
+def _execute(
+    db: BaseDatabaseWrapper,
+    sql: str,
+    params: list[Any],
+    *,
+    fetch: bool | None,
+    prepared: bool = False,
+) -> Any:
     """Run one statement; returns its rows when `fetch`, its rowcount when False, nothing
     when None (inside `pipelined`, such a statement does not wait for its result).
+
+    `prepared` (PostgreSQL): bind the parameters on the server and keep the statement
+    prepared on the connection, so the server plans its shape once instead of every time:
+    for a statement that is expensive to plan (the step commit's UPDATE of a run plans over
+    the table's ~30 indexes: ~0.4 ms, its whole statement ~1.2 ms) and sent again and again.
+    Its SQL must make every parameter's type plain (casts), as server-side binding needs.
 
     When nothing observes the connection (no query log, no execute wrappers: production),
     the statement goes to the DB-API cursor directly, with the checks Django's cursor would
@@ -251,6 +265,16 @@ def _execute(db: BaseDatabaseWrapper, sql: str, params: list[Any], *, fetch: boo
             return cursor.fetchall() if fetch else cursor.rowcount
     db.validate_thread_sharing()
     db.validate_no_broken_transaction()
+    if prepared and db.vendor == "postgresql":
+        server = psycopg.Cursor(db.connection)  # Django's own binds on the client
+        try:
+            with db.wrap_database_errors:
+                server.execute(sql, params, prepare=True)
+                if fetch is None:
+                    return None
+                return server.fetchall() if fetch else server.rowcount
+        finally:
+            server.close()
     cursor = db.connection.cursor()
     try:
         with db.wrap_database_errors:

@@ -24,6 +24,7 @@ ROOT = Path(settings.BASE_DIR)
 READS = (
     "DATABASE_URL",
     "RUNYARD_DB_POOL",
+    "RUNYARD_DB_PREPARED",
     "DATABASE_POOL_MAX",
     "SQLITE_PATH",
     "RUNYARD_LEASE_SECONDS",
@@ -174,3 +175,15 @@ def test_the_web_process_pools_its_database_connections(
     assert db["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
     plain = load_settings(monkeypatch, tmp_path)["DATABASES"]["default"]
     assert (plain["ENGINE"], plain["CONN_MAX_AGE"]) == ("django.db.backends.sqlite3", None)
+
+
+def test_postgresql_connections_may_prepare_statements_unless_turned_off(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Django's cursors never prepare; the step commit asks to (runs/guarded_writes.py), which
+    psycopg allows only with a prepare_threshold. Off for a PgBouncer that cannot keep them."""
+    url = "postgres://postgres@127.0.0.1:5432/runyard"
+    on = load_settings(monkeypatch, tmp_path, DATABASE_URL=url)["DATABASES"]["default"]
+    assert on["OPTIONS"]["prepare_threshold"] == 5
+    off = load_settings(monkeypatch, tmp_path, DATABASE_URL=url, RUNYARD_DB_PREPARED="off")
+    assert "prepare_threshold" not in off["DATABASES"]["default"]["OPTIONS"]

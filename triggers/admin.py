@@ -38,7 +38,7 @@ class ReceivedEventAdmin(admin.ModelAdmin):
         "refused_pretty",
         "payload_pretty",
     ]
-    readonly_fields = fields
+    readonly_fields = [str(name) for name in fields]  # all of them (typed as the base wants)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 from .speccheck import SpecCheck
 from .values import is_int
@@ -28,7 +28,8 @@ def check_limits(raw: dict, check: SpecCheck) -> None:
     for key in sorted(set(limits) - LIMIT_FIELDS):
         check.add(f"limits.{key}", "unknown field (known: max_concurrent_runs)")
     cap = limits.get("max_concurrent_runs")
-    if "max_concurrent_runs" in limits and (not is_int(cap) or not 1 <= cap <= MAX_CONCURRENCY):
+    valid = is_int(cap) and 1 <= cast(int, cap) <= MAX_CONCURRENCY
+    if "max_concurrent_runs" in limits and not valid:
         check.add(
             "limits.max_concurrent_runs",
             f"must be an integer from 1 to {MAX_CONCURRENCY:,}, got {cap!r}",

@@ -39,12 +39,17 @@ from runs.services.segment_endings import SegmentEndings
 from runs.services.steps import (
     KEY_SLACK,
     PendingStep,
+    Written,
     artifact_files_kept_on_commit,
+    can_write_at_once,
+    plan_steps,
     record_step_usage,
     record_unwritten_usage,
     state_size,
+    write_at_once,
     write_steps,
 )
+from runs.services.trees import NO_TREE
 from runs.services.watcher import watcher
 from runs.sql import pipelined
 from runs.status import RunStatus
@@ -185,6 +190,11 @@ class Segment(SegmentEndings):
         def commit() -> str | None:
             saved = run.__dict__.copy()
             try:
+                at_once = self._write_at_once(batch)
+                if at_once is not None:
+                    self.state_bytes = at_once.state_bytes
+                    committed[:] = at_once.steps
+                    return None
                 with artifact_files_kept_on_commit(), pipelined() as pipe, transaction.atomic():
                     written = write_steps(
                         run,
@@ -227,6 +237,33 @@ class Segment(SegmentEndings):
         self.consumed = []
         observe.steps_committed(self, committed)
         return outcome
+
+    def _write_at_once(self, batch: list[PendingStep]) -> Written | None:
+        """Write `batch` as one statement when its rows are all it writes (`write_at_once`):
+        no control consumed, no artifact, no budget to lock, nothing ending the run. None:
+        nothing was written, the transaction's way must do it."""
+        run = self.run
+        if self.consumed or not can_write_at_once(run):
+            return None
+        if any(p.result.artifacts for p in batch):
+            return None
+        planned = plan_steps(
+            run,
+            batch,
+            epoch=self.epoch,
+            wall_started=self.wall_started,
+            tree=NO_TREE,
+            state_bytes=self.state_bytes,
+        )
+        written = planned.written
+        u = written.usage
+        spent = u.tokens_in + u.tokens_out > 0 or u.cost_usd > 0
+        if self._run_ends(written.steps[-1].result, written.check) or (
+            spent and limits.has_budgets(run.tenant)
+        ):
+            return None
+        write_at_once(run, planned, fence=self._fence())
+        return written
 
 
 def run_segment(run_pk: int) -> str:

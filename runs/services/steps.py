@@ -31,13 +31,15 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import Model
 from django.utils import timezone
 
 from runs import checkpoints
 from runs.engine import StepResult, Usage
 from runs.engine.values import Unstorable, storable_copy, storable_size
-from runs.events import append_events
-from runs.models import Artifact, Checkpoint, Run, Step
+from runs.events import Fenced, append_events, publish_on_commit
+from runs.guarded_writes import Upsert, update_then_insert
+from runs.models import Artifact, Checkpoint, Event, Run, Step
 from runs.services import trees
 from runs.services.lifecycle import as_decimal
 from runs.sql import insert_rows
@@ -189,28 +191,39 @@ def shown_update(r: StepResult) -> Any:
     return capped(r.update, limit=int(settings.RUNYARD["MAX_EVENT_BYTES"]) - 256)
 
 
-def write_steps(
+@dataclass(slots=True)
+class Planned:
+    """A batch's writes, computed before any statement is sent: the run's new counters for
+    its fenced UPDATE, the events, step and checkpoint rows, and what `Written` reports."""
+
+    written: Written
+    run_updates: dict[str, Any]
+    events: list[tuple[str, dict[str, Any]]]
+    step_rows: list[dict[str, Any]]
+    checkpoint_rows: list[dict[str, Any]]
+    chain: checkpoints.Chain
+    tree_usage: tuple[int, int, Decimal]  # steps, tokens, cost added to the run's tree
+
+
+def plan_steps(
     run: Run,
     batch: list[PendingStep],
     *,
     epoch: int,
-    fence: dict[str, Any],
     wall_started: dt.datetime,
+    tree: trees.TreeUsage,
     state_bytes: int | None = None,
-) -> Written:
-    """Write `batch` in order, up to and including the first step that crosses a limit (the
-    run stops there; later steps of the batch were pure and are dropped unseen).
+) -> Planned:
+    """The writes of `batch` in order, up to and including the first step that crosses a limit
+    (the run stops there; later steps of the batch were pure and are dropped unseen). Reads
+    nothing but the tenant's budgets (and a resumed segment's last checkpoint); changes
+    nothing, the run in memory included (`remember` does, once they are written).
 
     `state_bytes` bounds the JSON size of the state before the batch (measured when None).
     A step whose merged state passes the tenant's `max_state_bytes` is written failed, with
     the state from before it, and stops the run (`limit_exceeded.max_state_bytes`).
-
-    Must run in a transaction. The fenced UPDATE of the run goes first: a worker that lost the
-    run writes nothing at all. Updates `run` in memory; the caller restores it if the
-    transaction fails.
     """
     now = timezone.now()
-    tree = trees.tree_base(run)  # first: a descendant locks its root's row before its own
     steps, tokens_in, tokens_out = run.steps, run.tokens_in, run.tokens_out
     cost = run.cost_usd
     warned = list(run.warned_limits)
@@ -298,53 +311,140 @@ def write_steps(
     # No `lease_expires_at` here: the watcher renews the lease on its beat (segment.py), and
     # an indexed column changed on every step made each step's UPDATE of the run rewrite all
     # of its ~20 index entries on PostgreSQL (no HOT update): ~40% of a step's time there.
-    append_events(
-        run,
+    run_updates = {
+        "state": last.state,
+        "position": last.position,
+        "steps": steps,
+        "tokens_in": tokens_in,
+        "tokens_out": tokens_out,
+        "cost_usd": cost,
+        "warned_limits": warned,
+        "heartbeat_at": now,
+    }
+    tree_usage = (
+        steps - run.steps,
+        tokens_in + tokens_out - run.tokens_in - run.tokens_out,
+        cost - run.cost_usd,
+    )
+    return Planned(
+        Written(written, check, usage, bound),
+        run_updates,
         events,
-        fence=fence,
-        state=last.state,
-        position=last.position,
-        steps=steps,
-        tokens_in=tokens_in,
-        tokens_out=tokens_out,
-        cost_usd=cost,
-        warned_limits=warned,
-        heartbeat_at=now,
+        step_rows,
+        checkpoint_rows,
+        chain,
+        tree_usage,
     )
-    trees.add_tree_usage(
-        run,
-        steps=steps - run.steps,
-        tokens=tokens_in + tokens_out - run.tokens_in - run.tokens_out,
-        cost_usd=cost - run.cost_usd,
+
+
+def remember(run: Run, planned: Planned) -> None:
+    """Set the run in memory as `planned` wrote it (the caller restores it if the
+    transaction fails)."""
+    u = planned.run_updates
+    run.state, run.position, run.steps = u["state"], u["position"], u["steps"]
+    run.tokens_in, run.tokens_out, run.cost_usd = u["tokens_in"], u["tokens_out"], u["cost_usd"]
+    run.warned_limits = u["warned_limits"]
+    run.__dict__[checkpoints.CHAIN] = planned.chain  # restored with the run if the commit fails
+
+
+def write_steps(
+    run: Run,
+    batch: list[PendingStep],
+    *,
+    epoch: int,
+    fence: dict[str, Any],
+    wall_started: dt.datetime,
+    state_bytes: int | None = None,
+) -> Written:
+    """Write `batch` (see `plan_steps`: up to the first step that crosses a limit).
+
+    Must run in a transaction. The fenced UPDATE of the run goes first: a worker that lost the
+    run writes nothing at all. Updates `run` in memory; the caller restores it if the
+    transaction fails.
+    """
+    tree = trees.tree_base(run)  # first: a descendant locks its root's row before its own
+    planned = plan_steps(
+        run, batch, epoch=epoch, wall_started=wall_started, tree=tree, state_bytes=state_bytes
     )
-    run.state, run.position, run.steps = last.state, last.position, steps
-    run.tokens_in, run.tokens_out, run.cost_usd = tokens_in, tokens_out, cost
-    run.warned_limits = warned
-    run.__dict__[checkpoints.CHAIN] = chain  # restored with the run if the commit fails
+    append_events(run, planned.events, fence=fence, **planned.run_updates)
+    tree_steps, tree_tokens, tree_cost = planned.tree_usage
+    trees.add_tree_usage(run, steps=tree_steps, tokens=tree_tokens, cost_usd=tree_cost)
+    remember(run, planned)
+    written = planned.written.steps
     # Only artifacts need the steps' ids: otherwise nothing waits for these INSERTs.
     with_artifacts = any(p.result.artifacts for p in written)
-    step_pks = insert_rows(Step, step_rows, returning=with_artifacts)
-    insert_rows(Checkpoint, checkpoint_rows, returning=False)
+    step_pks = insert_rows(Step, planned.step_rows, returning=with_artifacts)
+    insert_rows(Checkpoint, planned.checkpoint_rows, returning=False)
     if with_artifacts:
         for p, pk in zip(written, step_pks, strict=True):
             if p.result.artifacts:
                 store_artifacts(run, Step(pk=pk, run=run, index=p.result.index), p.result, fence)
-    return Written(written, check, usage, bound)
+    return planned.written
+
+
+def can_write_at_once(run: Run) -> bool:
+    """Whether `run`'s steps may be written by `write_at_once`: a root run that never started
+    a child (a descendant's commit locks its root first: trees.py)."""
+    return run.root_id is None and not run.tree_children
+
+
+def write_at_once(run: Run, planned: Planned, *, fence: dict[str, Any]) -> None:
+    """Write and commit `planned`: the run's fenced UPDATE, the step and checkpoint rows, the
+    events and the ledger, as one statement on PostgreSQL (runs/guarded_writes.py). Call it
+    outside a transaction, for a root run with no children, no artifacts, no budget to lock
+    and nothing ending the run: the caller checks (runs/services/execute.py). Raises Fenced,
+    having written nothing, when the run no longer matches `fence`."""
+    now = planned.run_updates["heartbeat_at"]
+    events = [
+        {"run": run.pk, "tenant": run.tenant_id, "type": etype, "data": data, "created_at": now}
+        for etype, data in planned.events
+    ]
+    upserts: dict[type[Model], Upsert] = {}
+    for model, keys, amounts in limits.ledger_rows(
+        run.tenant_id, **step_usage(run, planned.written)
+    ):
+        if model not in upserts:
+            parts = limits.upsert_parts(model, tuple(keys), tuple(amounts))
+            upserts[model] = Upsert(model, *parts, [])
+        upserts[model].rows.append(keys | amounts)
+    numbered = update_then_insert(
+        Run,
+        run.pk,
+        where=fence,
+        sets=planned.run_updates,
+        counter="last_seq",
+        numbered=(Event, events, "seq"),
+        inserts=[(Step, planned.step_rows), (Checkpoint, planned.checkpoint_rows)],
+        upserts=list(upserts.values()),
+    )
+    if numbered is None:
+        raise Fenced(f"run {run.public_id} no longer matches {fence}")
+    run.last_seq = numbered[-1][1]
+    remember(run, planned)
+    publish_on_commit(
+        run,
+        [(pk, seq, e["type"], e["data"]) for (pk, seq), e in zip(numbered, events, strict=True)],
+        now,
+    )
+
+
+def step_usage(run: Run, written: Written) -> dict[str, Any]:
+    """The ledger amounts of `written`'s steps, as `limits.record_usage` takes them."""
+    u = written.usage
+    return {
+        "shard": limits.usage_shard(run.pk),
+        "steps": len(written.steps),
+        "tokens_in": u.tokens_in,
+        "tokens_out": u.tokens_out,
+        "cost_usd": Decimal(str(round(u.cost_usd, 6))),
+        "by_model": u.by_model,
+    }
 
 
 def record_step_usage(run: Run, written: Written) -> None:
     """The ledger is written last in a step's transaction: every transaction locks the tenant
     row before the ledger row (run creation does too), so the two can never deadlock."""
-    u = written.usage
-    limits.record_usage(
-        run.tenant_id,
-        shard=limits.usage_shard(run.pk),
-        steps=len(written.steps),
-        tokens_in=u.tokens_in,
-        tokens_out=u.tokens_out,
-        cost_usd=Decimal(str(round(u.cost_usd, 6))),
-        by_model=u.by_model,
-    )
+    limits.record_usage(run.tenant_id, **step_usage(run, written))
 
 
 def record_unwritten_usage(run: Run, results: list[StepResult]) -> None:

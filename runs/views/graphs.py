@@ -201,7 +201,7 @@ def graph_detail(request: HttpRequest, name: str) -> HttpResponse:
             if graph.spec.get("input_schema")
             else "",
             "description": graph.spec.get("description", ""),
-            "graph_limit": GraphLimit.objects.filter(pk=graph.limit_id).first(),
+            "graph_limit": graph.limit_id and GraphLimit.objects.filter(pk=graph.limit_id).first(),
             "triggers": spec_triggers(graph.spec),
             "recent_runs": recent,
         },

@@ -32,10 +32,20 @@ from tenants.limits.per_run import (
     check_run_limits,
     check_state_size,
 )
-from tenants.limits.usage import Period, record_usage, usage_between, usage_by_model, usage_shard
+from tenants.limits.usage import (
+    LedgerRow,
+    Period,
+    ledger_rows,
+    record_usage,
+    upsert_parts,
+    usage_between,
+    usage_by_model,
+    usage_shard,
+)
 
 __all__ = [
     "RATE_WINDOW",
+    "LedgerRow",
     "LimitExceeded",
     "Period",
     "RunLimitCheck",
@@ -50,11 +60,13 @@ __all__ = [
     "check_state_size",
     "graph_limit_for",
     "has_budgets",
+    "ledger_rows",
     "record_usage",
     "release_graph_slot",
     "release_queue_slot",
     "release_run_slot",
     "running_total",
+    "upsert_parts",
     "usage_between",
     "usage_by_model",
     "usage_shard",

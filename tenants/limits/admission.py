@@ -36,8 +36,12 @@ def admit_run(tenant: Tenant, *, now: dt.datetime | None = None) -> None:
         "runs_per_minute", "rate_window_start", "rate_window_count", "max_queued_runs"
     ).get(pk=tenant.pk)
     started, per_minute = row["rate_window_start"], row["runs_per_minute"]
-    window_open = started is not None and started > now - RATE_WINDOW
-    if per_minute is not None and window_open and row["rate_window_count"] >= per_minute:
+    if (
+        per_minute is not None
+        and started is not None
+        and started > now - RATE_WINDOW  # the window is open
+        and row["rate_window_count"] >= per_minute
+    ):
         wait = (started + RATE_WINDOW - now).total_seconds()
         raise LimitExceeded(
             "runs_per_minute",

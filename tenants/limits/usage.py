@@ -27,10 +27,15 @@ def usage_shard(run_id: int) -> int:
     return run_id % max(1, int(settings.RUNYARD["USAGE_SHARDS"]))
 
 
+LedgerRow = tuple[type[UsageDay | UsageModelDay], dict[str, Any], dict[str, int | Decimal]]
+
+
 @functools.cache
-def _upsert_sql(
+def upsert_parts(
     model: type[UsageDay | UsageModelDay], keys: tuple[str, ...], amounts: tuple[str, ...]
-) -> str:
+) -> tuple[str, str]:
+    """An upsert of `model`'s row of `keys` adding `amounts`, in two parts to put its values
+    between: `INSERT INTO table (columns)` and `ON CONFLICT (keys) DO UPDATE SET ...`."""
     q = connection.ops.quote_name
 
     def col(name: str) -> str:
@@ -38,12 +43,20 @@ def _upsert_sql(
 
     table = q(model._meta.db_table)
     columns = ", ".join(col(n) for n in (*keys, *amounts))
-    values = ", ".join(["%s"] * (len(keys) + len(amounts)))
     adds = ", ".join(f"{col(n)} = {table}.{col(n)} + excluded.{col(n)}" for n in amounts)
     return (
-        f"INSERT INTO {table} ({columns}) VALUES ({values}) "  # noqa: S608 - names from model meta
-        f"ON CONFLICT ({', '.join(col(k) for k in keys)}) DO UPDATE SET {adds}"
+        f"INSERT INTO {table} ({columns})",  # noqa: S608 - names from model meta
+        f"ON CONFLICT ({', '.join(col(k) for k in keys)}) DO UPDATE SET {adds}",
     )
+
+
+@functools.cache
+def _upsert_sql(
+    model: type[UsageDay | UsageModelDay], keys: tuple[str, ...], amounts: tuple[str, ...]
+) -> str:
+    insert, conflict = upsert_parts(model, keys, amounts)
+    values = ", ".join(["%s"] * (len(keys) + len(amounts)))
+    return f"{insert} VALUES ({values}) {conflict}"
 
 
 def _add_to_row(
@@ -64,7 +77,7 @@ def _add_to_row(
         )
 
 
-def record_usage(
+def ledger_rows(
     tenant_id: int,
     *,
     runs: int = 0,
@@ -75,9 +88,8 @@ def record_usage(
     by_model: dict[str, dict[str, Any]] | None = None,
     day: dt.date | None = None,
     shard: int = 0,
-) -> None:
-    """Add to today's ledger row of `shard` (and per model). Call in the transaction of the
-    change; a run's changes go to `usage_shard(run.pk)`."""
+) -> list[LedgerRow]:
+    """The ledger rows `record_usage` adds to: (model, keys, amounts), the day's row first."""
     day = day or timezone.now().date()
     keys = {"tenant_id": tenant_id, "day": day, "shard": shard}
     amounts: dict[str, int | Decimal] = {
@@ -87,18 +99,28 @@ def record_usage(
         "tokens_out": tokens_out,
         "cost_usd": Decimal(str(cost_usd)),
     }
-    _add_to_row(UsageDay, keys, amounts)
+    rows: list[LedgerRow] = [(UsageDay, keys, amounts)]
     for model, u in (by_model or {}).items():
-        _add_to_row(
-            UsageModelDay,
-            {**keys, "model": model},
-            {
-                "calls": int(u.get("calls", 0)),
-                "tokens_in": int(u.get("tokens_in", 0)),
-                "tokens_out": int(u.get("tokens_out", 0)),
-                "cost_usd": Decimal(str(u.get("cost_usd", 0))),
-            },
+        rows.append(
+            (
+                UsageModelDay,
+                {**keys, "model": model},
+                {
+                    "calls": int(u.get("calls", 0)),
+                    "tokens_in": int(u.get("tokens_in", 0)),
+                    "tokens_out": int(u.get("tokens_out", 0)),
+                    "cost_usd": Decimal(str(u.get("cost_usd", 0))),
+                },
+            )
         )
+    return rows
+
+
+def record_usage(tenant_id: int, **amounts: Any) -> None:
+    """Add to today's ledger row of `shard` (and per model): `ledger_rows`' arguments. Call in
+    the transaction of the change; a run's changes go to `usage_shard(run.pk)`."""
+    for model, keys, added in ledger_rows(tenant_id, **amounts):
+        _add_to_row(model, keys, added)
 
 
 @dataclass

@@ -282,13 +282,14 @@ def test_a_stretch_of_pure_steps_is_committed_before_its_state_can_pass_the_cap_
 
     monkeypatch.setattr(execute_module, "PURE_BATCH_SECONDS", 60.0)
     largest: list[int] = []
-    real = execute_module.write_steps
+    real = execute_module.Segment._commit_pending
 
-    def spy(run: Run, batch: list, **kwargs: Any) -> Any:
-        largest.append(max(_size(p.result.state) for p in batch))
-        return real(run, batch, **kwargs)
+    def spy(segment: Any) -> Any:
+        if segment.pending:
+            largest.append(max(_size(p.result.state) for p in segment.pending))
+        return real(segment)
 
-    monkeypatch.setattr(execute_module, "write_steps", spy)
+    monkeypatch.setattr(execute_module.Segment, "_commit_pending", spy)
     _set_cap(tenant, 20_000)
     make_graph(tenant, doubling_spec())
     run = create_run(tenant, graph="double")

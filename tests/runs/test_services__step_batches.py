@@ -47,16 +47,22 @@ def probe() -> Iterator[None]:
 
 @pytest.fixture
 def commits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many steps each step transaction wrote."""
+    """How many steps each step commit wrote, whichever way (`write_steps` in a transaction,
+    or `write_at_once`)."""
     sizes: list[int] = []
-    real = execute_module.write_steps
+    real, real_at_once = execute_module.write_steps, execute_module.write_at_once
 
     def counting(run: Run, batch: list, **kwargs: Any) -> Any:
         written = real(run, batch, **kwargs)
         sizes.append(len(written.steps))
         return written
 
+    def counting_at_once(run: Run, planned: Any, **kwargs: Any) -> None:
+        real_at_once(run, planned, **kwargs)
+        sizes.append(len(planned.written.steps))
+
     monkeypatch.setattr(execute_module, "write_steps", counting)
+    monkeypatch.setattr(execute_module, "write_at_once", counting_at_once)
     return sizes
 
 
