@@ -19,6 +19,7 @@ from typing import Any, cast
 import psycopg
 from django.db import DEFAULT_DB_ALIAS, connections, models
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.sqlite3.base import FORMAT_QMARK_REGEX
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +183,11 @@ def _prepare(
 
 @functools.cache
 def _native(sql: str, vendor: str) -> str:
-    """The statement in the DB-API module's own placeholder style (sqlite3 takes `?`)."""
-    return sql.replace("%s", "?") if vendor == "sqlite" else sql
+    """The statement in the DB-API module's own placeholder style (sqlite3 takes `?`), as
+    Django's SQLite cursor converts it (`%%` is a literal `%`)."""
+    if vendor != "sqlite":
+        return sql
+    return FORMAT_QMARK_REGEX.sub("?", sql).replace("%%", "%")
 
 
 class pipelined:  # noqa: N801 - used like a function: `with pipelined() as pipe:`
@@ -298,11 +302,13 @@ def guarded_update(
     sets: dict[str, Any],
     increments: dict[str, int | float] | None = None,
     returning: str | tuple[str, ...] | None = None,
+    prepared: bool = False,
 ) -> Any:
     """UPDATE one row if it still matches `where` (None there means IS NULL, NOT_NULL means
     IS NOT NULL).
     Returns the `returning` column's new value (a tuple of them for a tuple of names), True
-    when no column is asked for, or None when the guard did not match."""
+    when no column is asked for, or None when the guard did not match. `prepared`: see
+    `_execute` (an UPDATE of a run plans over all of the table's indexes: ~0.5 ms)."""
     db = _db()
     increments = increments or {}
     null = tuple(n for n, v in where.items() if v is None)
@@ -314,11 +320,11 @@ def guarded_update(
     )
     params = [*_prepare(model, sets, db), *increments.values(), pk, *_prepare(model, where, db)]
     if returning:
-        rows = _execute(db, sql, params, fetch=True)
+        rows = _execute(db, sql, params, fetch=True, prepared=prepared)
         if not rows:
             return None
         return rows[0][0] if isinstance(returning, str) else tuple(rows[0])
-    return True if _execute(db, sql, params, fetch=False) == 1 else None
+    return True if _execute(db, sql, params, fetch=False, prepared=prepared) == 1 else None
 
 
 def insert_rows(
@@ -345,13 +351,31 @@ def _compiled(build: Callable[[], models.QuerySet]) -> tuple[str, tuple[Any, ...
     return queryset.query.get_compiler(using=queryset.db).as_sql()
 
 
-def fetch_all(build: Callable[[], models.QuerySet]) -> list[tuple[Any, ...]]:
+def fetch_all(
+    build: Callable[[], models.QuerySet], *, prepared: bool = False
+) -> list[tuple[Any, ...]]:
     """Rows of a fixed-shape ORM query (no parameters of its own), compiled once per process:
-    `build` returns the queryset; the ORM writes the SQL, this only skips rebuilding it."""
+    `build` returns the queryset; the ORM writes the SQL, this only skips rebuilding it.
+    `prepared`: see `_execute`."""
+    db = _db()
+    if prepared and db.vendor == "postgresql":
+        rows = _execute(db, _literal(build), [], fetch=True, prepared=True)
+    else:
+        sql, params = _compiled(build)
+        rows = _execute(db, sql, list(params), fetch=True)
+    return cast(list[tuple[Any, ...]], rows)
+
+
+@functools.cache
+def _literal(build: Callable[[], models.QuerySet]) -> str:
+    """The compiled query with its (fixed) parameters written in as literals: prepared with
+    parameters, a generic plan could not prove a partial index's predicate (`status =
+    'queued'`) from `status = $1`, and would scan instead. `%` is doubled back for the
+    placeholder parser."""
     sql, params = _compiled(build)
-    with _db().cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
+    db = _db()
+    db.ensure_connection()
+    return psycopg.ClientCursor(db.connection).mogrify(sql, params).replace("%", "%%")
 
 
 def insert_instance(obj: models.Model, *, returning: bool = True) -> None:

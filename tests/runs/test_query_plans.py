@@ -199,6 +199,34 @@ def test_the_dispatchers_candidate_query_seeks_each_tenants_oldest_queued_run(
     assert "run_dispatch_queue" in plan, plan
 
 
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_the_prepared_candidate_query_keeps_its_seek(big: Seeded) -> None:
+    """Workers send the candidate query prepared (runs/sql.py `fetch_all`): the plan kept for
+    it must seek run_dispatch_queue too, which a plan generic in `status = $1` could not."""
+    assert not connection.queries_logged  # unobserved: the prepared way, as in production
+    for _ in range(7):  # PostgreSQL weighs a generic plan after five custom ones
+        dispatch.owed()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT name FROM pg_prepared_statements WHERE statement LIKE %s",
+            ["%max_concurrent_runs%"],
+        )
+        (name,) = cursor.fetchone()
+        cursor.execute(f"EXPLAIN (FORMAT JSON) EXECUTE {name}")
+        raw = cursor.fetchone()[0]
+    plan = json.loads(raw) if isinstance(raw, str) else raw
+    indexes: list[str] = []
+
+    def walk(node: dict[str, Any]) -> None:
+        assert not (node.get("Node Type") == "Seq Scan" and node.get("Relation Name") == "runs_run")
+        indexes.append(node.get("Index Name", ""))
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(plan[0]["Plan"])
+    assert "run_dispatch_queue" in indexes, indexes
+
+
 def test_claim_next_dispatches_and_claims_without_a_scan(big: Seeded) -> None:
     run = assert_index_backed(lambda: claim_next(worker="plans"))
     assert run is not None and run.status == "running"
