@@ -146,6 +146,11 @@ class _Sender:
         if connection.vendor == "sqlite":
             with connection.cursor() as cursor:
                 cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_MS}")
+                # Best-effort rows need no fsync of their own (this connection only): in WAL
+                # mode the database stays consistent, and the next step's FULL commit syncs
+                # the log with these frames in it. Each llm step's frames otherwise cost a
+                # second synced commit, which that step's own commit queued behind.
+                cursor.execute("PRAGMA synchronous = NORMAL")
         try:
             LiveFrame.objects.bulk_create(rows)
         except OperationalError:

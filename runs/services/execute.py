@@ -239,9 +239,9 @@ class Segment(SegmentEndings):
         return outcome
 
     def _write_at_once(self, batch: list[PendingStep]) -> Written | None:
-        """Write `batch` as one statement when its rows are all it writes (`write_at_once`):
-        no control consumed, no artifact, no budget to lock, nothing ending the run. None:
-        nothing was written, the transaction's way must do it."""
+        """Write and commit `batch` at once (`write_at_once`: one statement on PostgreSQL)
+        when its rows are all it writes: no control consumed, no artifact, no budget to lock,
+        nothing ending the run. None: nothing was written, the transaction's way must do it."""
         run = self.run
         if self.consumed or not can_write_at_once(run):
             return None
