@@ -194,7 +194,6 @@ def _take_slot(tenant_id: int, run_pk: int) -> bool:
         where=undispatched,
         sets={"dispatched_at": now, "holds_slot": True},
         returning=("graph_limit_id",),
-        prepared=True,
     )
     if marked is None:  # someone else dispatched or cancelled it meanwhile
         limits.release_run_slot(tenant_id)

@@ -140,7 +140,6 @@ def _claim(run_pk: int, worker: str) -> Run | None:
         sets=sets,
         increments={"epoch": 1, "claims": 1, "last_seq": 1},
         returning="last_seq",
-        prepared=True,
     )
     if last_seq is None:
         return None
