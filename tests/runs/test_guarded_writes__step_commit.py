@@ -263,3 +263,26 @@ def test_a_run_of_effectful_steps_commits_each_step_at_once(
     seqs = list(Event.objects.filter(run=run).order_by("seq").values_list("seq", flat=True))
     assert seqs == list(range(1, run.last_seq + 1))
     assert sum(ledger(tenant).values()) == 5
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_with_prepared_statements_off_the_statement_runs_unprepared(
+    tenant: Tenant, make_graph: Any, queue: InlineQueue
+) -> None:
+    """RUNYARD_DB_PREPARED=off (a PgBouncer that cannot keep them) leaves psycopg without a
+    prepare_threshold: the same statement then goes unnamed."""
+    make_graph(tenant, functions_spec())
+    run = Run.objects.get(pk=create_run(tenant, graph="effects").pk)
+    connection.ensure_connection()
+    raw = connection.connection
+    threshold, raw.prepare_threshold = raw.prepare_threshold, None
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("DEALLOCATE ALL")
+        assert step_write(run, where={"epoch": run.epoch}) is not None
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+            assert cursor.fetchone()[0] == 0
+    finally:
+        raw.prepare_threshold = threshold
+    assert Step.objects.filter(run=run).count() == 1
