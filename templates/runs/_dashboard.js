@@ -296,13 +296,20 @@
           if (Runyard.holdControls && Runyard.holdControls(el, snap.panels[name])) return;
           controlsKey = snap.controls_key;
         }
-        // A section the person opened stays open when the panel is rendered again.
+        // A section the person opened stays open when the panel is rendered again, and a
+        // step row that had the keyboard focus keeps it (the old row is gone with the HTML).
         var opened = Array.prototype.map.call(el.querySelectorAll("details[open][id]"), function (d) { return d.id; });
+        var active = document.activeElement;
+        var focusedStep = active && el.contains(active) && active.getAttribute ? active.getAttribute("data-step") : null;
         el.innerHTML = snap.panels[name];
         opened.forEach(function (id) {
           var d = document.getElementById(id);
           if (d && el.contains(d)) d.open = true;
         });
+        if (focusedStep !== null) {
+          var row = el.querySelector('[data-step="' + CSS.escape(focusedStep) + '"]');
+          if (row) row.focus({ preventScroll: true });
+        }
       });
       if (svg && snap.states) {
         svg.querySelectorAll(".dg-node").forEach(function (g) {

@@ -136,8 +136,11 @@ def test_steps_and_nodes_open_the_inspector_by_mouse_and_keyboard(
         page.keyboard.press("Escape")
         page.wait_for_selector("#step-inspector", state="hidden")
         assert page.url == url
-        assert page.evaluate("document.activeElement.getAttribute('data-step')") == str(
-            steps["ask"]
+        # The row has it back, and keeps it if a live update renders the timeline again.
+        page.wait_for_function(
+            "step => document.activeElement.getAttribute('data-step') === step",
+            arg=str(steps["ask"]),
+            timeout=2000,
         )
 
         # Enter on a focused row.
