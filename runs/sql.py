@@ -252,8 +252,9 @@ def _execute(
     `prepared` (PostgreSQL): bind the parameters on the server and keep the statement
     prepared on the connection, so the server plans its shape once instead of every time:
     for a statement that is expensive to plan (the step commit's UPDATE of a run plans over
-    the table's ~30 indexes: ~0.4 ms, its whole statement ~1.2 ms) and sent again and again.
-    Its SQL must make every parameter's type plain (casts), as server-side binding needs.
+    the table's ~20 indexes: ~0.4 ms, its whole statement ~1.2 ms) and sent again and again.
+    Each parameter's type must follow from its place in the SQL (the column it is assigned
+    or compared to, or a cast), as server-side binding needs.
 
     When nothing observes the connection (no query log, no execute wrappers: production),
     the statement goes to the DB-API cursor directly, with the checks Django's cursor would
