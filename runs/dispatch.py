@@ -134,7 +134,7 @@ def owed() -> bool:
     transaction (on SQLite, a synced commit) for nothing; a run that becomes dispatchable
     after this read is dispatched by whoever made it so (its creation, a requeue, a worker
     freeing a slot) or by the scheduler's next tick."""
-    return bool(fetch_all(candidates, prepared=True))
+    return bool(fetch_all(candidates))
 
 
 def dispatch_in_transaction() -> None:
@@ -172,7 +172,7 @@ def _dispatch_next(*, to_broker: bool, wait: bool = True) -> int | None:
             return BUSY
         if room <= 0:
             return None
-        for tenant_id, run_pk in fetch_all(candidates, prepared=True):
+        for tenant_id, run_pk in fetch_all(candidates):
             if _take_slot(tenant_id, run_pk):
                 if to_broker:
                     transaction.on_commit(partial(enqueue_run, run_pk))

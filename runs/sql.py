@@ -298,7 +298,6 @@ def guarded_update(
     sets: dict[str, Any],
     increments: dict[str, int | float] | None = None,
     returning: str | tuple[str, ...] | None = None,
-    prepared: bool = True,
 ) -> Any:
     """UPDATE one row if it still matches `where` (None there means IS NULL, NOT_NULL means
     IS NOT NULL).
@@ -319,11 +318,11 @@ def guarded_update(
     )
     params = [*_prepare(model, sets, db), *increments.values(), pk, *_prepare(model, where, db)]
     if returning:
-        rows = _execute(db, sql, params, fetch=True, prepared=prepared)
+        rows = _execute(db, sql, params, fetch=True, prepared=True)
         if not rows:
             return None
         return rows[0][0] if isinstance(returning, str) else tuple(rows[0])
-    return True if _execute(db, sql, params, fetch=False, prepared=prepared) == 1 else None
+    return True if _execute(db, sql, params, fetch=False, prepared=True) == 1 else None
 
 
 def insert_rows(
@@ -350,14 +349,12 @@ def _compiled(build: Callable[[], models.QuerySet]) -> tuple[str, tuple[Any, ...
     return queryset.query.get_compiler(using=queryset.db).as_sql()
 
 
-def fetch_all(
-    build: Callable[[], models.QuerySet], *, prepared: bool = False
-) -> list[tuple[Any, ...]]:
+def fetch_all(build: Callable[[], models.QuerySet]) -> list[tuple[Any, ...]]:
     """Rows of a fixed-shape ORM query (no parameters of its own), compiled once per process:
     `build` returns the queryset; the ORM writes the SQL, this only skips rebuilding it.
-    `prepared`: see `_execute`."""
+    Prepared on PostgreSQL (see `_execute`), its parameters written in (`_literal`)."""
     db = _db()
-    if prepared and db.vendor == "postgresql":
+    if db.vendor == "postgresql":
         rows = _execute(db, _literal(build), [], fetch=True, prepared=True)
     else:
         sql, params = _compiled(build)

@@ -399,14 +399,6 @@ def write_at_once(run: Run, planned: Planned, *, fence: dict[str, Any]) -> None:
         {"run": run.pk, "tenant": run.tenant_id, "type": etype, "data": data, "created_at": now}
         for etype, data in planned.events
     ]
-    upserts: dict[type[Model], Upsert] = {}
-    for model, keys, amounts in limits.ledger_rows(
-        run.tenant_id, **step_usage(run, planned.written)
-    ):
-        if model not in upserts:
-            parts = limits.upsert_parts(model, tuple(keys), tuple(amounts))
-            upserts[model] = Upsert(model, *parts, [])
-        upserts[model].rows.append(keys | amounts)
     numbered = update_then_insert(
         Run,
         run.pk,
@@ -415,7 +407,7 @@ def write_at_once(run: Run, planned: Planned, *, fence: dict[str, Any]) -> None:
         counter="last_seq",
         numbered=(Event, events, "seq"),
         inserts=[(Step, planned.step_rows), (Checkpoint, planned.checkpoint_rows)],
-        upserts=list(upserts.values()),
+        upserts=ledger_upserts(run.tenant_id, **step_usage(run, planned.written)),
     )
     if numbered is None:
         raise Fenced(f"run {run.public_id} no longer matches {fence}")
@@ -426,6 +418,18 @@ def write_at_once(run: Run, planned: Planned, *, fence: dict[str, Any]) -> None:
         [(pk, seq, e["type"], e["data"]) for (pk, seq), e in zip(numbered, events, strict=True)],
         now,
     )
+
+
+def ledger_upserts(tenant_id: int, **amounts: Any) -> list[Upsert]:
+    """`limits.record_usage`'s ledger rows (`limits.ledger_rows`' arguments) as upserts for
+    `update_then_insert`: one per ledger table, its rows together."""
+    upserts: dict[type[Model], Upsert] = {}
+    for model, keys, added in limits.ledger_rows(tenant_id, **amounts):
+        if model not in upserts:
+            parts = limits.upsert_parts(model, tuple(keys), tuple(added))
+            upserts[model] = Upsert(model, *parts, [])
+        upserts[model].rows.append(keys | added)
+    return list(upserts.values())
 
 
 def step_usage(run: Run, written: Written) -> dict[str, Any]:

@@ -16,11 +16,12 @@ from django.utils import timezone
 
 from runs.engine import NodeContext, register_function
 from runs.engine.functions import registry
-from runs.guarded_writes import Upsert, update_then_insert
+from runs.guarded_writes import update_then_insert
 from runs.models import Checkpoint, Event, Run, Step
 from runs.services import claim_run, create_run
 from runs.services import steps as steps_module
 from runs.services.execute import Segment
+from runs.services.steps import ledger_upserts
 from runs.status import RunStatus
 from tenants import limits
 from tenants.models import Tenant, UsageDay, UsageModelDay
@@ -55,7 +56,7 @@ def functions_spec(n: int = 4) -> dict[str, Any]:
     }
 
 
-def ledger(tenant: Tenant) -> dict[str, Any]:
+def ledger(tenant: Tenant) -> dict[int, int]:
     return dict(
         UsageDay.objects.filter(tenant=tenant).values_list("shard", "steps").order_by("shard")
     )
@@ -63,7 +64,7 @@ def ledger(tenant: Tenant) -> dict[str, Any]:
 
 def step_write(run: Run, *, where: dict[str, Any], model: str = "m1") -> Any:
     now = timezone.now()
-    usage = limits.ledger_rows(
+    upserts = ledger_upserts(
         run.tenant_id,
         steps=1,
         tokens_in=3,
@@ -71,13 +72,6 @@ def step_write(run: Run, *, where: dict[str, Any], model: str = "m1") -> Any:
         by_model={model: {"calls": 1, "tokens_in": 3, "cost_usd": 0.000125}},
         shard=2,
     )
-    upserts: dict[Any, Upsert] = {}
-    for target, keys, amounts in usage:
-        if target not in upserts:
-            upserts[target] = Upsert(
-                target, *limits.upsert_parts(target, tuple(keys), tuple(amounts)), []
-            )
-        upserts[target].rows.append(keys | amounts)
     return update_then_insert(
         Run,
         run.pk,
@@ -129,7 +123,7 @@ def step_write(run: Run, *, where: dict[str, Any], model: str = "m1") -> Any:
                 ],
             ),
         ],
-        upserts=list(upserts.values()),
+        upserts=upserts,
     )
 
 
