@@ -16,13 +16,14 @@ takes a slot, so the cap holds however many of them race.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import logging
 from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -30,10 +31,10 @@ from django_q.brokers import Broker, get_broker
 from django_q.tasks import async_task
 
 from runs.models import Run
-from runs.sql import fetch_all, guarded_update
+from runs.sql import execute, fetch_all, guarded_update, pipelined, send_all
 from runs.status import ACTIVE, RunStatus
 from tenants import cluster, limits
-from tenants.models import Tenant
+from tenants.models import GraphLimit, Tenant
 
 log = logging.getLogger(__name__)
 
@@ -165,14 +166,21 @@ def _dispatch_next(*, to_broker: bool, wait: bool = True) -> int | None:
     for 8 and put 20 runs in flight together. No savepoint: an error here fails the caller's
     transaction, which its retry starts over."""
     with transaction.atomic(savepoint=False):
-        room = cluster.enter_dispatch_gate(
-            capacity=configured_capacity(), fallback=fallback_capacity(), wait=wait
-        )
+        # On PostgreSQL the gate, the room and the candidates are one round trip (read after
+        # the gate is held: the server runs them in order); on a full cluster the candidates
+        # read is wasted, which costs less than a round trip of its own.
+        with pipelined():
+            read_room = cluster.send_dispatch_gate(
+                capacity=configured_capacity(), fallback=fallback_capacity(), wait=wait
+            )
+            read_candidates = send_all(candidates)
+            room = read_room()
+            found = read_candidates()
         if room is None:
             return BUSY
         if room <= 0:
             return None
-        for tenant_id, run_pk in fetch_all(candidates):
+        for tenant_id, run_pk in found:
             if _take_slot(tenant_id, run_pk):
                 if to_broker:
                     transaction.on_commit(partial(enqueue_run, run_pk))
@@ -183,23 +191,17 @@ def _dispatch_next(*, to_broker: bool, wait: bool = True) -> int | None:
 def _take_slot(tenant_id: int, run_pk: int) -> bool:
     """The tenant's slot, the run, then the run's graph's slot: each a guarded UPDATE, each
     undone when a later one finds it lost the race. The run's UPDATE says which graph limit
-    it counts against (no read of its own)."""
+    it counts against (no read of its own). On PostgreSQL the three are one statement
+    (`_take_at_once`); only a lost race costs more."""
     now = timezone.now()
-    if not limits.acquire_run_slot(tenant_id, dispatched_at=now):
+    take = _take_at_once if connection.vendor == "postgresql" else _take_in_turn
+    tenant_slot, marked, limit_id, graph_slot = take(tenant_id, run_pk, now)
+    if not tenant_slot:
         return False
-    undispatched = {"status": RunStatus.QUEUED, "dispatched_at": None, "holds_slot": False}
-    marked = guarded_update(
-        Run,
-        run_pk,
-        where=undispatched,
-        sets={"dispatched_at": now, "holds_slot": True},
-        returning=("graph_limit_id",),
-    )
-    if marked is None:  # someone else dispatched or cancelled it meanwhile
+    if not marked:  # someone else dispatched or cancelled it meanwhile
         limits.release_run_slot(tenant_id)
         return False
-    (limit_id,) = marked
-    if limit_id is not None and not limits.acquire_graph_slot(limit_id):
+    if limit_id is not None and not graph_slot:
         guarded_update(
             Run,
             run_pk,
@@ -209,6 +211,59 @@ def _take_slot(tenant_id: int, run_pk: int) -> bool:
         limits.release_run_slot(tenant_id)
         return False
     return True
+
+
+# What taking a slot found: (tenant slot taken, run marked, its graph limit, graph slot taken).
+Took = tuple[bool, bool, int | None, bool]
+
+_UNDISPATCHED = {"status": RunStatus.QUEUED, "dispatched_at": None, "holds_slot": False}
+
+
+def _take_in_turn(tenant_id: int, run_pk: int, now: dt.datetime) -> Took:
+    if not limits.acquire_run_slot(tenant_id, dispatched_at=now):
+        return False, False, None, False
+    marked = guarded_update(
+        Run,
+        run_pk,
+        where=_UNDISPATCHED,
+        sets={"dispatched_at": now, "holds_slot": True},
+        returning=("graph_limit_id",),
+    )
+    if marked is None:
+        return True, False, None, False
+    (limit_id,) = marked
+    return True, True, limit_id, limit_id is None or limits.acquire_graph_slot(limit_id)
+
+
+def _take_at_once(tenant_id: int, run_pk: int, now: dt.datetime) -> Took:
+    """`_take_in_turn`'s three guarded UPDATEs as one statement: data-modifying CTEs, each
+    running only on the one before it (a run is marked only with its tenant's slot taken, a
+    graph slot taken only for a run marked). The guards are tenants/limits/'s own:
+    `acquire_run_slot` and `acquire_graph_slot`."""
+    (row,) = execute(_take_sql(), [now, tenant_id, now, run_pk], fetch=True, prepared=True)
+    tenant_slot, marked, limit_id, graph_slot = row
+    return bool(tenant_slot), bool(marked), limit_id, bool(graph_slot)
+
+
+@functools.cache
+def _take_sql() -> str:
+    q = connection.ops.quote_name
+    tenant, run, graph = (q(m._meta.db_table) for m in (Tenant, Run, GraphLimit))
+    count, cap = q("running_count"), q("max_concurrent_runs")
+    return (
+        f"WITH t AS (UPDATE {tenant} SET {count} = {count} + 1, "  # noqa: S608 - names from model meta
+        f"{q('last_dispatched_at')} = %s WHERE {q('id')} = %s AND {count} < {cap} "
+        "RETURNING 1), "
+        f"r AS (UPDATE {run} SET {q('dispatched_at')} = %s, {q('holds_slot')} = true "
+        f"WHERE {q('id')} = %s AND {q('status')} = '{RunStatus.QUEUED.value}' "
+        f"AND {q('dispatched_at')} IS NULL AND NOT {q('holds_slot')} "
+        f"AND EXISTS (SELECT 1 FROM t) RETURNING {q('graph_limit_id')}), "
+        f"g AS (UPDATE {graph} SET {count} = {count} + 1 "
+        f"WHERE {q('id')} = (SELECT {q('graph_limit_id')} FROM r) "
+        f"AND ({cap} IS NULL OR {count} < {cap}) RETURNING 1) "
+        "SELECT EXISTS (SELECT 1 FROM t), EXISTS (SELECT 1 FROM r), "
+        f"(SELECT {q('graph_limit_id')} FROM r), EXISTS (SELECT 1 FROM g)"
+    )
 
 
 @functools.cache

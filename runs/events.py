@@ -13,7 +13,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, TypedDict
 
 import redis
@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from runs.models import Event, Run
 from runs.perprocess import PerProcess
-from runs.sql import guarded_update, insert_rows, is_plain
+from runs.sql import guarded_update, insert_rows, is_plain, send_rows
 
 log = logging.getLogger(__name__)
 
@@ -146,34 +146,44 @@ def insert_events(run: Run, events: Sequence[tuple[str, dict[str, Any]]], last: 
         }
         for i, (etype, data) in enumerate(events)
     ]
-    publishing = bool(settings.REDIS_URL)
-    ids = insert_rows(Event, fields, returning=publishing)
-    if publishing:
-        publish_on_commit(
-            run,
-            [
-                (pk, first + i, etype, data)
-                for pk, (i, (etype, data)) in zip(ids, enumerate(events), strict=True)
-            ],
-            now,
-        )
+    if not settings.REDIS_URL:
+        insert_rows(Event, fields, returning=False)
+        return
+    # The ids are read when publishing, after the commit: in a pipeline the INSERT then
+    # shares the COMMIT's round trip.
+    ids = send_rows(Event, fields)
+    publish_on_commit(
+        run,
+        lambda: [
+            (pk, first + i, etype, data)
+            for pk, (i, (etype, data)) in zip(ids(), enumerate(events), strict=True)
+        ],
+        now,
+    )
 
 
-def publish_on_commit(
-    run: Run, written: Sequence[tuple[int, int, str, dict[str, Any]]], created_at: Any
-) -> None:
-    """Publish events of `run` just written, as (pk, seq, type, data), once the transaction
-    commits (at once when there is none: the statement that wrote them committed). Nothing to
-    do without Redis: each daphne tails the table (runs/live.py)."""
+Written = Sequence[tuple[int, int, str, dict[str, Any]]]
+
+
+def publish_on_commit(run: Run, written: Written | Callable[[], Written], created_at: Any) -> None:
+    """Publish events of `run` just written, as (pk, seq, type, data) or a function that
+    reads them, once the transaction commits (at once when there is none: the statement
+    that wrote them committed). Nothing to do without Redis: each daphne tails the table
+    (runs/live.py)."""
     if not settings.REDIS_URL:
         return
-    # from_db takes the values in field order: the fast way to build model instances.
-    rows = [
-        Event.from_db(None, EVENT_FIELDS, (pk, run.pk, run.tenant_id, seq, etype, data, created_at))
-        for pk, seq, etype, data in written
-    ]
+    run_pk, tenant_id = run.pk, run.tenant_id
     hex_id, tenant_hex = run.public_id.hex, run.tenant.public_id.hex
-    transaction.on_commit(lambda: publish(rows, hex_id, tenant_hex))
+
+    def send() -> None:
+        # from_db takes the values in field order: the fast way to build model instances.
+        rows = [
+            Event.from_db(None, EVENT_FIELDS, (pk, run_pk, tenant_id, seq, etype, data, created_at))
+            for pk, seq, etype, data in (written() if callable(written) else written)
+        ]
+        publish(rows, hex_id, tenant_hex)
+
+    transaction.on_commit(send)
 
 
 class _LoopPublisher:

@@ -201,13 +201,19 @@ class pipelined:  # noqa: N801 - used like a function: `with pipelined() as pipe
     succeeds (at the latest, as the commit's error). The ORM does not know about pipelines
     (an UPDATE's count reads -1 before its result arrives): call `end()` before code that
     uses the ORM's results. Nothing changes on SQLite, where a statement is a function call,
-    nor while queries are logged (tests count them)."""
+    nor while queries are logged (tests count them).
+
+    Inside another `pipelined` block this one is part of it: its `end()` does nothing, the
+    outer block's ends the pipeline. A block around a whole `transaction.atomic()` sends the
+    BEGIN with the first statement and the COMMIT with the last ones."""
 
     def __init__(self) -> None:
         self.pipe: Any = None
 
     def __enter__(self) -> pipelined:
         db = _db()
+        if _open.pipe is not None:
+            return self
         if db.vendor == "postgresql" and not (db.queries_logged or db.execute_wrappers):
             db.ensure_connection()
             self.pipe = db.connection.pipeline()
@@ -238,6 +244,12 @@ class pipelined:  # noqa: N801 - used like a function: `with pipelined() as pipe
                 log.debug("leaving the pipeline after an error", exc_info=True)
 
 
+def execute(sql: str, params: list[Any], *, fetch: bool | None, prepared: bool = False) -> Any:
+    """`_execute` on the default database: a statement of plain SQL written for both
+    backends (PostgreSQL when `prepared`, its parameters typed by their place)."""
+    return _execute(_db(), sql, params, fetch=fetch, prepared=prepared)
+
+
 def _execute(
     db: BaseDatabaseWrapper,
     sql: str,
@@ -254,7 +266,19 @@ def _execute(
     for a statement that is expensive to plan (the step commit's UPDATE of a run plans over
     the table's ~20 indexes: ~0.4 ms, its whole statement ~1.2 ms) and sent again and again.
     Each parameter's type must follow from its place in the SQL (the column it is assigned
-    or compared to, or a cast), as server-side binding needs.
+    or compared to, or a cast), as server-side binding needs."""
+    cursor = _send(db, sql, params, prepared=prepared)
+    try:
+        if fetch is None:
+            return None
+        return _read(db, cursor, fetch)
+    finally:
+        cursor.close()
+
+
+def _send(db: BaseDatabaseWrapper, sql: str, params: list[Any], *, prepared: bool = False) -> Any:
+    """Execute one statement and return its cursor, the result not yet read (inside
+    `pipelined`, not yet arrived): the caller reads it with `_read` and closes the cursor.
 
     When nothing observes the connection (no query log, no execute wrappers: production),
     the statement goes to the DB-API cursor directly, with the checks Django's cursor would
@@ -263,11 +287,13 @@ def _execute(
     is a tenth of an effectful step. Otherwise Django's cursor runs it, so tests and the
     debug tooling see every statement."""
     if db.queries_logged or db.execute_wrappers or db.connection is None:
-        with db.cursor() as cursor:
+        cursor = db.cursor()
+        try:
             cursor.execute(sql, params)
-            if fetch is None:
-                return None
-            return cursor.fetchall() if fetch else cursor.rowcount
+        except BaseException:
+            cursor.close()
+            raise
+        return cursor
     db.validate_thread_sharing()
     db.validate_no_broken_transaction()
     server = prepared and db.vendor == "postgresql"
@@ -279,15 +305,22 @@ def _execute(
                 raw.execute(sql, params, prepare=True)
             else:
                 raw.execute(_native(sql, db.vendor), params)
-            if fetch is None:
-                return None
-            if fetch:
-                return raw.fetchall()  # in a pipeline, the fetch waits for the result
-            if _open.pipe is not None:
-                _open.pipe.sync()  # a rowcount is only known once the result is in
-            return raw.rowcount
-    finally:
+    except BaseException:
         raw.close()
+        raise
+    return raw
+
+
+def _read(db: BaseDatabaseWrapper, cursor: Any, fetch: bool) -> Any:
+    """A sent statement's rows (`fetch`) or rowcount. In a pipeline this waits for the
+    result, and with it for every statement sent before it: statements sent together and
+    then read share one round trip."""
+    with db.wrap_database_errors:
+        if fetch:
+            return cursor.fetchall()
+        if _open.pipe is not None:
+            _open.pipe.sync()  # a rowcount is only known once the result is in
+        return cursor.rowcount
 
 
 def guarded_update(
@@ -325,6 +358,26 @@ def guarded_update(
     return True if _execute(db, sql, params, fetch=False, prepared=True) == 1 else None
 
 
+def send_rows(model: type[models.Model], rows: list[dict[str, Any]]) -> Callable[[], list[int]]:
+    """`insert_rows` sent now, the rows' primary keys read when the returned function is
+    called: inside `pipelined`, nothing waits for the INSERT until then (a caller that needs
+    the keys only after the commit, e.g. to publish, costs no round trip of its own)."""
+    db = _db()
+    sql = _insert_sql(model, tuple(rows[0]), len(rows), True)
+    params: list[Any] = []
+    for row in rows:
+        params.extend(_prepare(model, row, db))
+    cursor = _send(db, sql, params)
+
+    def keys() -> list[int]:
+        try:
+            return [r[0] for r in _read(db, cursor, True)]
+        finally:
+            cursor.close()
+
+    return keys
+
+
 def insert_rows(
     model: type[models.Model], rows: list[dict[str, Any]], *, returning: bool = True
 ) -> list[int]:
@@ -353,13 +406,26 @@ def fetch_all(build: Callable[[], models.QuerySet]) -> list[tuple[Any, ...]]:
     """Rows of a fixed-shape ORM query (no parameters of its own), compiled once per process:
     `build` returns the queryset; the ORM writes the SQL, this only skips rebuilding it.
     Prepared on PostgreSQL (see `_execute`), its parameters written in (`_literal`)."""
+    return send_all(build)()
+
+
+def send_all(build: Callable[[], models.QuerySet]) -> Callable[[], list[tuple[Any, ...]]]:
+    """`fetch_all`'s query sent now, its rows read when the returned function is called:
+    inside `pipelined`, whatever else is sent before that call shares its round trip."""
     db = _db()
     if db.vendor == "postgresql":
-        rows = _execute(db, _literal(build), [], fetch=True, prepared=True)
+        cursor = _send(db, _literal(build), [], prepared=True)
     else:
         sql, params = _compiled(build)
-        rows = _execute(db, sql, list(params), fetch=True)
-    return cast(list[tuple[Any, ...]], rows)
+        cursor = _send(db, sql, list(params))
+
+    def rows() -> list[tuple[Any, ...]]:
+        try:
+            return cast(list[tuple[Any, ...]], _read(db, cursor, True))
+        finally:
+            cursor.close()
+
+    return rows
 
 
 @functools.cache

@@ -6,6 +6,7 @@ caps their sum, whichever machine dispatches.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any, cast
 
 from django.db import connection
@@ -22,56 +23,93 @@ CLUSTER_FORGOTTEN_AFTER = dt.timedelta(days=1)
 
 
 def enter_dispatch_gate(*, capacity: int | None, fallback: int, wait: bool = True) -> int | None:
-    """How many more runs may be in flight cluster-wide: the capacity (`capacity`, or when
-    None the workers of the clusters seen lately, or `fallback` when none is) minus the runs
-    holding a slot.
+    """How many more runs may be in flight cluster-wide (see `send_dispatch_gate`)."""
+    return send_dispatch_gate(capacity=capacity, fallback=fallback, wait=wait)()
+
+
+def send_dispatch_gate(
+    *, capacity: int | None, fallback: int, wait: bool = True
+) -> Callable[[], int | None]:
+    """Enter the gate; the returned function says how many more runs may be in flight
+    cluster-wide: the capacity (`capacity`, or when None the workers of the clusters seen
+    lately, or `fallback` when none is) minus the runs holding a slot.
 
     Call first in the transaction that then takes the slot: the guarded UPDATE of the gate row
     holds it until that transaction ends, so dispatchers on every machine check and take one
     after another, and each reads the slots taken before it (READ COMMITTED reads per
     statement; a SQLite writer holds the database). Releases need not pass the gate: they only
-    make room. One UPDATE and one SELECT, both on the primary key or small tables.
+    make room. One UPDATE and one SELECT, both on the primary key or small tables, sent
+    before either is read: in a pipeline (runs/sql.py `pipelined`) they and whatever the
+    caller sends before reading share one round trip. The server still runs them in order,
+    so the SELECT reads after the gate is held.
 
-    With `wait=False`, a gate another dispatcher holds right now gives None at once, on
-    PostgreSQL (where the row lock is then taken by that one SELECT ... FOR UPDATE); a SQLite
-    writer holds the whole database anyway.
+    With `wait=False`, a gate another dispatcher holds right now reads None at once, on
+    PostgreSQL (where the row lock is then taken by a SELECT ... FOR UPDATE SKIP LOCKED); a
+    SQLite writer holds the whole database anyway.
     """
     q = connection.ops.quote_name
-    gate_sql = (
-        f"UPDATE {q(DispatchGate._meta.db_table)} SET {q('turns')} = {q('turns')} + 1 "  # noqa: S608 - names from model meta
-        f"WHERE {q('id')} = %s"
-    )
+    gate_table, turns = q(DispatchGate._meta.db_table), q("turns")
     running = (
         f"SELECT COALESCE(SUM({q('running_count')}), 0) "  # noqa: S608 - names from model meta
         f"FROM {q(Tenant._meta.db_table)}"
     )
-    with connection.cursor() as cursor:
-        if not wait and connection.vendor == "postgresql":
-            cursor.execute(
-                f"SELECT 1 FROM {q(DispatchGate._meta.db_table)} WHERE {q('id')} = %s "  # noqa: S608 - names from model meta
-                "FOR UPDATE SKIP LOCKED",
+    skip_locked = not wait and connection.vendor == "postgresql"
+    gate = connection.cursor()
+    room = connection.cursor()
+    try:
+        if skip_locked:
+            row_is = f"FROM {gate_table} WHERE {q('id')} = %s"
+            gate.execute(
+                f"SELECT (SELECT true {row_is} FOR UPDATE SKIP LOCKED), EXISTS (SELECT 1 {row_is})",  # noqa: S608 - names from model meta
+                [GATE_ID, GATE_ID],
+            )
+        else:  # an upsert: a new (or flushed) database gets its row, and it is held
+            gate.execute(
+                f"INSERT INTO {gate_table} ({q('id')}, {turns}) VALUES (%s, 1) "  # noqa: S608 - names from model meta
+                f"ON CONFLICT ({q('id')}) DO UPDATE SET {turns} = {gate_table}.{turns} + 1 "
+                "RETURNING true, true",
                 [GATE_ID],
             )
-            locked = cursor.fetchone() is not None
-            if not locked and DispatchGate.objects.filter(pk=GATE_ID).exists():
-                return None  # another dispatcher is in the gate: it, or the next one, goes on
-        else:
-            locked = False
-        if not locked:
-            cursor.execute(gate_sql, [GATE_ID])
-        if not locked and cursor.rowcount == 0:  # a new (or flushed) database: make the row
-            DispatchGate.objects.bulk_create([DispatchGate(pk=GATE_ID)], ignore_conflicts=True)
-            cursor.execute(gate_sql, [GATE_ID])
         if capacity is not None:
-            cursor.execute(running)
-            return capacity - int(cursor.fetchone()[0])
+            room.execute(running)
+        else:
+            room.execute(
+                f"SELECT ({running}), (SELECT COALESCE(SUM({q('workers')}), 0) "  # noqa: S608 - names from model meta
+                f"FROM {q(WorkerCluster._meta.db_table)} WHERE {q('seen_at')} >= %s)",
+                [_seen_since()],
+            )
+    except BaseException:
+        gate.close()
+        room.close()
+        raise
+
+    def read() -> int | None:
+        with gate, room:
+            row = room.fetchone()  # waits for both results
+            entered, exists = gate.fetchone()
+        if not entered and (exists or not _make_gate(gate_table)):
+            return None  # another dispatcher is in the gate: it, or the next one, goes on
+        if capacity is not None:
+            return capacity - int(row[0])
+        in_flight, registered = row
+        return (int(registered) or fallback) - int(in_flight)
+
+    return read
+
+
+def _make_gate(gate_table: str) -> bool:
+    """The gate's row, on a new (or flushed) database, where SKIP LOCKED found none: True
+    when this transaction made it (and so holds it). Nobody can have held the gate since the
+    room was read (they would have made the row first, and this INSERT would find it), so
+    that reading stands. False when the row is there, held by another dispatcher."""
+    q = connection.ops.quote_name
+    with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT ({running}), (SELECT COALESCE(SUM({q('workers')}), 0) "  # noqa: S608 - names from model meta
-            f"FROM {q(WorkerCluster._meta.db_table)} WHERE {q('seen_at')} >= %s)",
-            [_seen_since()],
+            f"INSERT INTO {gate_table} ({q('id')}, {q('turns')}) VALUES (%s, 1) "  # noqa: S608 - names from model meta
+            f"ON CONFLICT DO NOTHING RETURNING 1",
+            [GATE_ID],
         )
-        in_flight, registered = cursor.fetchone()
-    return (int(registered) or fallback) - int(in_flight)
+        return cursor.fetchone() is not None
 
 
 def _seen_since() -> Any:

@@ -52,7 +52,9 @@ def claim_run(run_pk: int, *, worker: str | None = None) -> Run | None:
     worker = worker or worker_id()
 
     def claim() -> Run | None:
-        with transaction.atomic():
+        # On PostgreSQL the BEGIN goes with the read. (Inside the atomic block: psycopg syncs
+        # an open pipeline whenever autocommit is switched, as atomic does on entry and exit.)
+        with transaction.atomic(), pipelined():
             return _claim(run_pk, worker)
 
     run = retry_transient(claim)
@@ -73,7 +75,7 @@ def claim_next(*, worker: str | None = None) -> Run | None:
     worker = worker or worker_id()
 
     def claim() -> Run | None:
-        with transaction.atomic():
+        with transaction.atomic(), pipelined():
             run_pk = dispatch_here()
             return None if run_pk is None else _claim(run_pk, worker)
 
@@ -147,8 +149,8 @@ def _claim(run_pk: int, worker: str) -> Run | None:
     for key, value in sets.items():
         setattr(run, key, value)
     run.epoch, run.claims, run.last_seq = run.epoch + 1, run.claims + 1, last_seq
-    # On PostgreSQL the rest is one round trip: only the event's id is read back (to publish
-    # it, with Redis), last.
+    # On PostgreSQL the rest is sent without waiting (the event's id is read when it is
+    # published, after the commit): one round trip.
     with pipelined():
         if first:
             _insert_first_checkpoint(run, now)

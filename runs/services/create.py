@@ -326,20 +326,20 @@ def _admit_and_write(
     run.last_seq = 1  # its run.queued event, written below
     insert_instance(run)
     run.tenant = tenant
-    # On PostgreSQL these three go in one round trip: only the events' ids are read back
-    # (to publish them, with Redis), and that read comes last.
-    with pipelined():
-        audit_run(run, "run.created", graph=graph_row)
-        limits.record_usage(tenant.pk, runs=1, shard=limits.usage_shard(run.pk))
-        append_first_events(
-            run, [("run.queued", {"graph": graph_row.name, "version": graph_row.version})]
-        )
     if request.get("webhook"):
         from webhooks.services import attach_to_run
 
         attach_to_run(
             run, request["webhook"], include_state=request.get("webhook_include_state", True)
         )
-    if parent is None:
-        dispatch_in_transaction()
+    # On PostgreSQL these writes are sent without waiting (the event's id is read when it is
+    # published, after the commit), and go in one round trip with the dispatcher's reads.
+    with pipelined():
+        audit_run(run, "run.created", graph=graph_row)
+        limits.record_usage(tenant.pk, runs=1, shard=limits.usage_shard(run.pk))
+        append_first_events(
+            run, [("run.queued", {"graph": graph_row.name, "version": graph_row.version})]
+        )
+        if parent is None:
+            dispatch_in_transaction()
     return run

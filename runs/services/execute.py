@@ -195,7 +195,9 @@ class Segment(SegmentEndings):
                     self.state_bytes = at_once.state_bytes
                     committed[:] = at_once.steps
                     return None
-                with artifact_files_kept_on_commit(), pipelined() as pipe, transaction.atomic():
+                # The pipeline inside the atomic block: psycopg syncs an open pipeline each
+                # time autocommit is switched (a round trip), as atomic does on entry and exit.
+                with artifact_files_kept_on_commit(), transaction.atomic(), pipelined() as pipe:
                     written = write_steps(
                         run,
                         batch,
@@ -215,8 +217,11 @@ class Segment(SegmentEndings):
                         written.check.exceeded = limits.check_spend(
                             run.tenant, tokens=u.tokens_in + u.tokens_out, cost_usd=u.cost_usd
                         )
-                    if self._run_ends(last.result, written.check):
-                        pipe.end()  # ending it goes through the ORM, which reads results
+                    if self._run_ends(last.result, written.check) and not last.result.done:
+                        # Failing or resurrecting it goes through the ORM, which reads
+                        # results (an UPDATE's count); a success is `finish`, which reads
+                        # nothing but its own guarded UPDATE's result.
+                        pipe.end()
                     outcome = self._after_step(
                         last.result, written.check, last.prev_state, last.prev_position
                     )

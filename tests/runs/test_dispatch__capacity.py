@@ -19,9 +19,9 @@ from runs import dispatch, workers
 from runs.models import Run
 from runs.services import create_graph_version, create_run
 from runs.services.execute import claim_next
-from runs.services.lifecycle import release_run_slot
+from runs.services.lifecycle import release_run_slot, release_slots
 from tenants import cluster
-from tenants.models import Tenant, WorkerCluster
+from tenants.models import GraphLimit, Tenant, WorkerCluster
 from tests.factories import make_tenant
 from tests.runs.conftest import chain_spec
 from tests.runs.test_concurrency import in_threads
@@ -192,8 +192,10 @@ def test_a_new_run_is_dispatched_by_the_transaction_that_creates_it(monkeypatch)
     run.refresh_from_db()
     assert run.dispatched_at is not None and run.holds_slot and run.last_seq == 1
     assert list(run.events.values_list("seq", "type")) == [(1, "run.queued")]
-    tenant_updates = [s for s in statements if s.startswith('UPDATE "tenants_tenant"')]
-    assert len(tenant_updates) == 2, tenant_updates  # admission, then the concurrency slot
+    # Admission, then the concurrency slot (on PostgreSQL within the statement that also
+    # marks the run and takes its graph's slot).
+    tenant_updates = [s for s in statements if 'UPDATE "tenants_tenant"' in s]
+    assert len(tenant_updates) == 2, tenant_updates
     assert not [s for s in statements if s.startswith('UPDATE "runs_run" SET "last_seq"')]
     tenant.refresh_from_db()
     assert (tenant.queued_count, tenant.running_count, tenant.rate_window_count) == (1, 1, 1)
@@ -209,3 +211,39 @@ def test_a_dispatch_pass_with_nothing_owed_writes_nothing() -> None:
         assert claim_next() is None
     statements = [q["sql"] for q in queries.captured_queries]
     assert len(statements) == 2 and all(s.startswith("SELECT") for s in statements), statements
+
+
+def test_releasing_a_runs_slots_gives_each_back_exactly_once(monkeypatch) -> None:
+    """`release_slots` (one statement on PostgreSQL): the concurrency slot (tenant and graph)
+    and the queue slot go back once each, however many releasers race; a flag already clear
+    gives nothing back."""
+    monkeypatch.setattr(dispatch, "enqueue_run", lambda pk: None)
+    tenant = make_tenant("release", max_concurrent_runs=10, runs_per_minute=None)
+    create_graph_version(tenant, chain_spec("capped", limits={"max_concurrent_runs": 5}))
+    runs = [create_run(tenant, graph="capped") for _ in range(3)]  # dispatched as created
+    both, slot_only, _ = runs
+    Run.objects.filter(pk=slot_only.pk).update(holds_queue_slot=False)
+    Tenant.objects.filter(pk=tenant.pk).update(queued_count=2)  # slot_only gave its back
+
+    def counters() -> tuple[int, int, int]:
+        t = Tenant.objects.get(pk=tenant.pk)
+        graph = GraphLimit.objects.get(tenant=tenant, graph_name="capped")
+        return t.running_count, t.queued_count, graph.running_count
+
+    assert counters() == (3, 2, 3)
+
+    def release(i: int) -> None:
+        with transaction.atomic():
+            release_slots(Run.objects.get(pk=(both if i % 2 else slot_only).pk))
+
+    if connection.vendor == "postgresql":
+        in_threads(4, release)
+    else:  # one SQLite writer at a time anyway
+        for i in range(4):
+            release(i)
+    assert counters() == (1, 1, 1)
+    assert set(
+        Run.objects.filter(pk__in=[both.pk, slot_only.pk]).values_list(
+            "holds_slot", "holds_queue_slot"
+        )
+    ) == {(False, False)}

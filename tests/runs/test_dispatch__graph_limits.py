@@ -165,13 +165,18 @@ def test_a_graph_slot_lost_to_a_race_leaves_the_run_queued_and_the_tenant_slot_f
     tenant = make_tenant("raced", max_concurrent_runs=5, runs_per_minute=None)
     create_graph_version(tenant, chain_spec("capped", limits={"max_concurrent_runs": 1}))
     run = create_run(tenant, graph="capped")
-    monkeypatch.setattr(dispatch.limits, "acquire_graph_slot", lambda limit_id: False)
+    # The candidate query read before the other dispatcher's slot was taken.
+    monkeypatch.setattr(
+        dispatch, "candidates", lambda: Run.objects.filter(pk=run.pk).values_list("tenant_id", "id")
+    )
+    GraphLimit.objects.filter(tenant=tenant).update(running_count=1)
     assert dispatch.dispatch_once() == 0
     run.refresh_from_db()
     assert (run.status, run.dispatched_at, run.holds_slot) == ("queued", None, False)
     assert Tenant.objects.get(pk=tenant.pk).running_count == 0
     assert held == []
-    monkeypatch.undo()  # the slot is free again: the run goes
+    GraphLimit.objects.filter(tenant=tenant).update(running_count=0)  # the slot is free again
+    monkeypatch.undo()
     monkeypatch.setattr(dispatch, "enqueue_run", held.append)
     assert dispatch.dispatch_once() == 1 and held == [run.pk]
     assert graph_counters() == {"capped": 1}
