@@ -238,7 +238,8 @@ def _take_in_turn(tenant_id: int, run_pk: int, now: dt.datetime) -> Took:
 def _take_at_once(tenant_id: int, run_pk: int, now: dt.datetime) -> Took:
     """`_take_in_turn`'s three guarded UPDATEs as one statement: data-modifying CTEs, each
     running only on the one before it (a run is marked only with its tenant's slot taken, a
-    graph slot taken only for a run marked). The guards are tenants/limits/'s own:
+    graph slot taken only for a run marked), which also fixes the order rows are locked in:
+    tenant, run, graph, as `_take_in_turn` does. The guards are tenants/limits/'s own:
     `acquire_run_slot` and `acquire_graph_slot`."""
     (row,) = execute(_take_sql(), [now, tenant_id, now, run_pk], fetch=True, prepared=True)
     tenant_slot, marked, limit_id, graph_slot = row

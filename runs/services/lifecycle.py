@@ -90,7 +90,12 @@ def _release_sql() -> str:
     """`release_run_slot` then `release_queue_slot` as one statement: the run's flags as they
     are (read under the row's lock: a concurrent release waits, then finds them cleared),
     both cleared, and each counter that a set flag held given back, under the same guards as
-    tenants/limits/ (`release_run_slot`, `release_graph_slot`, `release_queue_slot`)."""
+    tenants/limits/ (`release_run_slot`, `release_graph_slot`, `release_queue_slot`).
+
+    Rows are locked run, tenant, then graph, as everywhere: the graph's UPDATE (the main
+    statement, run first) waits for the tenant's (`EXISTS ... t`). Left to itself PostgreSQL
+    runs a CTE nobody reads after the main statement: graph before tenant, against the
+    dispatcher's tenant before graph, deadlocked under load."""
     q = connection.ops.quote_name
     run, tenant, graph = (q(m._meta.db_table) for m in (Run, Tenant, GraphLimit))
     slot, queue = q("holds_slot"), q("holds_queue_slot")
@@ -106,9 +111,11 @@ def _release_sql() -> str:
         f"r AS (UPDATE {run} SET {slot} = false, {queue} = false FROM o "
         f"WHERE {run}.{q('id')} = %s AND (o.{slot} OR o.{queue})), "
         f"t AS (UPDATE {tenant} SET {less(running, slot)}, {less(queued, queue)} FROM o "
-        f"WHERE {tenant}.{q('id')} = o.{q('tenant_id')} AND (o.{slot} OR o.{queue})) "
+        f"WHERE {tenant}.{q('id')} = o.{q('tenant_id')} AND (o.{slot} OR o.{queue}) "
+        "RETURNING 1) "
         f"UPDATE {graph} SET {running} = {running} - 1 FROM o "
-        f"WHERE {graph}.{q('id')} = o.{q('graph_limit_id')} AND o.{slot} AND {running} > 0"
+        f"WHERE {graph}.{q('id')} = o.{q('graph_limit_id')} AND o.{slot} AND {running} > 0 "
+        "AND EXISTS (SELECT 1 FROM t)"
     )
 
 

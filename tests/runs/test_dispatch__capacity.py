@@ -247,3 +247,50 @@ def test_releasing_a_runs_slots_gives_each_back_exactly_once(monkeypatch) -> Non
             "holds_slot", "holds_queue_slot"
         )
     ) == {(False, False)}
+
+
+@pytest.mark.skipif(
+    django_settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
+    reason="row locks: SQLite's writer lock holds the whole database",
+)
+def test_dispatchers_and_releasers_racing_on_one_tenant_do_not_deadlock(monkeypatch) -> None:
+    """A dispatch takes the tenant's row, then the graph's; a run's end gives both back.
+    Both lock tenant before graph (one statement each on PostgreSQL, whose CTEs run in the
+    order their reads force), so racing ones wait for each other instead of deadlocking."""
+    monkeypatch.setattr(dispatch, "enqueue_run", lambda pk: None)
+    monkeypatch.setattr(dispatch, "dispatch_in_transaction", lambda: None)
+    tenant = make_tenant("race-release", max_concurrent_runs=1000, runs_per_minute=None)
+    create_graph_version(tenant, chain_spec("lane", limits={"max_concurrent_runs": 1000}))
+    for _ in range(120):
+        create_run(tenant, graph="lane")
+    errors: list[BaseException] = []
+    deadline = time.monotonic() + 4
+
+    def dispatcher() -> None:
+        while time.monotonic() < deadline and dispatch.dispatch_once(max_runs=1):
+            pass
+
+    def releaser() -> None:
+        while time.monotonic() < deadline:
+            with transaction.atomic():
+                run = (
+                    Run.objects.select_for_update()
+                    .filter(tenant=tenant, holds_slot=True)
+                    .order_by("?")
+                    .first()
+                )
+                if run is not None:
+                    release_slots(run)
+
+    def body(i: int) -> None:
+        try:
+            (dispatcher if i % 2 else releaser)()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    in_threads(4, body)
+    assert not errors, errors[0]
+    assert in_flight()[0] == in_flight()[1]
+    t = Tenant.objects.get(pk=tenant.pk)
+    lane = GraphLimit.objects.get(tenant=tenant, graph_name="lane")
+    assert lane.running_count == t.running_count == Run.objects.filter(holds_slot=True).count()
