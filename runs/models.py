@@ -59,14 +59,30 @@ class Thread(models.Model):
 
 class Run(models.Model):
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="runs")
+    # Every index of this table is written by each run's INSERT, and on PostgreSQL by each
+    # UPDATE that changes an indexed column (a dispatch, a claim, an end): no single-column
+    # index where a composite one starts with the column (tenant, thread, status), and
+    # partial ones where most runs have no value (parent, thread, wait_deadline, lease).
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.CASCADE, related_name="runs", db_index=False
+    )
     graph = models.ForeignKey(Graph, on_delete=models.PROTECT, related_name="runs")
     graph_hash = models.CharField(max_length=64)
     thread = models.ForeignKey(
-        Thread, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+        Thread,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="runs",
+        db_index=False,
     )
     parent = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="children",
+        db_index=False,
     )
     depth = models.PositiveSmallIntegerField(default=0)
     # Run trees (subgraphs): every descendant points at its root, which holds the tree's
@@ -91,9 +107,7 @@ class Run(models.Model):
     tree_tokens = models.PositiveBigIntegerField(default=0)
     tree_cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal(0))
 
-    status = models.CharField(
-        max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True
-    )
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
     input = models.JSONField(default=dict, blank=True)
     state = models.JSONField(default=dict, blank=True)
     # Engine cursor to resume from: {"node", "step", "visits"}.
@@ -102,7 +116,7 @@ class Run(models.Model):
     thread_state_before = models.JSONField(null=True, blank=True)
     error = models.JSONField(null=True, blank=True)
     waiting_for = models.JSONField(null=True, blank=True)
-    wait_deadline = models.DateTimeField(null=True, blank=True, db_index=True)
+    wait_deadline = models.DateTimeField(null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     multitask_strategy = models.CharField(max_length=16, default="reject")
     # 1-5, higher first: the dispatcher orders a tenant's queued runs by priority, then age.
@@ -137,7 +151,7 @@ class Run(models.Model):
     # Ownership: a worker claims by bumping epoch; every later write is fenced by it.
     epoch = models.PositiveIntegerField(default=0)
     lease_owner = models.CharField(max_length=200, blank=True)
-    lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     dispatched_at = models.DateTimeField(null=True, blank=True)
     # A queued run is not dispatched before this time (a resurrection's cooldown); None: at
@@ -169,7 +183,11 @@ class Run(models.Model):
                 fields=["tenant", "status", "-created_at", "-id"], name="run_tenant_status"
             ),
             models.Index(fields=["status", "dispatched_at"], name="run_status_dispatched"),
-            models.Index(fields=["thread", "status"], name="run_thread_status"),
+            models.Index(
+                fields=["thread", "status"],
+                condition=models.Q(thread__isnull=False),
+                name="run_thread_status",
+            ),
             # A thread's runs newest first (GET /runs?thread_id=): partial, so runs without a
             # thread cost no index write.
             models.Index(
@@ -188,6 +206,20 @@ class Run(models.Model):
             # Child runs by root: only children have one, so roots cost no index write; it
             # spares deletes (the root_id foreign key) a scan of every run.
             models.Index(fields=["root"], condition=models.Q(root__isnull=False), name="run_root"),
+            models.Index(
+                fields=["parent"], condition=models.Q(parent__isnull=False), name="run_parent"
+            ),
+            # The reconciler's scans: only runs waiting with a deadline, or leased.
+            models.Index(
+                fields=["wait_deadline"],
+                condition=models.Q(wait_deadline__isnull=False),
+                name="run_wait_deadline",
+            ),
+            models.Index(
+                fields=["lease_expires_at"],
+                condition=models.Q(lease_expires_at__isnull=False),
+                name="run_lease_expires",
+            ),
         ]
         constraints = [
             models.UniqueConstraint(
