@@ -10,6 +10,9 @@ Each setup runs in a child process of its own with a fresh database: the embedde
   of one-node runs created through the service `POST /runs` calls (each run: a transform
   node and the end node), and run created -> first step started p50/p95 for runs created one
   at a time (the dispatcher's own path: create_run enqueues on commit);
+- the machine's CPU time per task / per run during each burst, by process kind (client,
+  qcluster, postgresql, redis, scheduler), from /proc: on a 2-vCPU machine both bursts are
+  CPU-bound, so this says where a run costs more than a task, less noisily than a rate;
 - with PostgreSQL + Redis: runs/s with one, two and three qclusters (separate processes, as
   separate machines would run them; on a 2-vCPU machine they share the same two cores).
 
@@ -38,6 +41,52 @@ PG_DB = "runyard_bench_throughput"
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 WORKERS = 4
 TARGETS = {"runs_vs_tasks": 1.0, "start_vs_broker": 2.0}
+
+
+def cpu_ticks() -> dict[str, tuple[str, int]]:
+    """Every process's CPU time so far (user + system, clock ticks) by pid, with its kind:
+    the machine's whole work, since a run's cost is spread over the client, the workers,
+    the database and Redis. Empty where there is no /proc."""
+    out: dict[str, tuple[str, int]] = {}
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return out
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        out[entry.name] = (process_kind(cmd), int(fields[11]) + int(fields[12]))
+    return out
+
+
+def process_kind(cmd: str) -> str:
+    for needle, kind in (
+        ("qcluster", "qcluster"),
+        ("runyard_scheduler", "scheduler"),
+        ("throughput.py", "client"),
+        ("postgres", "postgresql"),
+        ("redis-server", "redis"),
+    ):
+        if needle in cmd:
+            return kind
+    return "other"
+
+
+def cpu_per_item(before: dict[str, tuple[str, int]], count: int) -> dict[str, float]:
+    """CPU milliseconds per task or run since `before`, by process kind and in all."""
+    after, tick_ms = cpu_ticks(), 1000 / os.sysconf("SC_CLK_TCK")
+    spent: dict[str, float] = {}
+    for pid, (kind, ticks) in after.items():
+        used = ticks - before.get(pid, (kind, 0))[1]
+        if used > 0:
+            spent[kind] = spent.get(kind, 0) + used * tick_ms / count
+    spent = {kind: round(ms, 2) for kind, ms in sorted(spent.items(), key=lambda kv: -kv[1])}
+    return {"all": round(sum(spent.values()), 2), **spent}
 
 
 def log(msg: str) -> None:
@@ -102,10 +151,12 @@ def baseline(count: int, singles: int) -> dict[str, Any]:
             time.sleep(0.02)
         waits = [float(s.result) for s in Success.objects.all()]
         Success.objects.all().delete()
+        ticks = cpu_ticks()
         t0 = time.perf_counter()
         for _ in range(count):
             async_task("bench.noop.noop")
         t1 = wait_until(lambda: Success.objects.count() >= count, 300)
+        cpu = cpu_per_item(ticks, count)
     finally:
         procs.stop()
         connection.close()
@@ -114,6 +165,7 @@ def baseline(count: int, singles: int) -> dict[str, Any]:
         "tasks_per_s": round(count / (t1 - t0), 1),
         "enqueue_to_start_p50_ms": ms(statistics.median(waits)),
         "enqueue_to_start_p95_ms": ms(pct(waits, 0.95)),
+        "cpu_ms_per_task": cpu,
     }
 
 
@@ -146,10 +198,12 @@ def runyard(count: int, singles: int, clusters: int) -> dict[str, Any]:
             singles_ids.append(pk)
             wait_until(lambda pk=pk: done([pk]), 30, poll=0.002)
             time.sleep(0.02)
+        ticks = cpu_ticks()
         t0 = time.perf_counter()
         ids = [create_run(tenant, graph="tp").pk for _ in range(count)]
         created = time.perf_counter()
         t1 = wait_until(lambda: done(ids), 600, poll=0.02)
+        cpu = cpu_per_item(ticks, count)
         starts, dispatched, claimed = [], [], []
         for run in Run.objects.filter(pk__in=singles_ids):
             first = Step.objects.filter(run=run).order_by("index").values("started_at")[0]
@@ -169,6 +223,7 @@ def runyard(count: int, singles: int, clusters: int) -> dict[str, Any]:
         # Where that time goes (p50 from created): dispatched, then claimed by a worker.
         "created_to_dispatched_p50_ms": ms(statistics.median(dispatched)),
         "created_to_claimed_p50_ms": ms(statistics.median(claimed)),
+        "cpu_ms_per_run": cpu,
     }
     return report
 
@@ -187,6 +242,10 @@ def child(quick: bool, scale: bool) -> dict[str, Any]:
             ours["created_to_first_step_p50_ms"] / base["enqueue_to_start_p50_ms"], 2
         ),
     }
+    if base["cpu_ms_per_task"]["all"]:  # 0 without /proc
+        report["cpu_vs_task"] = round(
+            ours["cpu_ms_per_run"]["all"] / base["cpu_ms_per_task"]["all"], 2
+        )
     if scale:
         report["clusters"] = [ours] + [runyard(count, singles, k) for k in (2, 3)]
     report["targets"] = {
