@@ -15,7 +15,7 @@ keeps. Each table's rows travel as one JSON array, turned into rows of the table
 by `jsonb_populate_recordset` (columns by name, each value read by its column's type), so the
 statement's text depends only on which tables it writes, not on how many rows: it is prepared
 once per connection (runs/sql.py `_execute(prepared=True)`). Planning it afresh cost ~1.2 ms
-a step (the UPDATE of a run plans over the table's ~20 indexes); the prepared plan runs in
+a step (the UPDATE of a run plans over the table's indexes, 20 then); the prepared plan runs in
 ~0.25 ms.
 
 On SQLite, where a statement is a function call, the same statements run between `BEGIN

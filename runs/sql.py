@@ -264,7 +264,8 @@ def _execute(
     `prepared` (PostgreSQL): bind the parameters on the server and keep the statement
     prepared on the connection, so the server plans its shape once instead of every time:
     for a statement that is expensive to plan (the step commit's UPDATE of a run plans over
-    the table's ~20 indexes: ~0.4 ms, its whole statement ~1.2 ms) and sent again and again.
+    the table's indexes, 20 when measured: ~0.4 ms, its whole statement ~1.2 ms) and sent
+    again and again.
     Each parameter's type must follow from its place in the SQL (the column it is assigned
     or compared to, or a cast), as server-side binding needs."""
     cursor = _send(db, sql, params, prepared=prepared)
@@ -338,8 +339,8 @@ def guarded_update(
     when no column is asked for, or None when the guard did not match.
 
     Prepared on PostgreSQL (see `_execute`): its shapes are few and fixed, and an UPDATE of a
-    run plans over all of the table's ~20 indexes (~0.4 ms; a run's claim, each step, its
-    end and its slots' release are such UPDATEs)."""
+    run plans over all of the table's indexes (20 when measured: ~0.4 ms; a run's claim, each
+    step, its end and its slots' release are such UPDATEs)."""
     db = _db()
     increments = increments or {}
     null = tuple(n for n, v in where.items() if v is None)

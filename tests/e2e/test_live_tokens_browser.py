@@ -20,6 +20,7 @@ from tests.e2e.browser import (  # noqa: F401 - the fixture overrides the suite'
     _fast_password_hashing,
     chromium_context,
     require_browser,
+    watch_of,
 )
 from tests.factories import make_tenant, make_user
 
@@ -77,23 +78,7 @@ def page(monkeypatch: pytest.MonkeyPatch, live_platform: Any) -> Iterator[Any]:
     with chromium_context(monkeypatch, width=1280, height=900) as context:
         page = context.new_page()
         page.set_default_timeout(30_000)
-        problems: list[str] = []
-        base = live_platform.url
-
-        def response(r: Any) -> None:
-            if r.url.startswith(base) and r.status >= 400:
-                problems.append(f"{r.status} {r.url}")
-
-        page.on("response", response)
-        page.on("requestfailed", lambda r: problems.append(f"failed {r.url}"))
-        page.on("pageerror", lambda e: problems.append(f"pageerror {e}"))
-        page.on(
-            "console",
-            lambda m: (
-                problems.append(f"console {m.text} {m.location}") if m.type == "error" else None
-            ),
-        )
-        page.problems = problems
+        page.watch = watch_of(context)  # failed requests and JavaScript errors (PageWatch)
         yield page
 
 
@@ -154,4 +139,4 @@ def test_the_run_page_shows_running_branches_and_streaming_tokens(
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED and run.state["draft"] == TEXT
     assert Run.objects.filter(tenant=tenant).count() == 1
-    assert page.problems == [], "\n".join(page.problems)
+    page.watch.check()
