@@ -204,8 +204,9 @@ class pipelined:  # noqa: N801 - used like a function: `with pipelined() as pipe
     nor while queries are logged (tests count them).
 
     Inside another `pipelined` block this one is part of it: its `end()` does nothing, the
-    outer block's ends the pipeline. A block around a whole `transaction.atomic()` sends the
-    BEGIN with the first statement and the COMMIT with the last ones."""
+    outer block's ends the pipeline. Open it inside `transaction.atomic()`, not around it:
+    psycopg syncs an open pipeline (a round trip) whenever autocommit is switched, as atomic
+    does on entry and exit; inside, the BEGIN still goes with the block's first statement."""
 
     def __init__(self) -> None:
         self.pipe: Any = None
@@ -362,7 +363,12 @@ def guarded_update(
 def send_rows(model: type[models.Model], rows: list[dict[str, Any]]) -> Callable[[], list[int]]:
     """`insert_rows` sent now, the rows' primary keys read when the returned function is
     called: inside `pipelined`, nothing waits for the INSERT until then (a caller that needs
-    the keys only after the commit, e.g. to publish, costs no round trip of its own)."""
+    the keys only after the commit, e.g. to publish, costs no round trip of its own).
+    Outside a pipeline they are read at once: SQLite, for one, refuses to COMMIT while a
+    RETURNING statement has rows left unread."""
+    if _open.pipe is None:
+        keys = insert_rows(model, rows)
+        return lambda: keys
     db = _db()
     sql = _insert_sql(model, tuple(rows[0]), len(rows), True)
     params: list[Any] = []

@@ -141,3 +141,28 @@ async def test_with_redis_a_commit_reaches_the_group_with_its_events(
     assert message["type"] == "run.events"
     assert message["events"] == [to_wire(r, run.public_id.hex) for r in rows]
     await layer.group_discard(run_group(run.public_id.hex), channel)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("in_pipeline", [False, True])
+def test_published_events_carry_the_ids_they_were_stored_with(
+    tenant: Tenant, queue: Any, settings: Any, monkeypatch: pytest.MonkeyPatch, in_pipeline: bool
+) -> None:
+    """An event's id is read when it is published, after the commit (in a pipeline its INSERT
+    waits for nothing); outside one it is read at once (SQLite refuses to COMMIT with a
+    RETURNING statement's rows unread). Either way, what is published is what was stored."""
+    from runs.sql import pipelined
+
+    settings.REDIS_URL = settings.REDIS_URL or "redis://127.0.0.1:9/0"  # publishing on
+    published: list[Event] = []
+    monkeypatch.setattr(events, "publish", lambda rows, run_hex, tenant_hex: published.extend(rows))
+    create_graph_version(tenant, chain_spec())
+    run = create_run(tenant, graph="chain")
+    published.clear()
+    with transaction.atomic(), pipelined() if in_pipeline else transaction.atomic():
+        append_events(run, [("step.started", {"n": 1}), ("step.completed", {"n": 2})])
+    stored = list(Event.objects.filter(run=run, seq__gt=1).order_by("seq"))
+    assert [(e.pk, e.seq, e.type, e.data) for e in published] == [
+        (e.pk, e.seq, e.type, e.data) for e in stored
+    ]
+    assert len(stored) == 2
