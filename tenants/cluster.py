@@ -34,14 +34,15 @@ def send_dispatch_gate(
     cluster-wide: the capacity (`capacity`, or when None the workers of the clusters seen
     lately, or `fallback` when none is) minus the runs holding a slot.
 
-    Call first in the transaction that then takes the slot: the guarded UPDATE of the gate row
+    Call first in the transaction that then takes the slot: the upsert of the gate's row
     holds it until that transaction ends, so dispatchers on every machine check and take one
     after another, and each reads the slots taken before it (READ COMMITTED reads per
-    statement; a SQLite writer holds the database). Releases need not pass the gate: they only
-    make room. One UPDATE and one SELECT, both on the primary key or small tables, sent
-    before either is read: in a pipeline (runs/sql.py `pipelined`) they and whatever the
-    caller sends before reading share one round trip. The server still runs them in order,
-    so the SELECT reads after the gate is held.
+    statement; a SQLite writer holds the database). Releases need not pass the gate: they
+    only make room. The upsert (it makes the row on a new or flushed database) and one
+    SELECT, both on the primary key or small tables, are sent before either is read: in a
+    pipeline (runs/sql.py `pipelined`) they and whatever the caller sends before reading
+    share one round trip. The server still runs them in order, so the SELECT reads after the
+    gate is held.
 
     With `wait=False`, a gate another dispatcher holds right now reads None at once, on
     PostgreSQL (where the row lock is then taken by a SELECT ... FOR UPDATE SKIP LOCKED); a
