@@ -367,8 +367,8 @@ def send_rows(model: type[models.Model], rows: list[dict[str, Any]]) -> Callable
     Outside a pipeline they are read at once: SQLite, for one, refuses to COMMIT while a
     RETURNING statement has rows left unread."""
     if _open.pipe is None:
-        keys = insert_rows(model, rows)
-        return lambda: keys
+        stored = insert_rows(model, rows)
+        return lambda: stored
     db = _db()
     sql = _insert_sql(model, tuple(rows[0]), len(rows), True)
     params: list[Any] = []
