@@ -360,6 +360,16 @@ def guarded_update(
     return True if _execute(db, sql, params, fetch=False, prepared=True) == 1 else None
 
 
+def _insert_statement(
+    db: BaseDatabaseWrapper, model: type[models.Model], rows: list[dict[str, Any]], returning: bool
+) -> tuple[str, list[Any]]:
+    """The INSERT of `rows` (all with the same keys) and its parameters."""
+    params: list[Any] = []
+    for row in rows:
+        params.extend(_prepare(model, row, db))
+    return _insert_sql(model, tuple(rows[0]), len(rows), returning), params
+
+
 def send_rows(model: type[models.Model], rows: list[dict[str, Any]]) -> Callable[[], list[int]]:
     """`insert_rows` sent now, the rows' primary keys read when the returned function is
     called: inside `pipelined`, nothing waits for the INSERT until then (a caller that needs
@@ -370,11 +380,7 @@ def send_rows(model: type[models.Model], rows: list[dict[str, Any]]) -> Callable
         stored = insert_rows(model, rows)
         return lambda: stored
     db = _db()
-    sql = _insert_sql(model, tuple(rows[0]), len(rows), True)
-    params: list[Any] = []
-    for row in rows:
-        params.extend(_prepare(model, row, db))
-    cursor = _send(db, sql, params)
+    cursor = _send(db, *_insert_statement(db, model, rows, True))
 
     def keys() -> list[int]:
         try:
@@ -393,10 +399,7 @@ def insert_rows(
     if not rows:
         return []
     db = _db()
-    sql = _insert_sql(model, tuple(rows[0]), len(rows), returning)
-    params: list[Any] = []
-    for row in rows:
-        params.extend(_prepare(model, row, db))
+    sql, params = _insert_statement(db, model, rows, returning)
     if not returning:
         _execute(db, sql, params, fetch=None)
         return []
