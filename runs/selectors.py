@@ -304,9 +304,13 @@ def step_page(run: Run, *, cursor: str | None, limit: int) -> Page[Step]:
     return key_page(Step.objects.filter(run=run), "index", cursor, limit)
 
 
-def event_page(run: Run, *, after: int, limit: int) -> Page[Event]:
-    """Events after seq `after`; `next_cursor` is the seq to pass as `after` when more exist."""
-    rows = list(Event.objects.filter(run=run, seq__gt=after).order_by("seq")[: limit + 1])
+def event_page(run: Run, *, after: int, limit: int, upto: int | None = None) -> Page[Event]:
+    """Events after seq `after` (up to `upto`); `next_cursor` is the seq to pass as `after`
+    when more exist."""
+    events = Event.objects.filter(run=run, seq__gt=after)
+    if upto is not None:
+        events = events.filter(seq__lte=upto)
+    rows = list(events.order_by("seq")[: limit + 1])
     more = len(rows) > limit
     rows = rows[:limit]
     return Page(rows, str(rows[-1].seq) if more and rows else None)

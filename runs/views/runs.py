@@ -128,7 +128,10 @@ def _preview(data: Any) -> str:
 
 
 def _event_rows(run: Run) -> tuple[list[dict[str, Any]], bool]:
-    rows = list(Event.objects.filter(run=run).order_by("-seq")[: EVENT_LOG_SIZE + 1])
+    # Up to the run's last_seq as read: an event committed since belongs to a later status
+    # than the panels show, and reaches the page over its websocket (see run_live).
+    events = Event.objects.filter(run=run, seq__lte=run.last_seq)
+    rows = list(events.order_by("-seq")[: EVENT_LOG_SIZE + 1])
     truncated = len(rows) > EVENT_LOG_SIZE
     rows = list(reversed(rows[:EVENT_LOG_SIZE]))
     return [
@@ -144,7 +147,9 @@ def _event_rows(run: Run) -> tuple[list[dict[str, Any]], bool]:
 
 
 def _states(run: Run, steps: list[Step]) -> dict[str, str]:
-    branch_events = Event.objects.filter(run=run, type__startswith="branch.").order_by("seq")
+    branch_events = Event.objects.filter(
+        run=run, seq__lte=run.last_seq, type__startswith="branch."
+    ).order_by("seq")
     return node_states(
         status=run.status,
         steps=[(s.node, s.status) for s in steps],
@@ -247,7 +252,12 @@ def run_detail(request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
 @tenant_view
 def run_live(request: HttpRequest, run_id: uuid.UUID) -> JsonResponse:
     """The run as the detail page shows it: status, node states, re-rendered panels, and the
-    events after `after`. The page calls it after websocket events, or polls it without one."""
+    events after `after`. The page calls it after websocket events, or polls it without one.
+
+    One consistent picture: the events stop at the run's `last_seq` as read with its status.
+    The rows are read one query after another, so an event committed in between (an operator
+    interrupting the run) would otherwise come with panels from before it; the page would
+    take its seq as seen, drop the websocket's copy, and keep the old status."""
     ctx: TenantContext = request.ctx  # type: ignore[attr-defined]
     run = services.get_run(ctx.tenant, run_id)
     try:
@@ -255,7 +265,7 @@ def run_live(request: HttpRequest, run_id: uuid.UUID) -> JsonResponse:
     except ValueError:
         after = 0
     context = _detail_context(request, run)
-    page_ = selectors.event_page(run, after=after, limit=200)
+    page_ = selectors.event_page(run, after=after, limit=200, upto=run.last_seq)
     return JsonResponse(
         {
             "run": run.public_id.hex,

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.test import Client
 
+from runs import services
 from runs.models import Event, Run
-from runs.services import create_graph_version, create_run
+from runs.services import create_graph_version, create_run, mark_interrupted, resume_run
 from runs.status import RunStatus
 from runs.views import runs as run_views
 from tenants.models import Tenant
@@ -157,6 +159,49 @@ def test_live_view_gives_states_panels_and_events_after_a_seq(tenant, member, qu
     seqs = [e["seq"] for e in data["events"]]
     assert seqs and seqs[0] == 3 and seqs[-1] == data["last_seq"]
     assert data["events"][-1]["event"] == "run.waiting"
+
+
+def test_live_view_and_page_stop_at_the_last_seq_read_with_the_status(
+    tenant, member, queue, monkeypatch
+) -> None:
+    """An event committed while the view reads (an operator interrupts the run between the
+    run's row and its events) waits for the websocket: the snapshot's events never run ahead
+    of the status its panels show, or the page would count the event as seen and keep the
+    old badge (a flake of the browser suite, seen in CI)."""
+    create_graph_version(tenant, approval_spec())
+    run = create_run(tenant, graph="approve")
+    queue.drain()
+    get_run = services.get_run
+
+    def read_then(change: Callable[[Run], Any]) -> Callable[..., Run]:
+        def read(*args: Any) -> Run:
+            seen = get_run(*args)
+            change(Run.objects.get(pk=seen.pk))
+            return seen
+
+        return read
+
+    client = login(member)
+    monkeypatch.setattr(
+        run_views.services,
+        "get_run",
+        read_then(lambda r: mark_interrupted(r, by="operator", reason="worker lost")),
+    )
+    data = client.get(f"/runs/{run.public_id}/live/", {"after": 0}).json()
+    assert data["status"] == "waiting" and 'data-status="waiting"' in data["panels"]["header"]
+    assert [e["seq"] for e in data["events"]] == list(range(1, data["last_seq"] + 1))
+    assert data["events"][-1]["event"] == "run.waiting"
+    assert Event.objects.filter(run=run).count() == data["last_seq"] + 1  # run.interrupted
+
+    # The page itself: its rows stop where its `after` (the run's last_seq) does.
+    monkeypatch.setattr(
+        run_views.services, "get_run", read_then(lambda r: resume_run(r, interrupted=True))
+    )
+    html = client.get(f"/runs/{run.public_id}/").content.decode()
+    assert 'data-status="interrupted"' in html
+    shown = [int(seq) for seq in re.findall(r'<tr data-seq="(\d+)"', html)]
+    assert shown == list(range(1, data["last_seq"] + 2))
+    assert Event.objects.filter(run=run).last().type == "run.resurrected"
 
 
 def test_approve_flow_through_the_detail_page(tenant, member, queue) -> None:
