@@ -26,7 +26,7 @@ from tests.e2e.processes import platform
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-TRIALS = int(os.environ.get("CHAOS_TRIALS", 20))
+TRIALS = int(os.environ.get("CHAOS_TRIALS", 12))  # `make chaos`: 200
 NODES = 12
 
 
