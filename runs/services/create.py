@@ -278,68 +278,83 @@ def _admit_and_write(
     created_by: str,
 ) -> Run:
     from runs.dispatch import dispatch_in_transaction
-    from runs.services.controls import cancel_run
 
-    limits.admit_run(tenant)
-    thread = None
     thread_id = request["thread_id"]
     if not thread_id and checkpoint is not None and checkpoint.thread is not None:
         thread_id = checkpoint.thread.public_id  # a fork continues on its thread
-    if thread_id:
-        thread = get_thread(tenant, thread_id)
-        # The thread row lock serialises concurrent starts on one thread.
-        thread = Thread.objects.select_for_update().get(pk=thread.pk)
-        active = list(Run.objects.filter(thread=thread).active().select_related("tenant"))
-        strategy = request["multitask_strategy"]
-        if active and strategy == "reject":
-            raise Conflict(
-                f"Thread {thread.public_id} already has an active run "
-                f"({active[0].public_id}, {active[0].status}).",
-                code="thread_busy",
-                details={"run_id": str(active[0].public_id)},
-            )
-        if strategy in ("interrupt", "rollback"):
-            for other in active:
-                cancel_run(other, action=strategy, by=by or "multitask")
-    run = Run(
-        tenant=tenant,
-        graph=graph_row,
-        graph_hash=graph_row.hash,
-        thread=thread,
-        parent=parent,
-        depth=(parent.depth + 1) if parent else 0,
-        input=request["input"],
-        metadata=request["metadata"],
-        multitask_strategy=request["multitask_strategy"],
-        priority=priority,
-        created_by=created_by,
-        graph_limit_id=graph_row.limit_id,
-        holds_queue_slot=True,
-        idempotency_key=idempotency_key,
-        idempotency_hash=body_hash if idempotency_key else "",
-    )
-    if checkpoint is not None:
-        # A fork starts at the checkpoint's position with its state; input merges on top.
-        run.state = checkpoint.state
-        run.position = {**checkpoint.position, "step": 0}
-        run.metadata = {**run.metadata, "forked_from": str(checkpoint.public_id)}
-    run.last_seq = 1  # its run.queued event, written below
-    insert_instance(run)
-    run.tenant = tenant
-    if request.get("webhook"):
-        from webhooks.services import attach_to_run
+    # On PostgreSQL the BEGIN, the admission's UPDATE and the run's INSERT go in one round
+    # trip. The tenant's row is locked first, then the thread's: the order retry_run takes.
+    with pipelined() as pipe:
+        admitted = limits.send_admission(tenant)
+        thread = None
+        if thread_id:
+            admitted()  # a full queue is told before a busy thread
+            pipe.end()  # the thread's checks read and write through the ORM
+            thread = _take_thread(tenant, thread_id, request["multitask_strategy"], by)
+        run = Run(
+            tenant=tenant,
+            graph=graph_row,
+            graph_hash=graph_row.hash,
+            thread=thread,
+            parent=parent,
+            depth=(parent.depth + 1) if parent else 0,
+            input=request["input"],
+            metadata=request["metadata"],
+            multitask_strategy=request["multitask_strategy"],
+            priority=priority,
+            created_by=created_by,
+            graph_limit_id=graph_row.limit_id,
+            holds_queue_slot=True,
+            idempotency_key=idempotency_key,
+            idempotency_hash=body_hash if idempotency_key else "",
+        )
+        if checkpoint is not None:
+            # A fork starts at the checkpoint's position with its state; input merges on top.
+            run.state = checkpoint.state
+            run.position = {**checkpoint.position, "step": 0}
+            run.metadata = {**run.metadata, "forked_from": str(checkpoint.public_id)}
+        run.last_seq = 1  # its run.queued event, written below
+        insert_instance(run)  # waits for the admission's answer too
+        admitted()  # a refusal rolls the INSERT back with the transaction
+        run.tenant = tenant
+        if request.get("webhook"):
+            from webhooks.services import attach_to_run
 
-        attach_to_run(
-            run, request["webhook"], include_state=request.get("webhook_include_state", True)
+            pipe.end()  # the subscription is written through the ORM
+            attach_to_run(
+                run, request["webhook"], include_state=request.get("webhook_include_state", True)
+            )
+        # These writes are sent without waiting (the event's id is read when it is published,
+        # after the commit), and go in one round trip with the dispatcher's reads (a block of
+        # its own when the webhook ended the pipeline).
+        with pipelined():
+            audit_run(run, "run.created", graph=graph_row)
+            limits.record_usage(tenant.pk, runs=1, shard=limits.usage_shard(run.pk))
+            append_first_events(
+                run, [("run.queued", {"graph": graph_row.name, "version": graph_row.version})]
+            )
+            if parent is None:
+                dispatch_in_transaction()
+        return run
+
+
+def _take_thread(tenant: Tenant, thread_id: Any, strategy: str, by: str) -> Thread:
+    """The thread a new run goes on, locked: its row lock serialises concurrent starts on
+    one thread. Conflict `thread_busy` when it has an active run and `strategy` is reject;
+    interrupt and rollback cancel that run instead."""
+    from runs.services.controls import cancel_run
+
+    thread = get_thread(tenant, thread_id)
+    thread = Thread.objects.select_for_update().get(pk=thread.pk)
+    active = list(Run.objects.filter(thread=thread).active().select_related("tenant"))
+    if active and strategy == "reject":
+        raise Conflict(
+            f"Thread {thread.public_id} already has an active run "
+            f"({active[0].public_id}, {active[0].status}).",
+            code="thread_busy",
+            details={"run_id": str(active[0].public_id)},
         )
-    # On PostgreSQL these writes are sent without waiting (the event's id is read when it is
-    # published, after the commit), and go in one round trip with the dispatcher's reads.
-    with pipelined():
-        audit_run(run, "run.created", graph=graph_row)
-        limits.record_usage(tenant.pk, runs=1, shard=limits.usage_shard(run.pk))
-        append_first_events(
-            run, [("run.queued", {"graph": graph_row.name, "version": graph_row.version})]
-        )
-        if parent is None:
-            dispatch_in_transaction()
-    return run
+    if strategy in ("interrupt", "rollback"):
+        for other in active:
+            cancel_run(other, action=strategy, by=by or "multitask")
+    return thread

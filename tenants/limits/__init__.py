@@ -18,6 +18,7 @@ from tenants.limits.admission import (
     release_queue_slot,
     release_run_slot,
     running_total,
+    send_admission,
 )
 from tenants.limits.budgets import budget_usage, check_budgets, check_spend, has_budgets
 from tenants.limits.errors import LimitExceeded
@@ -53,6 +54,7 @@ __all__ = [
     "acquire_run_slot",
     "admit_child_run",
     "admit_run",
+    "send_admission",
     "budget_usage",
     "check_budgets",
     "check_run_limits",

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any, NoReturn, cast
 
 from django.db import connection
 from django.db.models import Field
@@ -25,13 +26,39 @@ def admit_run(tenant: Tenant, *, now: dt.datetime | None = None) -> None:
     """Take a queue slot and a rate token for a new run, or raise LimitExceeded.
 
     Call inside the transaction that creates the run, so a refused or failed creation leaves the
-    counters as they were. Both are one guarded UPDATE of the tenant's row (`_admit`); only a
-    refusal reads the row again, to say which limit refused.
+    counters as they were. Both are one guarded UPDATE of the tenant's row (`send_admission`);
+    only a refusal reads the row again, to say which limit refused.
     """
+    send_admission(tenant, now=now)()
+
+
+def send_admission(tenant: Tenant, *, now: dt.datetime | None = None) -> Callable[[], None]:
+    """`admit_run`, sent: the returned function reads the answer and raises LimitExceeded on a
+    refusal (call it once or more: it reads once). On PostgreSQL the UPDATE is not waited for
+    in between, so inside a pipeline (runs/sql.py `pipelined`) what the caller sends next, the
+    run's INSERT, goes in the same round trip; the caller reads the answer before it commits,
+    and a refusal rolls the transaction back, INSERT and all. On SQLite the answer is read at
+    once (a statement whose RETURNING rows are unread would keep the transaction from
+    committing)."""
     now = now or timezone.now()
     check_budgets(tenant, now=now, refusing="new runs")
-    if _admit(tenant.pk, now):
-        return
+    cursor = _send_admit(tenant.pk, now)
+    answer: list[bool] = []
+
+    def read() -> None:
+        if not answer:
+            with cursor:
+                answer.append(cursor.fetchone() is not None)
+        if not answer[0]:
+            _refuse(tenant, now)
+
+    if connection.vendor != "postgresql":
+        read()
+    return read
+
+
+def _refuse(tenant: Tenant, now: dt.datetime) -> NoReturn:
+    """Say which limit refused a run: the rate when its window is full, else the queue."""
     row = Tenant.objects.values(
         "runs_per_minute", "rate_window_start", "rate_window_count", "max_queued_runs"
     ).get(pk=tenant.pk)
@@ -58,17 +85,19 @@ def admit_run(tenant: Tenant, *, now: dt.datetime | None = None) -> None:
     )
 
 
-def _admit(tenant_id: int, now: dt.datetime) -> bool:
+def _send_admit(tenant_id: int, now: dt.datetime) -> Any:
     """One queue slot and one rate token, in one guarded UPDATE: the rate window restarts
     (count 1) for whoever first finds it expired, else counts on while under
     `runs_per_minute` (no limit when that is NULL); `queued_count` goes up while under
-    `max_queued_runs`. False when either limit refuses; then nothing changed."""
+    `max_queued_runs`. Returns its cursor, unread: a row when admitted; no row when either
+    limit refuses, and then nothing changed."""
     q = connection.ops.quote_name
     field = cast(Field, Tenant._meta.get_field("rate_window_start"))
     at, cutoff = (field.get_db_prep_save(t, connection) for t in (now, now - RATE_WINDOW))
     start, count, per_minute = q("rate_window_start"), q("rate_window_count"), q("runs_per_minute")
     expired = f"({start} IS NULL OR {start} <= %s)"
-    with connection.cursor() as cursor:
+    cursor = connection.cursor()
+    try:
         cursor.execute(
             f"UPDATE {q(Tenant._meta.db_table)} SET "  # noqa: S608 - names from model meta
             f"{start} = CASE WHEN {per_minute} IS NULL THEN {start} "
@@ -77,10 +106,14 @@ def _admit(tenant_id: int, now: dt.datetime) -> bool:
             f"WHEN {expired} THEN 1 ELSE {count} + 1 END, "
             f"{q('queued_count')} = {q('queued_count')} + 1 "
             f"WHERE {q('id')} = %s AND {q('queued_count')} < {q('max_queued_runs')} "
-            f"AND ({per_minute} IS NULL OR {expired} OR {count} < {per_minute})",
+            f"AND ({per_minute} IS NULL OR {expired} OR {count} < {per_minute}) "
+            "RETURNING 1",
             [cutoff, at, cutoff, tenant_id, cutoff],
         )
-        return cursor.rowcount == 1
+    except BaseException:
+        cursor.close()
+        raise
+    return cursor
 
 
 def _take(tenant_id: int, counter: str, cap: str, *, stamp: str = "", when: Any = None) -> bool:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from runs import hooks
-from runs.models import Run
+from runs.models import Event, Run
 from runs.services import BlockedByHook, Conflict, NotFound, ValidationFailed, create_run
 from tenants.limits import LimitExceeded
-from tenants.models import AuditLog
+from tenants.models import AuditLog, Tenant
 from tests.runs.conftest import chain_spec
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -81,8 +81,13 @@ def test_max_queued_runs_refuses_with_retry_after(tenant, make_graph, queue) -> 
     make_graph(tenant, chain_spec())
     create_run(tenant, graph="chain")
     create_run(tenant, graph="chain")
+    counters = Tenant.objects.values("queued_count", "running_count").get(pk=tenant.pk)
     with pytest.raises(LimitExceeded) as exc:
         create_run(tenant, graph="chain")
     assert exc.value.limit == "max_queued_runs" and exc.value.retry_after
+    # The refused run's INSERT (sent with the admission on PostgreSQL) is rolled back whole.
+    assert Run.objects.filter(tenant=tenant).count() == 2
+    assert Event.objects.filter(tenant=tenant).count() == 2
+    assert Tenant.objects.values("queued_count", "running_count").get(pk=tenant.pk) == counters
     queue.drain()
     create_run(tenant, graph="chain")  # started runs no longer count as queued
