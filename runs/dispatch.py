@@ -276,12 +276,17 @@ def broker() -> Broker:
 
 
 def enqueue_run(run_pk: int) -> None:
+    """Queue a segment of the run. A successful task is not saved in django-q2's result table
+    (`save=False`): the run's row and events are its record, and with `save_limit` django-q2's
+    monitor reads every saved success (up to the limit, 1000) to prune one, for each task it
+    saves: 40% of a qcluster's CPU in a burst of one-node runs. A failed task is still saved."""
     async_task(
         "runs.tasks.execute_run",
         run_pk,
         task_name=f"run-{run_pk}",
         group="runs",
         hook=None,
+        save=False,
         broker=broker(),
     )
 

@@ -90,6 +90,7 @@ def send_soon(pks: Sequence[int]) -> None:
             list(pks),
             group="webhooks",
             hook=None,
+            save=False,  # the deliveries' rows are the record (see runs.dispatch.enqueue_run)
             broker=broker(),
         )
     except Exception:  # noqa: BLE001 - the scheduler's tick picks them up

@@ -1,8 +1,9 @@
 """Links from a run to django-q2's own admin pages for the tasks that executed it.
 
-runs.dispatch names every task of a run `run-<pk>`. Finished tasks (Success, Failure) keep the
-name in a column, so their changelists filter on it; queued tasks (OrmQ, the ORM broker only)
-keep it inside the signed payload, so they are found by decoding the queue.
+runs.dispatch names every task of a run `run-<pk>`. Failed tasks keep the name in a column, so
+their changelist filters on it (successful ones are not saved: the run is their record, see
+runs.dispatch.enqueue_run); queued tasks (OrmQ, the ORM broker only) keep it inside the signed
+payload, so they are found by decoding the queue.
 """
 
 from __future__ import annotations
@@ -31,10 +32,7 @@ def orm_queue_browsable() -> bool:
 
 def queue_links(run: Run) -> list[tuple[str, str]]:
     name = urlencode({"name": task_name(run)})
-    links = [
-        (f"{reverse('admin:django_q_success_changelist')}?{name}", "successful tasks"),
-        (f"{reverse('admin:django_q_failure_changelist')}?{name}", "failed tasks"),
-    ]
+    links = [(f"{reverse('admin:django_q_failure_changelist')}?{name}", "failed tasks")]
     if orm_queue_browsable():
         links.append((reverse("admin:runs_run_queue", args=[run.pk]), "queued tasks"))
     return links
