@@ -38,6 +38,7 @@ from typing import Any, cast
 from django.db import models
 
 from runs.sql import (
+    NOT_NULL,
     _db,
     _execute,
     _prepare,
@@ -58,6 +59,16 @@ class Upsert:
     insert: str  # INSERT INTO table (columns)
     conflict: str  # ON CONFLICT (...) DO UPDATE SET ...
     rows: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Decrement:
+    """`UPDATE model SET field = field - 1 WHERE id = pk AND field > 0`, done only when the
+    guarded UPDATE matched: a counter given back by the write (a tenant's queue slot)."""
+
+    model: type[models.Model]
+    pk: int
+    field: str
 
 
 Converter = Callable[[Any], Any] | None
@@ -114,6 +125,7 @@ def _statement(
     upserts: tuple[tuple[type[models.Model], str, str, tuple[str, ...]], ...],
     numbered: tuple[type[models.Model], tuple[str, ...], str],
     counter: str,
+    decrements: tuple[tuple[type[models.Model], str], ...] = (),
 ) -> str:
     def columns(model: type[models.Model], names: tuple[str, ...]) -> str:
         return ", ".join(f"v.{_quoted(model, n)}" for n in names)
@@ -130,6 +142,12 @@ def _statement(
         parts.append(
             f"u{i} AS ({insert} SELECT {columns(model, names)} FROM r, {rows(model)} "
             f"WHERE true {conflict})"
+        )
+    for i, (model, field) in enumerate(decrements):
+        column, pk = _quoted(model, field), _db().ops.quote_name(cast(str, model._meta.pk.column))
+        parts.append(
+            f"d{i} AS (UPDATE {_table(model)} SET {column} = {column} - 1 FROM r "
+            f"WHERE {_table(model)}.{pk} = %s AND {column} > 0)"
         )
     model, names, seq = numbered
     head = f"INSERT INTO {_table(model)} ({', '.join(_quoted(model, n) for n in (*names, seq))})"
@@ -156,6 +174,8 @@ class GuardedWrite:
     numbered: tuple[type[models.Model], Rows, str]
     inserts: Sequence[tuple[type[models.Model], Rows]]
     upserts: Sequence[Upsert]
+    increments: dict[str, int]
+    decrements: Sequence[Decrement]
 
 
 def update_then_insert(
@@ -168,19 +188,24 @@ def update_then_insert(
     numbered: tuple[type[models.Model], Rows, str],
     inserts: Sequence[tuple[type[models.Model], Rows]] = (),
     upserts: Sequence[Upsert] = (),
+    increments: dict[str, int] | None = None,
+    decrements: Sequence[Decrement] = (),
 ) -> list[tuple[int, int]] | None:
-    """UPDATE `model`'s row `pk` if it still matches `where` (plain values only), setting `sets`
-    and adding to its integer `counter` the number of `numbered` rows; if it matched, INSERT
-    `inserts` (each a model and rows with the same keys), apply `upserts`, and INSERT the
-    `numbered` rows (model, rows, field) with that field numbered up to the counter's new value
-    (`counter - n + 1` .. `counter`, in order: a run's events and their `seq`). Committed
-    before it returns, unless called inside a transaction.
+    """UPDATE `model`'s row `pk` if it still matches `where` (as `guarded_update` reads it: None
+    means IS NULL, NOT_NULL means IS NOT NULL), setting `sets`, adding `increments` and adding
+    to its integer `counter` the number of `numbered` rows; if it matched, INSERT `inserts`
+    (each a model and rows with the same keys), apply `upserts` and `decrements`, and INSERT
+    the `numbered` rows (model, rows, field) with that field numbered up to the counter's new
+    value (`counter - n + 1` .. `counter`, in order: a run's events and their `seq`).
+    Committed before it returns, unless called inside a transaction.
 
     Returns the numbered rows' (pk, number) in order, or None when the guard did not match
     (then nothing was written). `numbered` must hold at least one row.
     """
     assert numbered[1], "update_then_insert needs a numbered row to tell a match"
-    w = GuardedWrite(model, pk, where, sets, counter, numbered, inserts, upserts)
+    w = GuardedWrite(
+        model, pk, where, sets, counter, numbered, inserts, upserts, increments or {}, decrements
+    )
     return _one_statement(w) if _db().vendor == "postgresql" else _one_transaction(w)
 
 
@@ -188,8 +213,25 @@ def _one_statement(w: GuardedWrite) -> list[tuple[int, int]] | None:
     numbered_model, rows, seq = w.numbered
     n = len(rows)
     db = _db()
-    update = _update_sql(w.model, tuple(w.sets), (w.counter,), tuple(w.where), w.counter)
-    params = [*_prepare(w.model, w.sets, db), n, w.pk, *_prepare(w.model, w.where, db)]
+    null = tuple(k for k, v in w.where.items() if v is None)
+    not_null = tuple(k for k, v in w.where.items() if v is NOT_NULL)
+    where = {k: v for k, v in w.where.items() if v is not None and v is not NOT_NULL}
+    update = _update_sql(
+        w.model,
+        tuple(w.sets),
+        (w.counter, *w.increments),
+        tuple(where),
+        w.counter,
+        null,
+        not_null,
+    )
+    params = [
+        *_prepare(w.model, w.sets, db),
+        n,
+        *w.increments.values(),
+        w.pk,
+        *_prepare(w.model, where, db),
+    ]
     shapes = []
     for target, target_rows in w.inserts:
         shapes.append((target, tuple(target_rows[0])))
@@ -198,6 +240,7 @@ def _one_statement(w: GuardedWrite) -> list[tuple[int, int]] | None:
     for u in w.upserts:
         upsert_shapes.append((u.model, u.insert, u.conflict, tuple(u.rows[0])))
         params.append(_as_json(u.model, u.rows))
+    params.extend(d.pk for d in w.decrements)
     params.append(n)
     params.append(_as_json(numbered_model, [{**row, seq: k} for k, row in enumerate(rows, 1)]))
     sql = _statement(
@@ -206,6 +249,7 @@ def _one_statement(w: GuardedWrite) -> list[tuple[int, int]] | None:
         tuple(upsert_shapes),
         (numbered_model, tuple(rows[0]), seq),
         _quoted(w.model, w.counter),
+        tuple((d.model, d.field) for d in w.decrements),
     )
     result = _execute(db, sql, params, fetch=True, prepared=True)
     return [(row[0], row[1]) for row in result] if result else None
@@ -215,6 +259,12 @@ def _one_statement(w: GuardedWrite) -> list[tuple[int, int]] | None:
 def _upsert_sql(insert: str, conflict: str, width: int, count: int) -> str:
     row = "(" + ", ".join(["%s"] * width) + ")"
     return f"{insert} VALUES {', '.join([row] * count)} {conflict}"
+
+
+def _decrement_sql(d: Decrement) -> tuple[str, list[Any]]:
+    table, column = _table(d.model), _quoted(d.model, d.field)
+    pk = _db().ops.quote_name(cast(str, d.model._meta.pk.column))
+    return f"UPDATE {table} SET {column} = {column} - 1 WHERE {pk} = %s AND {column} > 0", [d.pk]
 
 
 def _one_transaction(w: GuardedWrite) -> list[tuple[int, int]] | None:
@@ -229,7 +279,7 @@ def _one_transaction(w: GuardedWrite) -> list[tuple[int, int]] | None:
             w.pk,
             where=w.where,
             sets=w.sets,
-            increments={w.counter: len(rows)},
+            increments={w.counter: len(rows), **w.increments},
             returning=w.counter,
         )
         if last is None:
@@ -241,6 +291,9 @@ def _one_transaction(w: GuardedWrite) -> list[tuple[int, int]] | None:
         for u in w.upserts:
             params = [v for row in u.rows for v in _prepare(u.model, row, db)]
             sql = _upsert_sql(u.insert, u.conflict, len(u.rows[0]), len(u.rows))
+            _execute(db, sql, params, fetch=None)
+        for d in w.decrements:
+            sql, params = _decrement_sql(d)
             _execute(db, sql, params, fetch=None)
         first = last - len(rows) + 1
         numbers = range(first, last + 1)

@@ -27,14 +27,15 @@ from runs.engine import (
     apply_update,
     initial_state,
 )
-from runs.events import insert_events
-from runs.models import Checkpoint, Run
+from runs.events import publish_on_commit
+from runs.guarded_writes import Decrement, update_then_insert
+from runs.models import Checkpoint, Event, Run
 from runs.services.dbretry import retry_transient
 from runs.services.graphs import spec_for
 from runs.services.lifecycle import release_run_slot
-from runs.sql import NOT_NULL, guarded_update, insert_rows, pipelined
+from runs.sql import NOT_NULL, guarded_update, pipelined
 from runs.status import RunStatus
-from tenants import limits
+from tenants.models import Tenant
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +49,12 @@ def worker_id() -> str:
 
 
 def claim_run(run_pk: int, *, worker: str | None = None) -> Run | None:
-    """Take a dispatched run: one guarded UPDATE; None when someone else has it."""
+    """Take a dispatched run: a read, then one guarded write; None when someone else has it."""
     worker = worker or worker_id()
 
-    def claim() -> Run | None:
-        # On PostgreSQL the BEGIN goes with the read. (Inside the atomic block: psycopg syncs
-        # an open pipeline whenever autocommit is switched, as atomic does on entry and exit.)
-        with transaction.atomic(), pipelined():
-            return _claim(run_pk, worker)
-
-    run = retry_transient(claim)
+    # No transaction around it: the read needs none (the write is fenced by what it read), and
+    # the write commits by itself, so on PostgreSQL a claim is two round trips.
+    run = retry_transient(lambda: _claim(run_pk, worker))
     if run is not None:
         observe.run_claimed(run)
     return run
@@ -108,13 +105,15 @@ def hand_back_dispatch(run_pk: int) -> str:
 
 
 def _claim(run_pk: int, worker: str) -> Run | None:
-    """The guarded claim; in the caller's transaction.
+    """The guarded claim: on its own (committing itself), or in the caller's transaction.
 
-    The run is read first (no lock), then claimed by one UPDATE guarded by what was read: still
-    queued and dispatched, at the epoch read (a claim bumps it, so a run claimed and requeued
-    meanwhile is not claimed on stale data), and holding the queue slot it held (the same
-    UPDATE gives it back). On a first claim that UPDATE also writes the initial state, built
-    from the read, and counts the run.started event into `last_seq`."""
+    The run is read first (no lock), then claimed by one guarded write (runs/guarded_writes.py)
+    fenced by what was read: still queued and dispatched, at the epoch read (a claim bumps it,
+    so a run claimed and requeued meanwhile is not claimed on stale data), and holding the
+    queue slot it held (the same write gives it back). On a first claim the write also sets
+    the initial state, built from the read, and inserts checkpoint 0; its `run.started` event
+    is numbered by `last_seq`. On PostgreSQL that write is one statement: a claim outside a
+    transaction is two round trips, the read and the write with its commit."""
     found = fetch_models(_claimable, run_pk)
     if not found:
         return None
@@ -130,7 +129,14 @@ def _claim(run_pk: int, worker: str) -> Run | None:
     first = run.started_at is None
     if first:
         sets.update(_first_claim(run, now))
-    last_seq = guarded_update(
+    event = {
+        "run": run.pk,
+        "tenant": run.tenant_id,
+        "type": "run.started",
+        "data": {"claim": run.claims + 1, "worker": worker},
+        "created_at": now,
+    }
+    numbered = update_then_insert(
         Run,
         run_pk,
         where={
@@ -140,32 +146,36 @@ def _claim(run_pk: int, worker: str) -> Run | None:
             "holds_queue_slot": run.holds_queue_slot,
         },
         sets=sets,
-        increments={"epoch": 1, "claims": 1, "last_seq": 1},
-        returning="last_seq",
+        increments={"epoch": 1, "claims": 1},
+        counter="last_seq",
+        numbered=(Event, [event], "seq"),
+        inserts=[(Checkpoint, [_first_checkpoint(run, sets, now)])] if first else [],
+        # a started run no longer counts as queued
+        decrements=[Decrement(Tenant, run.tenant_id, "queued_count")]
+        if run.holds_queue_slot
+        else [],
     )
-    if last_seq is None:
+    if numbered is None:
         return None
-    held_queue_slot = run.holds_queue_slot
     for key, value in sets.items():
         setattr(run, key, value)
+    ((event_pk, last_seq),) = numbered
     run.epoch, run.claims, run.last_seq = run.epoch + 1, run.claims + 1, last_seq
-    # On PostgreSQL the rest is sent without waiting (the event's id is read when it is
-    # published, after the commit): one round trip.
-    with pipelined():
-        if first:
-            _insert_first_checkpoint(run, now)
-            checkpoints.started(run)  # checkpoint 0, full: the run's deltas replay from it
-        if held_queue_slot:  # a started run no longer counts as queued
-            limits.release_queue_slot(run.tenant_id)
-        insert_events(run, [("run.started", {"claim": run.claims, "worker": worker})], last_seq)
+    if first:
+        checkpoints.started(run)  # checkpoint 0, full: the run's deltas replay from it
+    publish_on_commit(run, [(event_pk, last_seq, event["type"], event["data"])], now)
     return run
 
 
 def _claimable(run_pk: int) -> QuerySet[Run]:
-    """The run to claim, with what a segment reads of its tenant, graph and thread."""
-    return Run.objects.select_related("tenant", "graph", "thread").filter(
-        pk=run_pk, status=RunStatus.QUEUED, dispatched_at__isnull=False
-    )[:1]
+    """The run to claim, with what a segment reads of its tenant, graph and thread. Not the
+    graph's spec: a worker parses each version once (`spec_for`, by its hash) and loads the
+    spec only then, instead of fetching and decoding the whole JSON on every claim."""
+    return (
+        Run.objects.select_related("tenant", "graph", "thread")
+        .defer("graph__spec")
+        .filter(pk=run_pk, status=RunStatus.QUEUED, dispatched_at__isnull=False)[:1]
+    )
 
 
 def _first_claim(run: Run, now: dt.datetime) -> dict[str, Any]:
@@ -187,19 +197,13 @@ def _first_claim(run: Run, now: dt.datetime) -> dict[str, Any]:
     }
 
 
-def _insert_first_checkpoint(run: Run, now: dt.datetime) -> None:
-    insert_rows(
-        Checkpoint,
-        [
-            {
-                "public_id": uuid.uuid4(),
-                "run": run.pk,
-                "thread": run.thread_id,
-                "step_index": 0,
-                "state": run.state,
-                "position": run.position,
-                "created_at": now,
-            }
-        ],
-        returning=False,
-    )
+def _first_checkpoint(run: Run, sets: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
+    return {
+        "public_id": uuid.uuid4(),
+        "run": run.pk,
+        "thread": run.thread_id,
+        "step_index": 0,
+        "state": sets["state"],
+        "position": sets["position"],
+        "created_at": now,
+    }
