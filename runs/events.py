@@ -241,12 +241,18 @@ class _PubSubPublisher:
     """With channels-redis' pub/sub layer on one Redis: PUBLISH from the committing thread.
 
     A group_send of that layer is a single PUBLISH of the layer's serialized message on the
-    group's Redis channel, so the same bytes are sent here with a blocking client: one
-    pipelined round trip per transaction, no hop to another thread. The hop cost most of the
-    publish latency under load (measured with bench/events.py): a loop thread in a busy
-    worker process waits for the GIL at each wake-up. Redis is the task broker in this setup
-    too, so a worker depends on it anyway; the timeouts are short, and after a failure
-    publishing pauses for a while instead of stalling every commit.
+    group's Redis channel, so the same bytes are sent here on a connection of our own, from
+    the committing thread: no hop to another thread. The hop cost most of the publish latency
+    under load (measured with bench/events.py): a loop thread in a busy worker process waits
+    for the GIL at each wake-up.
+
+    The PUBLISHes are sent without waiting for their replies (the subscriber count, which
+    nobody reads): they are read before the next send, by when they have long arrived. So a
+    commit's publish costs a socket write, not a round trip: a worker goes on to its next
+    step (or a claimed run to its first) without waiting for Redis. Redis is the task broker
+    in this setup too, so a worker depends on it anyway; the timeouts are short, and after a
+    failure (sending, or an error among the replies) publishing pauses for a while instead of
+    stalling every commit.
     """
 
     timeout_seconds = 0.5
@@ -255,26 +261,56 @@ class _PubSubPublisher:
     def __init__(self, layer: Any, address: str) -> None:
         self.layer = layer
         self.address = address
+        self._lock = threading.Lock()
         self._client: redis.Redis | None = None
+        self._connection: Any = None
+        self._unread = 0  # replies sent for and not read yet
         self._paused_until = 0.0
 
     def submit(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
         if time.monotonic() < self._paused_until:
             return
-        try:
+        commands = [
+            ("PUBLISH", pubsub_channel(self.layer, group), self.layer.serialize(message))
+            for group, message in messages
+        ]
+        with self._lock:
+            try:
+                conn = self._connect()
+                self._read_replies(conn)
+                conn.send_packed_command(conn.pack_commands(commands))
+                self._unread = len(commands)
+            except (redis.RedisError, OSError):
+                self._drop()
+                self._paused_until = time.monotonic() + self.pause_seconds
+                log.warning("event publish failed; paused %ss", self.pause_seconds, exc_info=True)
+
+    def _connect(self) -> Any:
+        if self._connection is None:
             if self._client is None:
                 self._client = redis.Redis.from_url(
                     self.address,
                     socket_timeout=self.timeout_seconds,
                     socket_connect_timeout=self.timeout_seconds,
                 )
-            pipe = self._client.pipeline(transaction=False)
-            for group, message in messages:
-                pipe.publish(pubsub_channel(self.layer, group), self.layer.serialize(message))
-            pipe.execute()
-        except redis.RedisError:
-            self._paused_until = time.monotonic() + self.pause_seconds
-            log.warning("event publish failed; paused %ss", self.pause_seconds, exc_info=True)
+            # Kept, with the client that owns its pool (the pool closes its connections when
+            # the client is collected).
+            self._connection = self._client.connection_pool.get_connection()
+            self._unread = 0
+        return self._connection
+
+    def _read_replies(self, conn: Any) -> None:
+        while self._unread:
+            self._unread -= 1
+            reply = conn.read_response(disable_decoding=True)
+            if isinstance(reply, redis.ResponseError):
+                raise reply
+
+    def _drop(self) -> None:
+        conn, self._connection, self._unread = self._connection, None, 0
+        if conn is not None and self._client is not None:
+            conn.disconnect()
+            self._client.connection_pool.release(conn)
 
 
 _publishers: PerProcess[_LoopPublisher | _PubSubPublisher] = PerProcess(lambda: _make_publisher())

@@ -5,6 +5,10 @@ reach the worker. The Redis tests run only with REDIS_URL."""
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -103,6 +107,126 @@ def test_an_unreachable_redis_never_fails_the_committer_and_pauses_publishing(
     caplog.clear()
     publisher.submit([("run.x", message)])  # paused: not even tried
     assert caplog.text == ""
+
+
+class HeldReplies:
+    """A fake Redis on 127.0.0.1: it answers the client's handshake (HELLO, then +OK to
+    anything but PUBLISH) and holds its replies to PUBLISH until told (`reply`), to see
+    whether a publish waits for them."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.address = f"redis://127.0.0.1:{self.server.getsockname()[1]}/0"
+        self.publishes = 0
+        self.conn: socket.socket | None = None
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        self.conn, _ = self.server.accept()
+        buffer = b""
+        while chunk := self.conn.recv(65536):
+            buffer += chunk
+            while (parsed := _resp_command(buffer)) is not None:
+                name, buffer = parsed
+                if name == b"PUBLISH":
+                    self.publishes += 1
+                elif name == b"HELLO":  # redis-py asks for RESP3: a map with the protocol
+                    self.conn.sendall(b"%1\r\n+proto\r\n:3\r\n")
+                else:
+                    self.conn.sendall(b"+OK\r\n")
+
+    def published(self, count: int, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.publishes < count:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def reply(self, data: bytes) -> None:
+        assert self.conn is not None
+        self.conn.sendall(data)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.server.close()
+
+
+def _resp_command(buffer: bytes) -> tuple[bytes, bytes] | None:
+    """The first whole RESP command in `buffer` (its name, upper case) and what follows it;
+    None until one has arrived."""
+    if not buffer.startswith(b"*") or b"\r\n" not in buffer:
+        return None
+    head, rest = buffer.split(b"\r\n", 1)
+    parts = []
+    for _ in range(int(head[1:])):
+        if b"\r\n" not in rest:
+            return None
+        size, rest = rest.split(b"\r\n", 1)
+        length = int(size[1:])
+        if len(rest) < length + 2:
+            return None
+        parts.append(rest[:length])
+        rest = rest[length + 2 :]
+    return parts[0].upper(), rest
+
+
+@pytest.fixture
+def held() -> Iterator[HeldReplies]:
+    server = HeldReplies()
+    yield server
+    server.close()
+
+
+def pubsub_publisher(address: str) -> Any:
+    layer = RedisPubSubChannelLayer(hosts=[{"address": address}])
+    return events._PubSubPublisher(layer, address)
+
+
+def test_a_publish_does_not_wait_for_redis_to_reply(held: HeldReplies) -> None:
+    """The committing thread sends its PUBLISHes and goes on; their replies are read before
+    the next send. Against a Redis that holds its replies, a submit still returns at once
+    (waiting would take the 0.5 s socket timeout and pause publishing)."""
+    publisher = pubsub_publisher(held.address)
+    message = {"type": "run.events", "events": [{"seq": 1}], "committed_at": 0.0}
+    started = time.monotonic()
+    publisher.submit([("run.a", message), ("tenant.b", message)])
+    assert held.published(2)
+    assert time.monotonic() - started < publisher.timeout_seconds
+    assert publisher._unread == 2 and publisher._paused_until == 0
+
+    held.reply(b":1\r\n:0\r\n")  # the two subscriber counts
+    publisher.submit([("run.a", message)])  # reads them, then sends
+    assert held.published(3)
+    assert publisher._unread == 1 and publisher._paused_until == 0
+
+
+def test_an_error_among_the_replies_pauses_publishing(
+    held: HeldReplies, caplog: pytest.LogCaptureFixture
+) -> None:
+    publisher = pubsub_publisher(held.address)
+    message = {"type": "run.events", "events": [], "committed_at": 0.0}
+    publisher.submit([("run.a", message)])
+    assert held.published(1)
+    held.reply(b"-OOM command not allowed when used memory > 'maxmemory'\r\n")
+    publisher.submit([("run.a", message)])  # the error is read: dropped, paused
+    assert "event publish failed" in caplog.text
+    assert publisher._paused_until > 0 and publisher._connection is None
+    assert held.publishes == 1  # the second was not sent
+
+
+def test_a_redis_that_never_replies_pauses_publishing_after_the_timeout(
+    held: HeldReplies, caplog: pytest.LogCaptureFixture
+) -> None:
+    publisher = pubsub_publisher(held.address)
+    message = {"type": "run.events", "events": [], "committed_at": 0.0}
+    publisher.submit([("run.a", message)])
+    assert held.published(1)
+    started = time.monotonic()
+    publisher.submit([("run.a", message)])  # its reply never comes: the read times out
+    assert time.monotonic() - started < 2 * publisher.timeout_seconds + 1
+    assert "event publish failed" in caplog.text and publisher._paused_until > 0
 
 
 @needs_redis
