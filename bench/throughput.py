@@ -17,7 +17,9 @@ Each setup runs in a child process of its own with a fresh database: the embedde
   qcluster, postgresql, redis, scheduler), from /proc: on a 2-vCPU machine both bursts are
   CPU-bound, so this says where a run costs more than a task, less noisily than a rate;
 - with PostgreSQL + Redis: runs/s with one, two and three qclusters (separate processes, as
-  separate machines would run them; on a 2-vCPU machine they share the same two cores).
+  separate machines would run them; on a 2-vCPU machine they share the same two cores);
+- `round_trips`: a bare database (and Redis) round trip back to back and after 20 ms idle,
+  what each sequential hop of a single run's start costs on this machine.
 
 Targets (issue #17): runs/s >= 1.0x the baseline's tasks/s on both setups; created -> first
 step <= 2x the broker's enqueue -> start.
@@ -261,6 +263,38 @@ def runyard(count: int, singles: int, clusters: int) -> dict[str, Any]:
     return report
 
 
+def round_trips(samples: int = 100, idle: float = 0.02) -> dict[str, float]:
+    """A bare round trip to the database (and to Redis when it is the broker), p50 in
+    microseconds: back to back, and after `idle` seconds of nothing (as each hop of a single
+    run's start comes after one). On a VM an idle vCPU halts, and waking the other side costs
+    more than the round trip itself: this is what each of a run's sequential hops costs here."""
+    from django.conf import settings
+    from django.db import connection
+
+    def timed(call: Any, pause: float) -> float:
+        spent = []
+        for _ in range(samples):
+            if pause:
+                time.sleep(pause)
+            t0 = time.perf_counter()
+            call()
+            spent.append(time.perf_counter() - t0)
+        return round(statistics.median(spent) * 1e6)
+
+    def select_one() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchall()
+
+    out = {"db_hot_us": timed(select_one, 0), "db_idle_us": timed(select_one, idle)}
+    if settings.REDIS_URL:
+        import redis
+
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        out |= {"redis_hot_us": timed(client.ping, 0), "redis_idle_us": timed(client.ping, idle)}
+    return out
+
+
 def child(quick: bool, scale: bool) -> dict[str, Any]:
     setup()
     count, singles = (200, 15) if quick else (600, 40)
@@ -281,6 +315,7 @@ def child(quick: bool, scale: bool) -> dict[str, Any]:
         "start_vs_unsaved_broker": round(
             ours["created_to_first_step_p50_ms"] / unsaved["enqueue_to_start_p50_ms"], 2
         ),
+        "round_trips": round_trips(),
     }
     if base["cpu_ms_per_task"]["all"]:  # 0 without /proc
         report["cpu_vs_task"] = round(
