@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -138,16 +139,25 @@ def owed() -> bool:
     return bool(fetch_all(candidates))
 
 
-def dispatch_in_transaction() -> None:
+def send_dispatch_in_transaction() -> Callable[[], None]:
     """Dispatch the next run owed a slot in the caller's transaction (a run's creation), so
     one commit both queues a run and hands one out: `POST /runs` then costs one transaction,
     not two, and a run created on an idle system is on the broker when its creation commits.
     The fair order and caps are `dispatch_once`'s (the run handed out may be another
     tenant's). When another dispatcher holds the gate, it dispatches after the commit
     instead (`dispatch_on_commit`), never waiting for the gate while the caller's locks are
-    held."""
-    if _dispatch_next(to_broker=True, wait=False) == BUSY:
-        dispatch_on_commit()
+    held.
+
+    The dispatcher's reads are sent now and the slot is taken when the returned function is
+    called: inside `pipelined`, the reads share a round trip with what the caller sent before
+    that call (a creation's INSERT)."""
+    take = _send_dispatch(to_broker=True, wait=False)
+
+    def finish() -> None:
+        if take() == BUSY:
+            dispatch_on_commit()
+
+    return finish
 
 
 def dispatch_here() -> int | None:
@@ -166,16 +176,23 @@ def _dispatch_next(*, to_broker: bool, wait: bool = True) -> int | None:
     for 8 and put 20 runs in flight together. No savepoint: an error here fails the caller's
     transaction, which its retry starts over."""
     with transaction.atomic(savepoint=False):
-        # On PostgreSQL the gate, the room and the candidates are one round trip (read after
-        # the gate is held: the server runs them in order); on a full cluster the candidates
-        # read is wasted, which costs less than a round trip of its own.
-        with pipelined():
-            read_room = cluster.send_dispatch_gate(
-                capacity=configured_capacity(), fallback=fallback_capacity(), wait=wait
-            )
-            read_candidates = send_all(candidates)
-            room = read_room()
-            found = read_candidates()
+        return _send_dispatch(to_broker=to_broker, wait=wait)()
+
+
+def _send_dispatch(*, to_broker: bool, wait: bool) -> Callable[[], int | None]:
+    """`_dispatch_next`'s reads sent (in the caller's transaction); the returned function reads
+    them and takes the slot. On PostgreSQL the gate, the room and the candidates are one
+    round trip (read after the gate is held: the server runs them in order); on a full
+    cluster the candidates read is wasted, which costs less than a round trip of its own."""
+    with pipelined():
+        read_room = cluster.send_dispatch_gate(
+            capacity=configured_capacity(), fallback=fallback_capacity(), wait=wait
+        )
+        read_candidates = send_all(candidates)
+
+    def take() -> int | None:
+        room = read_room()
+        found = read_candidates()
         if room is None:
             return BUSY
         if room <= 0:
@@ -185,7 +202,9 @@ def _dispatch_next(*, to_broker: bool, wait: bool = True) -> int | None:
                 if to_broker:
                     transaction.on_commit(partial(enqueue_run, run_pk))
                 return run_pk
-    return None
+        return None
+
+    return take
 
 
 def _take_slot(tenant_id: int, run_pk: int) -> bool:

@@ -454,17 +454,29 @@ def insert_instance(obj: models.Model, *, returning: bool = True) -> None:
     """INSERT a new model instance as `save()` would (defaults and auto_now_add applied by the
     fields' own `pre_save`), without the ORM's per-call query building. Sets its pk, unless
     not `returning` (then, in a pipeline, nothing waits for the INSERT)."""
-    model = type(obj)
-    values = {
-        f.name: f.pre_save(obj, add=True)
-        for f in model._meta.concrete_fields
-        if not f.primary_key or getattr(obj, f.attname) is not None
-    }
     if not returning:
-        insert_rows(model, [values], returning=False)
+        insert_rows(type(obj), [_instance_values(obj)], returning=False)
         obj._state.adding = False
         return
-    (pk,) = insert_rows(model, [values])
-    obj.pk = pk
-    obj._state.adding = False
-    obj._state.db = DEFAULT_DB_ALIAS
+    send_instance(obj)()
+
+
+def send_instance(obj: models.Model) -> Callable[[], None]:
+    """`insert_instance` sent now; its pk is read and set when the returned function is called
+    (inside `pipelined`, what is sent before that call shares the INSERT's round trip)."""
+    keys = send_rows(type(obj), [_instance_values(obj)])
+
+    def read() -> None:
+        (obj.pk,) = keys()
+        obj._state.adding = False
+        obj._state.db = DEFAULT_DB_ALIAS
+
+    return read
+
+
+def _instance_values(obj: models.Model) -> dict[str, Any]:
+    return {
+        f.name: f.pre_save(obj, add=True)
+        for f in type(obj)._meta.concrete_fields
+        if not f.primary_key or getattr(obj, f.attname) is not None
+    }

@@ -17,7 +17,7 @@ from runs.services.dbretry import retry_transient
 from runs.services.errors import BlockedByHook, Conflict, NotFound, ValidationFailed, public_id
 from runs.services.graphs import get_graph, problems_to_details, spec_for
 from runs.services.lifecycle import audit_run
-from runs.sql import insert_instance, pipelined
+from runs.sql import pipelined, send_instance
 from runs.status import RunStatus
 from tenants import limits
 from tenants.models import AuditLog, Tenant
@@ -277,7 +277,7 @@ def _admit_and_write(
     priority: int,
     created_by: str,
 ) -> Run:
-    from runs.dispatch import dispatch_in_transaction
+    from runs.dispatch import send_dispatch_in_transaction
 
     thread_id = request["thread_id"]
     if not thread_id and checkpoint is not None and checkpoint.thread is not None:
@@ -314,8 +314,15 @@ def _admit_and_write(
             run.position = {**checkpoint.position, "step": 0}
             run.metadata = {**run.metadata, "forked_from": str(checkpoint.public_id)}
         run.last_seq = 1  # its run.queued event, written below
-        insert_instance(run)  # waits for the admission's answer too
+        # On PostgreSQL the INSERT, the audit row and the dispatcher's reads go with the BEGIN
+        # and the admission, all read after (the candidates query runs after the INSERT, so
+        # it sees the new run): one round trip; the usage row, the event and the dispatcher's
+        # slot a second, the COMMIT a third.
+        read_pk = send_instance(run)
+        audit_run(run, "run.created", graph=graph_row)
+        dispatch = send_dispatch_in_transaction() if parent is None else None
         admitted()  # a refusal rolls the INSERT back with the transaction
+        read_pk()
         run.tenant = tenant
         if request.get("webhook"):
             from webhooks.services import attach_to_run
@@ -325,16 +332,15 @@ def _admit_and_write(
                 run, request["webhook"], include_state=request.get("webhook_include_state", True)
             )
         # These writes are sent without waiting (the event's id is read when it is published,
-        # after the commit), and go in one round trip with the dispatcher's reads (a block of
+        # after the commit), and go in one round trip with the dispatcher's slot (a block of
         # its own when the webhook ended the pipeline).
         with pipelined():
-            audit_run(run, "run.created", graph=graph_row)
             limits.record_usage(tenant.pk, runs=1, shard=limits.usage_shard(run.pk))
             append_first_events(
                 run, [("run.queued", {"graph": graph_row.name, "version": graph_row.version})]
             )
-            if parent is None:
-                dispatch_in_transaction()
+            if dispatch is not None:
+                dispatch()
         return run
 
 

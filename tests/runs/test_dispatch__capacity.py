@@ -52,7 +52,7 @@ def test_capacity_holds_with_four_dispatchers_racing(monkeypatch, settings) -> N
     enqueued: list[int] = []
     monkeypatch.setattr(dispatch, "enqueue_run", enqueued.append)
     monkeypatch.setattr(dispatch, "dispatch_on_commit", lambda: None)  # the backlog waits
-    monkeypatch.setattr(dispatch, "dispatch_in_transaction", lambda: None)
+    monkeypatch.setattr(dispatch, "send_dispatch_in_transaction", lambda: lambda: None)
     queue_runs(tenants=12, runs_each=5)
     assert in_flight() == (0, 0)
     claimed: list[int] = []
@@ -98,7 +98,7 @@ def test_default_capacity_is_the_workers_of_every_cluster_seen_lately(
     enqueued: list[int] = []
     monkeypatch.setattr(dispatch, "enqueue_run", enqueued.append)
     monkeypatch.setattr(dispatch, "dispatch_on_commit", lambda: None)
-    monkeypatch.setattr(dispatch, "dispatch_in_transaction", lambda: None)
+    monkeypatch.setattr(dispatch, "send_dispatch_in_transaction", lambda: lambda: None)
     queue_runs(tenants=3, runs_each=6)
     assert dispatch.dispatch_once() == 11
     assert in_flight() == (11, 11)
@@ -258,7 +258,7 @@ def test_dispatchers_and_releasers_racing_on_one_tenant_do_not_deadlock(monkeypa
     Both lock tenant before graph (one statement each on PostgreSQL, whose CTEs run in the
     order their reads force), so racing ones wait for each other instead of deadlocking."""
     monkeypatch.setattr(dispatch, "enqueue_run", lambda pk: None)
-    monkeypatch.setattr(dispatch, "dispatch_in_transaction", lambda: None)
+    monkeypatch.setattr(dispatch, "send_dispatch_in_transaction", lambda: lambda: None)
     tenant = make_tenant("race-release", max_concurrent_runs=1000, runs_per_minute=None)
     create_graph_version(tenant, chain_spec("lane", limits={"max_concurrent_runs": 1000}))
     for _ in range(120):

@@ -29,7 +29,7 @@ def held(monkeypatch: pytest.MonkeyPatch, settings: Any) -> list[int]:
     sent: list[int] = []
     monkeypatch.setattr(dispatch, "enqueue_run", sent.append)
     monkeypatch.setattr(dispatch, "dispatch_on_commit", lambda: None)
-    monkeypatch.setattr(dispatch, "dispatch_in_transaction", lambda: None)
+    monkeypatch.setattr(dispatch, "send_dispatch_in_transaction", lambda: lambda: None)
     return sent
 
 

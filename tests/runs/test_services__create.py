@@ -8,7 +8,7 @@ from runs import hooks
 from runs.models import Event, Run
 from runs.services import BlockedByHook, Conflict, NotFound, ValidationFailed, create_run
 from tenants.limits import LimitExceeded
-from tenants.models import AuditLog, Tenant
+from tenants.models import AuditLog, Tenant, UsageDay
 from tests.runs.conftest import chain_spec
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -85,9 +85,12 @@ def test_max_queued_runs_refuses_with_retry_after(tenant, make_graph, queue) -> 
     with pytest.raises(LimitExceeded) as exc:
         create_run(tenant, graph="chain")
     assert exc.value.limit == "max_queued_runs" and exc.value.retry_after
-    # The refused run's INSERT (sent with the admission on PostgreSQL) is rolled back whole.
+    # The refused run's INSERT and audit row (sent with the admission on PostgreSQL, with the
+    # dispatcher's reads) are rolled back whole; its usage row and event were never sent.
     assert Run.objects.filter(tenant=tenant).count() == 2
     assert Event.objects.filter(tenant=tenant).count() == 2
+    assert AuditLog.objects.filter(tenant=tenant, action="run.created").count() == 2
+    assert sum(UsageDay.objects.filter(tenant=tenant).values_list("runs", flat=True)) == 2
     assert Tenant.objects.values("queued_count", "running_count").get(pk=tenant.pk) == counters
     queue.drain()
     create_run(tenant, graph="chain")  # started runs no longer count as queued
