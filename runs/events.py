@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from runs.models import Event, Run
 from runs.perprocess import PerProcess
-from runs.sql import guarded_update, insert_rows, is_plain, send_rows
+from runs.sql import check_at_end, insert_rows, is_plain, send_guarded_update, send_rows
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ def append_events(
     events: Sequence[tuple[str, dict[str, Any]]],
     *,
     fence: dict[str, Any] | None = None,
+    held: bool = False,
     **run_updates: Any,
 ) -> None:
     """Write `events` for `run` and apply `run_updates` to it in one guarded UPDATE.
@@ -93,12 +94,17 @@ def append_events(
     Must run inside a transaction. `fence` adds conditions to the UPDATE (e.g. epoch and
     status): if the run no longer matches, nothing is written and Fenced is raised. The UPDATE
     also takes the run's row lock, which serialises concurrent writers so `seq` stays gap-free.
+
+    `held`: this transaction already holds the run's row through an earlier guarded UPDATE of
+    it (a step's commit, then the run's end), so `run.last_seq` is current and nobody can
+    change the row: the events are numbered from it without waiting for the UPDATE, whose
+    result is checked when the pipeline ends (`check_at_end`), before the commit.
     """
     assert transaction.get_connection().in_atomic_block, "append_events needs a transaction"
     n = len(events)
     fence = fence or {}
     if is_plain(run_updates) and is_plain(fence):
-        last = guarded_update(
+        read = send_guarded_update(
             Run,
             run.pk,
             where=fence,
@@ -106,8 +112,18 @@ def append_events(
             increments={"last_seq": n},
             returning="last_seq",
         )
-        if last is None:
-            raise Fenced(f"run {run.public_id} no longer matches {fence}")
+        if held:
+            last = run.last_seq + n
+
+            def counted(expected: int = last) -> None:
+                if read() != expected:
+                    raise Fenced(f"run {run.public_id} no longer matches {fence}")
+
+            check_at_end(counted)
+        else:
+            last = read()
+            if last is None:
+                raise Fenced(f"run {run.public_id} no longer matches {fence}")
     else:
         updated = Run.objects.filter(pk=run.pk, **fence).update(
             last_seq=F("last_seq") + n, **run_updates

@@ -28,9 +28,11 @@ NOT_NULL = object()
 
 
 class _Pipeline(threading.local):
-    """The psycopg pipeline open on this thread's connection (see `pipelined`)."""
+    """The psycopg pipeline open on this thread's connection (see `pipelined`), and the checks
+    to run once its results are in (`check_at_end`)."""
 
     pipe: Any = None
+    checks: list[Callable[[], None]] | None = None
 
 
 _open = _Pipeline()
@@ -223,14 +225,18 @@ class pipelined:  # noqa: N801 - used like a function: `with pipelined() as pipe
         return self
 
     def end(self) -> None:
-        """Wait for every queued result and leave pipeline mode (the transaction goes on)."""
+        """Wait for every queued result and leave pipeline mode (the transaction goes on),
+        then run the checks sent statements left for then (`check_at_end`)."""
         if self.pipe is not None:
             pipe, self.pipe = self.pipe, None
+            checks, _open.checks = _open.checks or [], None
             _open.pipe = None
             # A queued statement's error surfaces here: as Django's exception, like any other
             # (a deadlock is an OperationalError that retry_transient retries).
             with _db().wrap_database_errors:
                 pipe.__exit__(None, None, None)
+            for check in checks:
+                check()
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if exc is None:
@@ -238,11 +244,25 @@ class pipelined:  # noqa: N801 - used like a function: `with pipelined() as pipe
             return
         if self.pipe is not None:
             pipe, self.pipe = self.pipe, None
-            _open.pipe = None
+            _open.pipe, _open.checks = None, None
             try:
                 pipe.__exit__(exc_type, exc, tb)
             except Exception:  # noqa: BLE001 - the error being raised says what went wrong
                 log.debug("leaving the pipeline after an error", exc_info=True)
+
+
+def check_at_end(check: Callable[[], None]) -> None:
+    """Run `check` (which reads a sent statement's result and raises if it is not what the
+    caller counted on) when the open pipeline ends, before the transaction can commit; at
+    once when no pipeline is open. For a statement whose result the caller knows ahead, as
+    long as nothing went wrong: then nothing waits for it, and a surprise still fails the
+    transaction."""
+    if _open.pipe is None:
+        check()
+        return
+    if _open.checks is None:
+        _open.checks = []
+    _open.checks.append(check)
 
 
 def execute(sql: str, params: list[Any], *, fetch: bool | None, prepared: bool = False) -> Any:
@@ -342,6 +362,22 @@ def guarded_update(
     Prepared on PostgreSQL (see `_execute`): its shapes are few and fixed, and an UPDATE of a
     run plans over all of the table's indexes (20 when measured: ~0.4 ms; a run's claim, each
     step, its end and its slots' release are such UPDATEs)."""
+    return send_guarded_update(
+        model, pk, where=where, sets=sets, increments=increments, returning=returning
+    )()
+
+
+def send_guarded_update(
+    model: type[models.Model],
+    pk: int,
+    *,
+    where: dict[str, Any],
+    sets: dict[str, Any],
+    increments: dict[str, int | float] | None = None,
+    returning: str | tuple[str, ...] | None = None,
+) -> Callable[[], Any]:
+    """`guarded_update` sent now; the returned function reads what it returns (inside
+    `pipelined`, what is sent before that call shares its round trip)."""
     db = _db()
     increments = increments or {}
     null = tuple(n for n, v in where.items() if v is None)
@@ -352,12 +388,20 @@ def guarded_update(
         model, tuple(sets), tuple(increments), tuple(where), returning, null, not_null
     )
     params = [*_prepare(model, sets, db), *increments.values(), pk, *_prepare(model, where, db)]
-    if returning:
-        rows = _execute(db, sql, params, fetch=True, prepared=True)
+    cursor = _send(db, sql, params, prepared=True)
+
+    def read() -> Any:
+        try:
+            if not returning:
+                return True if _read(db, cursor, False) == 1 else None
+            rows = _read(db, cursor, True)
+        finally:
+            cursor.close()
         if not rows:
             return None
         return rows[0][0] if isinstance(returning, str) else tuple(rows[0])
-    return True if _execute(db, sql, params, fetch=False, prepared=True) == 1 else None
+
+    return read
 
 
 def _insert_statement(

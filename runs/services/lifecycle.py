@@ -125,12 +125,14 @@ def transition(
     *,
     events: list[tuple[str, dict[str, Any]]],
     fence: dict[str, Any] | None = None,
+    held: bool = False,
     **updates: Any,
 ) -> Run:
     """Move `run` from its current status to `to` with a guarded UPDATE, plus its events.
 
     Must run in a transaction. The guard is the status read (and any extra `fence`), so a
-    concurrent change makes this raise Fenced instead of overwriting it.
+    concurrent change makes this raise Fenced instead of overwriting it. `held`: the
+    transaction holds the run's row already (see `append_events`).
     """
     src = run.status
     if not can_transition(src, to):
@@ -139,7 +141,7 @@ def transition(
             details={"status": src, "wanted": to},
         )
     guard = {"status": src, **(fence or {})}
-    append_events(run, events, fence=guard, status=to, **updates)
+    append_events(run, events, fence=guard, held=held, status=to, **updates)
     run.status = to
     for key, value in updates.items():
         if not hasattr(value, "resolve_expression"):
@@ -165,9 +167,11 @@ def finish(
     err: dict[str, Any] | None = None,
     fence: dict[str, Any] | None = None,
     extra_events: list | None = None,
+    held: bool = False,
     **updates: Any,
 ) -> Run:
-    """End a run in `to` (a terminal status). Updates its thread; post_run hooks on commit."""
+    """End a run in `to` (a terminal status). Updates its thread; post_run hooks on commit.
+    `held`: the transaction holds the run's row already (see `append_events`)."""
     now = timezone.now()
     data: dict[str, Any] = {"status": to}
     if err:
@@ -178,6 +182,7 @@ def finish(
         to,
         events=events,
         fence=fence,
+        held=held,
         error=err,
         finished_at=now,
         lease_expires_at=None,

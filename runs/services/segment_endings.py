@@ -64,7 +64,9 @@ class SegmentEndings(SegmentBase):
     ) -> str | None:
         run = self.run
         if result.done:
-            finish(run, RunStatus.SUCCEEDED, fence={"epoch": self.epoch})
+            # In the step's transaction, whose UPDATE of the run holds its row: the end's
+            # UPDATE is checked when the pipeline ends instead of waited for (one round trip).
+            finish(run, RunStatus.SUCCEEDED, fence={"epoch": self.epoch}, held=True)
             return "succeeded"
         if result.run_error and self.tree_limit is None:
             return self._fail_or_resurrect(result, prev_state, prev_position)

@@ -11,6 +11,7 @@ from django.db.models import QuerySet
 from django.forms.models import model_to_dict
 
 from config.queries import fetch_models
+from runs.events import Fenced, append_events
 from runs.models import Event, Run, Thread
 from runs.services import create_run
 from runs.sql import guarded_update, insert_rows, pipelined
@@ -78,3 +79,32 @@ def test_an_error_queued_in_a_pipeline_is_djangos_exception(
     with pytest.raises(IntegrityError), transaction.atomic(), pipelined():
         insert_rows(Event, [row], returning=False)
     assert Event.objects.filter(run=run).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_held_append_numbers_from_the_run_and_is_checked_at_the_pipelines_end(
+    tenant: Tenant, make_graph: Any, queue: InlineQueue
+) -> None:
+    """`append_events(held=True)` numbers its events from `run.last_seq` without waiting for
+    its UPDATE; the UPDATE's result is checked when the pipeline ends. A guard that did not
+    match fails there, before the commit: nothing of the transaction is kept."""
+    make_graph(tenant, chain_spec())
+    run = Run.objects.select_related("tenant").get(pk=create_run(tenant, graph="chain").pk)
+    with transaction.atomic(), pipelined():
+        append_events(run, [("a", {})], fence={"epoch": run.epoch})  # takes the row
+        append_events(run, [("b", {}), ("c", {})], fence={"epoch": run.epoch}, held=True)
+        assert run.last_seq == 4  # counted, not read
+    assert list(Event.objects.filter(run=run).values_list("seq", "type")) == [
+        (1, "run.queued"),
+        (2, "a"),
+        (3, "b"),
+        (4, "c"),
+    ]
+    assert Run.objects.get(pk=run.pk).last_seq == 4
+
+    with pytest.raises(Fenced), transaction.atomic(), pipelined():
+        append_events(run, [("d", {})], fence={"epoch": run.epoch})
+        # A guard that cannot match: on PostgreSQL nothing is raised until the pipeline ends.
+        append_events(run, [("e", {})], fence={"epoch": run.epoch + 7}, held=True)
+    assert Event.objects.filter(run=run).count() == 4
+    assert Run.objects.get(pk=run.pk).last_seq == 4
