@@ -129,11 +129,12 @@ def _claim(run_pk: int, worker: str) -> Run | None:
     first = run.started_at is None
     if first:
         sets.update(_first_claim(run, now))
+    started = {"claim": run.claims + 1, "worker": worker}
     event = {
         "run": run.pk,
         "tenant": run.tenant_id,
         "type": "run.started",
-        "data": {"claim": run.claims + 1, "worker": worker},
+        "data": started,
         "created_at": now,
     }
     numbered = update_then_insert(
@@ -163,7 +164,7 @@ def _claim(run_pk: int, worker: str) -> Run | None:
     run.epoch, run.claims, run.last_seq = run.epoch + 1, run.claims + 1, last_seq
     if first:
         checkpoints.started(run)  # checkpoint 0, full: the run's deltas replay from it
-    publish_on_commit(run, [(event_pk, last_seq, event["type"], event["data"])], now)
+    publish_on_commit(run, [(event_pk, last_seq, "run.started", started)], now)
     return run
 
 

@@ -202,13 +202,19 @@ def test_a_publish_does_not_wait_for_redis_to_reply(held: HeldReplies) -> None:
     assert publisher._unread == 1 and publisher._paused_until == 0
 
 
-def test_an_error_among_the_replies_pauses_publishing(
-    held: HeldReplies, caplog: pytest.LogCaptureFixture
-) -> None:
+def one_sent(held: HeldReplies) -> tuple[Any, dict[str, Any]]:
+    """A publisher that has sent one PUBLISH to `held`, whose reply is still owed."""
     publisher = pubsub_publisher(held.address)
     message = {"type": "run.events", "events": [], "committed_at": 0.0}
     publisher.submit([("run.a", message)])
     assert held.published(1)
+    return publisher, message
+
+
+def test_an_error_among_the_replies_pauses_publishing(
+    held: HeldReplies, caplog: pytest.LogCaptureFixture
+) -> None:
+    publisher, message = one_sent(held)
     held.reply(b"-OOM command not allowed when used memory > 'maxmemory'\r\n")
     publisher.submit([("run.a", message)])  # the error is read: dropped, paused
     assert "event publish failed" in caplog.text
@@ -219,10 +225,7 @@ def test_an_error_among_the_replies_pauses_publishing(
 def test_a_redis_that_never_replies_pauses_publishing_after_the_timeout(
     held: HeldReplies, caplog: pytest.LogCaptureFixture
 ) -> None:
-    publisher = pubsub_publisher(held.address)
-    message = {"type": "run.events", "events": [], "committed_at": 0.0}
-    publisher.submit([("run.a", message)])
-    assert held.published(1)
+    publisher, message = one_sent(held)
     started = time.monotonic()
     publisher.submit([("run.a", message)])  # its reply never comes: the read times out
     assert time.monotonic() - started < 2 * publisher.timeout_seconds + 1
