@@ -155,9 +155,15 @@ async def test_wait_wakes_on_the_feed(
     waiter = asyncio.create_task(
         AsyncClient().get(f"{BASE}/runs/{run.public_id}/wait", {"timeout": 30}, headers=key[1])
     )
-    await asyncio.sleep(0.3)
+    # The wait takes its stream slot and stays open while the run is queued (polled: on a
+    # loaded machine the request can take longer than any fixed sleep to get there).
+    deadline = time.monotonic() + 10
+    while streams.slots.held(tenant.pk) != 1:
+        assert not waiter.done(), "the wait answered before its run was waiting"
+        assert time.monotonic() < deadline, "the wait never took its stream slot"
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.1)
     assert not waiter.done()
-    assert streams.slots.held(tenant.pk) == 1
     await asyncio.to_thread(queue.drain)
     response = await asyncio.wait_for(waiter, timeout=5)
     assert response.json()["status"] == "waiting"
