@@ -38,7 +38,6 @@ from typing import Any, cast
 from django.db import models
 
 from runs.sql import (
-    NOT_NULL,
     _db,
     _execute,
     _prepare,
@@ -46,6 +45,7 @@ from runs.sql import (
     _update_sql,
     guarded_update,
     insert_rows,
+    split_where,
 )
 
 
@@ -213,9 +213,7 @@ def _one_statement(w: GuardedWrite) -> list[tuple[int, int]] | None:
     numbered_model, rows, seq = w.numbered
     n = len(rows)
     db = _db()
-    null = tuple(k for k, v in w.where.items() if v is None)
-    not_null = tuple(k for k, v in w.where.items() if v is NOT_NULL)
-    where = {k: v for k, v in w.where.items() if v is not None and v is not NOT_NULL}
+    where, null, not_null = split_where(w.where)
     update = _update_sql(
         w.model,
         tuple(w.sets),

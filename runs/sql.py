@@ -345,6 +345,18 @@ def _read(db: BaseDatabaseWrapper, cursor: Any, fetch: bool) -> Any:
         return cursor.rowcount
 
 
+def split_where(
+    where: dict[str, Any],
+) -> tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]:
+    """A guard's plain conditions (compared to a parameter), and the names it wants IS NULL
+    (None) and IS NOT NULL (NOT_NULL), as `_update_sql` takes them."""
+    null = tuple(n for n, v in where.items() if v is None)
+    not_null = tuple(n for n, v in where.items() if v is NOT_NULL)
+    if null or not_null:
+        where = {n: v for n, v in where.items() if v is not None and v is not NOT_NULL}
+    return where, null, not_null
+
+
 def guarded_update(
     model: type[models.Model],
     pk: int,
@@ -380,10 +392,7 @@ def send_guarded_update(
     `pipelined`, what is sent before that call shares its round trip)."""
     db = _db()
     increments = increments or {}
-    null = tuple(n for n, v in where.items() if v is None)
-    not_null = tuple(n for n, v in where.items() if v is NOT_NULL)
-    if null or not_null:
-        where = {n: v for n, v in where.items() if v is not None and v is not NOT_NULL}
+    where, null, not_null = split_where(where)
     sql = _update_sql(
         model, tuple(sets), tuple(increments), tuple(where), returning, null, not_null
     )
