@@ -33,13 +33,14 @@ import time
 from typing import Any, Literal, TypedDict
 
 from django.conf import settings
-from django.db import OperationalError, connection
+from django.db import OperationalError, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from runs.events import _publisher, run_group
 from runs.models import LiveFrame
 from runs.perprocess import PerProcess
+from runs.sql import insert_rows
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ PRUNE_SECONDS = 10.0
 # How long the embedded sender waits for SQLite's write lock before dropping a batch.
 SQLITE_BUSY_MS = 200
 TAIL_BATCH = 500
+INSERT_CHUNK = 100
 IDLE_CLOSE_SECONDS = 1.0
 
 
@@ -140,19 +142,11 @@ class _Sender:
             return
         now = timezone.now()
         rows = [
-            LiveFrame(group=group, payload=json.dumps(frame, separators=(",", ":")), created_at=now)
+            {"group": group, "payload": json.dumps(frame, separators=(",", ":")), "created_at": now}
             for group, frame in batch
         ]
-        if connection.vendor == "sqlite":
-            with connection.cursor() as cursor:
-                cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_MS}")
-                # Best-effort rows need no fsync of their own (this connection only): in WAL
-                # mode the database stays consistent, and the next step's FULL commit syncs
-                # the log with these frames in it. Each llm step's frames otherwise cost a
-                # second synced commit, which that step's own commit queued behind.
-                cursor.execute("PRAGMA synchronous = NORMAL")
         try:
-            LiveFrame.objects.bulk_create(rows)
+            _insert_unsynced(rows)
         except OperationalError:
             self.dropped += len(rows)
             log.info("live frames dropped: the database was busy")
@@ -161,6 +155,34 @@ class _Sender:
             self._pruned = time.monotonic()
             cutoff = now - dt.timedelta(seconds=FRAME_TTL_SECONDS)
             LiveFrame.objects.filter(created_at__lt=cutoff).delete()
+
+
+def _insert_unsynced(rows: list[dict[str, Any]]) -> None:
+    """INSERT best-effort rows without waiting for their own fsync. Each llm step's frames
+    otherwise cost a second synced commit, which that step's own commit queues behind; the
+    next synced commit (the step's) makes them durable with it, and a crash before that loses
+    only frames, whose stored copies the step's events are.
+    SQLite: synchronous=NORMAL on this thread's connection (in WAL mode the database stays
+    consistent). PostgreSQL: `synchronous_commit` off for this transaction only (SET LOCAL:
+    a connection handed back to a pool keeps the server's setting).
+    The rows go in as one plain INSERT (runs/sql.py), not through the ORM's bulk_create: this
+    thread's Python time is taken from the step's, whose thread waits for the GIL."""
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_MS}")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        _insert(rows)
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        _insert(rows)
+
+
+def _insert(rows: list[dict[str, Any]]) -> None:
+    # At most INSERT_CHUNK rows per statement: a statement's text is kept per row count.
+    for start in range(0, len(rows), INSERT_CHUNK):
+        insert_rows(LiveFrame, rows[start : start + INSERT_CHUNK], returning=False)
 
 
 _senders: PerProcess[_Sender] = PerProcess(_Sender)  # a forked worker starts its own thread

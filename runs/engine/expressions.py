@@ -352,6 +352,10 @@ def holds(
 def render_template(
     source: str, variables: Mapping[str, Any], *, node: str | None = None, key: str | None = None
 ) -> str:
+    if "{" not in source and "\r" not in source:
+        # No tag, expression or comment can start, and Jinja rewrites only newlines: the text
+        # renders as itself (a scripted reply, a fixed prompt), without a render context.
+        return source
     try:
         render = compile_template(source)
         with bounds.bounded():

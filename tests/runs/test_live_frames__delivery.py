@@ -59,3 +59,47 @@ def test_a_process_buffers_a_bounded_number_of_frames(monkeypatch: pytest.Monkey
     release.set()
     assert sender.flush()
     assert len(sent) == 6
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stored_frames_commit_without_a_sync_of_their_own(settings: Any) -> None:
+    """Embedded delivery (no Redis): the frames' INSERT does not wait for an fsync (a second
+    synced commit per llm step, which the step's own commit queued behind), and leaves the
+    connection's own setting as it was (SET LOCAL on PostgreSQL: a pooled connection must
+    not carry it on)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from runs.models import LiveFrame
+
+    settings.REDIS_URL = None
+    frame = live_frames.live_frame("abc", "llm.delta", {"node": "n", "text": "hi", "step": 1})
+    with CaptureQueriesContext(connection) as queries:
+        live_frames._Sender()._send([("run.abc", frame)])
+    sql = [q["sql"] for q in queries.captured_queries]
+    insert = next(i for i, s in enumerate(sql) if s.startswith('INSERT INTO "runs_liveframe"'))
+    if connection.vendor == "postgresql":
+        assert sql[insert - 1] == "SET LOCAL synchronous_commit TO OFF"
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            assert cursor.fetchone()[0] == "on"
+    else:
+        assert "PRAGMA synchronous = NORMAL" in sql[:insert]
+    assert [json.loads(p) for p in LiveFrame.objects.values_list("payload", flat=True)] == [frame]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_big_batch_of_frames_goes_in_chunks(settings: Any) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from runs.models import LiveFrame
+
+    settings.REDIS_URL = None
+    frames = [live_frames.live_frame("abc", "llm.delta", {"text": str(i)}) for i in range(250)]
+    with CaptureQueriesContext(connection) as queries:
+        live_frames._Sender()._send([("run.abc", f) for f in frames])
+    inserts = [q for q in queries.captured_queries if q["sql"].startswith("INSERT")]
+    assert len(inserts) == 3  # 100 + 100 + 50 rows
+    stored = LiveFrame.objects.order_by("id").values_list("payload", flat=True)
+    assert [json.loads(p)["data"]["text"] for p in stored] == [str(i) for i in range(250)]

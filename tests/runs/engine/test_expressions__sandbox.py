@@ -87,3 +87,13 @@ def test_a_sandbox_violation_at_run_time_fails_the_run_with_expression_error() -
     assert results[-1].run_error["code"] == "expression_error"
     assert results[-1].run_error["node"] == "t"
     assert "'t'" in results[-1].run_error["message"]
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["ok", "", "x\n", "  lead\n\n", "% x", "## y", "a}b", "tab\tz", "uni ✓", "a\r\nb", "a\rb"],
+)
+def test_text_without_template_syntax_renders_as_jinja_renders_it(source: str) -> None:
+    """Text with no `{` is returned as it is, without a render; what Jinja changes (it
+    rewrites `\\r\\n` and `\\r` to `\\n`) still goes through Jinja."""
+    assert render_template(source, {}) == compile_template(source)()
