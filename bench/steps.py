@@ -12,7 +12,11 @@ interleaved rounds (so load on a shared machine hits every row alike), medians r
   runs/services/steps.py), so this row is NOT a per-commit cost;
 - the raw 1-row commit on the same database and settings (BEGIN, one INSERT, COMMIT);
 - LangGraph per node on the same chain (StateGraph, `durability="sync"`) with SqliteSaver (on
-  a connection given the same pragmas: WAL, synchronous=FULL) / PostgresSaver.
+  a connection given the same pragmas: WAL, synchronous=FULL) / PostgresSaver;
+- `function` step with a big state (`big_state`): the same chain over a state holding 100 KB
+  of text (a long message history, say), written by the first step, each later step changing
+  one small key; beside it LangGraph on the same state (its checkpointer stores a channel's
+  value again only when it changes).
 
 Also counted: statements and commits per step (Django's query log over one run), and
 `checkpoint_bytes_per_step`: checkpoint JSON stored per step over a 201-step `function` chain,
@@ -43,6 +47,7 @@ WORK = ROOT / "var" / "bench" / "steps"
 PG_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
 PG_DB = os.environ.get("BENCH_PG_DB", "runyard_bench_steps")  # dropped and re-created
 NODES = 50
+BIG_STATE = 100_000  # bytes of text in the big-state rows' state
 TARGETS = {"vs_raw_commit": 2.0, "vs_langgraph": 0.5}
 WRITES = {"INSERT", "UPDATE", "DELETE", "WITH"}
 
@@ -103,7 +108,7 @@ def setup(db: str) -> None:
 class Runyard:
     """Runs of one chain, each executed by a Segment in this process (no queue)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, state_bytes: int = 0) -> None:
         from runs import dispatch
         from runs.services import create_graph_version
         from tenants.models import Tenant
@@ -118,14 +123,20 @@ class Runyard:
             max_steps=None,
             max_wall_seconds=None,
         )
-        self.graph = f"bench-{kind}"
-        create_graph_version(self.tenant, chain(self.graph, KINDS[kind]))
+        self.graph = f"bench-{kind}-{state_bytes}"
+        if state_bytes:
+            spec = chain(self.graph, {"kind": "function", "function": "bench_text"})
+            spec["state"] |= {"size": {"default": 0}, "text": {"default": ""}}
+        else:
+            spec = chain(self.graph, KINDS[kind])
+        create_graph_version(self.tenant, spec)
+        self.input = {"size": state_bytes} if state_bytes else {}
 
     def per_step(self) -> float:
         from runs.services import claim_run, create_run
         from runs.services.execute import Segment
 
-        run = claim_run(create_run(self.tenant, graph=self.graph).pk)
+        run = claim_run(create_run(self.tenant, graph=self.graph, input=self.input).pk)
         t0 = time.perf_counter()
         outcome = Segment(run).execute()
         elapsed = time.perf_counter() - t0
@@ -268,16 +279,22 @@ class RawCommit:
 class LangGraph:
     """The same chain in LangGraph, checkpointed after every node (durability="sync")."""
 
-    def __init__(self, db: str) -> None:
+    def __init__(self, db: str, state_bytes: int = 0) -> None:
         from typing import TypedDict
 
         from langgraph.graph import END, START, StateGraph
 
-        class State(TypedDict):
-            x: int
+        from bench.functions import words
 
-        def step(state: State) -> dict[str, int]:
-            return {"x": state["x"] + 1}
+        class State(TypedDict, total=False):
+            x: int
+            text: str
+
+        def step(state: State) -> dict[str, Any]:
+            update: dict[str, Any] = {"x": state["x"] + 1}
+            if len(state.get("text") or "") < state_bytes:
+                update["text"] = words(state_bytes)
+            return update
 
         builder = StateGraph(State)
         names = [f"n{i}" for i in range(NODES)]
@@ -291,7 +308,7 @@ class LangGraph:
             from django.conf import settings
             from langgraph.checkpoint.sqlite import SqliteSaver
 
-            path = WORK / db / "langgraph.sqlite3"
+            path = WORK / db / f"langgraph-{state_bytes}.sqlite3"
             path.unlink(missing_ok=True)
             conn = sqlite3.connect(path, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
@@ -334,17 +351,25 @@ def child(db: str, quick: bool) -> dict[str, Any]:
         log(f"langgraph not installed ({exc}): pip install -e '.[bench]'")
         lg = None
     samples: dict[str, list[float]] = {k: [] for k in [*KINDS, "raw_commit", "langgraph"]}
+    big = Runyard("function", BIG_STATE)
+    lg_big = LangGraph(db, BIG_STATE) if lg else None
+    samples |= {"big_state": [], "langgraph_big_state": []}
     for kind in KINDS:  # warm caches, compiled specs and connections before measuring
         runyard[kind].per_step()
+    big.per_step()
     raw.per_commit(50)
-    if lg:
+    if lg and lg_big:
         lg.per_node()
+        lg_big.per_node()
     for _ in range(rounds):
         for kind in KINDS:
             samples[kind].append(runyard[kind].per_step())
         samples["raw_commit"].append(raw.per_commit(NODES))
         if lg:
             samples["langgraph"].append(lg.per_node())
+        samples["big_state"].append(big.per_step())
+        if lg_big:
+            samples["langgraph_big_state"].append(lg_big.per_node())
     med = {k: statistics.median(v) for k, v in samples.items() if v}
     report: dict[str, Any] = {
         "database": db,
@@ -361,6 +386,12 @@ def child(db: str, quick: bool) -> dict[str, Any]:
             round(med[kind] / med["langgraph"], 2) if "langgraph" in med else None
         )
     ratios["transform_batched_vs_raw_commit"] = round(med["transform"] / med["raw_commit"], 2)
+    ratios["big_state_vs_function"] = round(med["big_state"] / med["function"], 2)
+    ratios["big_state_vs_langgraph_big_state"] = (
+        round(med["big_state"] / med["langgraph_big_state"], 2)
+        if "langgraph_big_state" in med
+        else None
+    )
     report["ratios"] = ratios
     report["checkpoint_bytes_per_step"] = CheckpointBytes().report()
     report["targets"] = {
