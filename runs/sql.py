@@ -433,7 +433,7 @@ def send_rows(model: type[models.Model], rows: list[dict[str, Any]]) -> Callable
         stored = insert_rows(model, rows)
         return lambda: stored
     db = _db()
-    cursor = _send(db, *_insert_statement(db, model, rows, True))
+    cursor = _send(db, *_insert_statement(db, model, rows, True), prepared=True)
 
     def keys() -> list[int]:
         try:
@@ -448,15 +448,19 @@ def insert_rows(
     model: type[models.Model], rows: list[dict[str, Any]], *, returning: bool = True
 ) -> list[int]:
     """INSERT rows (all with the same keys) in one statement; returns their primary keys
-    (none when not `returning`: then, in a pipeline, nothing waits for the INSERT)."""
+    (none when not `returning`: then, in a pipeline, nothing waits for the INSERT).
+
+    Prepared on PostgreSQL (see `_execute`): each value's type is its column's, and a run's
+    creation sends the same few INSERTs every time (the run, its audit row, its first event),
+    which the server otherwise parsed and planned anew for each run (~0.3 ms of its ~2 ms)."""
     if not rows:
         return []
     db = _db()
     sql, params = _insert_statement(db, model, rows, returning)
     if not returning:
-        _execute(db, sql, params, fetch=None)
+        _execute(db, sql, params, fetch=None, prepared=True)
         return []
-    return [r[0] for r in _execute(db, sql, params, fetch=True)]
+    return [r[0] for r in _execute(db, sql, params, fetch=True, prepared=True)]
 
 
 @functools.cache

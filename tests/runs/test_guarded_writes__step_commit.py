@@ -280,3 +280,23 @@ def test_with_prepared_statements_off_the_statement_runs_unprepared(
     finally:
         raw.prepare_threshold = threshold
     assert Step.objects.filter(run=run).count() == 1
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_a_run_s_creation_inserts_with_prepared_statements(
+    tenant: Tenant, make_graph: Any, queue: InlineQueue
+) -> None:
+    """The INSERTs of a run's creation (the run, its audit row, its first event) are prepared
+    on the connection, not parsed and planned by the server for every run."""
+    make_graph(tenant, functions_spec())
+    connection.ensure_connection()
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")
+    create_run(tenant, graph="effects")
+    create_run(tenant, graph="effects")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall()]
+    for table in ("runs_run", "tenants_auditlog", "runs_event"):
+        assert sum(s.startswith(f'INSERT INTO "{table}"') for s in prepared) == 1, table
+    assert Run.objects.filter(tenant=tenant).count() == 2
