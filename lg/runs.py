@@ -22,6 +22,7 @@ from lg.errors import Refused, conflict, not_found
 from lg.models import RunOptions
 from runs import services
 from runs.api.common import ensure_json_size
+from runs.checkpoints import current_state
 from runs.models import Checkpoint, Run, Thread
 from runs.services.create import STRATEGIES
 from runs.status import TERMINAL, RunStatus
@@ -389,7 +390,7 @@ def final_values(run: Run) -> dict[str, Any]:
                 "message": err.get("message", f"The run ended {run.status}."),
             }
         }
-    values = dict(run.state)
+    values = dict(current_state(run))
     interrupts = shapes.waiting_interrupts(run)
     if interrupts:
         values["__interrupt__"] = interrupts

@@ -21,6 +21,7 @@ from lg import shapes
 from lg.assistants import metadata_filter, page_of
 from lg.errors import Refused, conflict, not_found
 from lg.models import StateUpdate
+from runs import checkpoints
 from runs.engine import apply_update
 from runs.engine.values import storable_size
 from runs.models import Checkpoint, Graph, Run, Thread
@@ -83,7 +84,7 @@ def active_run(thread: Thread) -> Run | None:
 
 def _values_and_interrupts(thread: Thread, run: Run | None) -> tuple[dict[str, Any], list[Any]]:
     if run is not None and run.started_at is not None:
-        return run.state, shapes.waiting_interrupts(run)
+        return checkpoints.current_state(run), shapes.waiting_interrupts(run)
     return thread.state, []
 
 
@@ -380,7 +381,7 @@ def current_state(thread: Thread) -> dict[str, Any]:
         thread,
         point,
         parent,
-        values=run.state,
+        values=checkpoints.current_state(run),
         next=[node] if node else [],
         tasks=tasks,
         interrupts=interrupts,

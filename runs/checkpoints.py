@@ -183,6 +183,51 @@ def fill_states(checkpoints: Iterable[Checkpoint]) -> list[Checkpoint]:
     return given
 
 
+# --- a run's current state -----------------------------------------------------------------------
+
+#: Set on a Run object whose `state` in memory is current while its row's is behind (the
+#: worker executing it): `current_state` reads no checkpoint for it, and its next status
+#: change writes the state back (runs/services/lifecycle.py `transition`).
+HELD = "_state_held"
+
+
+def current_state(run: Run) -> dict[str, Any]:
+    """The run's state now: `run.state`, or while its row says `state_behind` (its step
+    commits wrote checkpoints, not the state), its last checkpoint's."""
+    if not run.state_behind or run.__dict__.get(HELD):
+        return run.state
+    return current_states([run]).get(run.pk, run.state)
+
+
+def current_states(runs: Iterable[Run]) -> dict[int, dict[str, Any]]:
+    """`current_state` of each of `runs` whose row is behind, by pk: a query per such run
+    (its last checkpoint, by the (run, step_index) index) and one for the deltas to replay."""
+    last = []
+    for run in runs:
+        if run.state_behind and not run.__dict__.get(HELD):
+            cp = Checkpoint.stored.filter(run_id=run.pk).order_by("-step_index").first()
+            if cp is not None:
+                if "graph" in run._state.fields_cache:
+                    cp.run = run  # its graph's reducers, without a query
+                last.append(cp)
+    return {cp.run_id: cp.state for cp in fill_states(last)}
+
+
+def catch_up(run: Run) -> None:
+    """Before a worker executes `run`: while its row's state is behind, take its last
+    checkpoint's state, and the chain from it (the next checkpoint may be a delta)."""
+    if not run.state_behind or run.__dict__.get(HELD):
+        return
+    last = Checkpoint.stored.filter(run_id=run.pk).order_by("-step_index").first()
+    if last is None:
+        return
+    last.run = run
+    run.state = state_at(last)
+    base = last.step_index if last.base_step is None else last.base_step
+    run.__dict__[CHAIN] = Chain(base, last.step_index, run.state)
+    run.__dict__[HELD] = True
+
+
 def _specs(cps: list[Checkpoint], wanted: dict[int, set[int]]) -> dict[int, Any]:
     runs = {cp.run_id: cp._state.fields_cache.get("run") for cp in cps}
     missing = [run_id for run_id in wanted if runs.get(run_id) is None]

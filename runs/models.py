@@ -110,6 +110,10 @@ class Run(models.Model):
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
     input = models.JSONField(default=dict, blank=True)
     state = models.JSONField(default=dict, blank=True)
+    # True while `state` is older than the run's last checkpoint: a step's commit writes its
+    # checkpoint (a delta, mostly) and not the whole state again; the state is written back
+    # when the segment ends. Read the run's state through runs.checkpoints.current_state.
+    state_behind = models.BooleanField(default=False)
     # Engine cursor to resume from: {"node", "step", "visits"}.
     position = models.JSONField(null=True, blank=True)
     # The thread's state before this run, for cancel with action=rollback.

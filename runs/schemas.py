@@ -14,6 +14,7 @@ from django.urls import reverse
 from ninja import Field, Schema
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
+from runs.checkpoints import current_state
 from runs.engine.fields import NOT_BLANK
 from runs.engine.results import Usage
 from runs.models import Artifact, Checkpoint, Event, Graph, Run, Step, Thread
@@ -441,6 +442,10 @@ class RunOut(Schema):
     @staticmethod
     def resolve_thread_id(obj: Run) -> uuid.UUID | None:
         return obj.thread.public_id if obj.thread is not None else None
+
+    @staticmethod
+    def resolve_state(obj: Run) -> dict[str, Any]:
+        return current_state(obj)
 
     @staticmethod
     def resolve_error(obj: Run) -> dict[str, Any] | None:

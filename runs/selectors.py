@@ -226,6 +226,7 @@ RUN_OUT_FIELDS = (
     "thread__public_id",
     "input",
     "state",
+    "state_behind",
     "error",
     "steps",
     "tokens_in",

@@ -127,9 +127,13 @@ def enqueue_for_run(run: Any, event: str, events: list[tuple[str, Any]]) -> int:
 def _run_row(run_pk: int) -> dict[str, Any]:
     """The run as this transaction is about to commit it (in-memory copies may hold
     unevaluated F() expressions, or lag behind the row)."""
+    from runs.checkpoints import current_state
     from runs.models import Run
 
-    return Run.objects.filter(pk=run_pk).values(*RUN_FIELDS, "state").get()
+    row = Run.objects.filter(pk=run_pk).values(*RUN_FIELDS, "state", "state_behind").get()
+    if row.pop("state_behind"):  # its steps wrote checkpoints, not the state (another worker's)
+        row["state"] = current_state(Run(pk=run_pk, state=row["state"], state_behind=True))
+    return row
 
 
 def _iso(value: Any) -> str | None:

@@ -26,6 +26,7 @@ from runs.admin.filters import GraphNameFilter, LeaseFilter
 from runs.admin.forms import OperationForm
 from runs.admin.operations import OPERATIONS, Operation, Outcome, apply_operation
 from runs.admin.queue import queue_links, queued_tasks_url
+from runs.checkpoints import current_state
 from runs.models import Artifact, Run
 
 # More than this many runs in one action is almost certainly a mis-click on "select all".
@@ -256,7 +257,7 @@ class RunAdmin(admin.ModelAdmin):
 
     @admin.display(description="state")
     def state_pretty(self, obj: Run) -> str:
-        return pretty_json(obj.state)
+        return pretty_json(current_state(obj))
 
     @admin.display(description="position")
     def position_pretty(self, obj: Run) -> str:

@@ -20,6 +20,8 @@ from django.http import HttpResponse
 
 from config.jsonenc import Encoder
 from runs import selectors
+from runs.checkpoints import current_states
+from runs.models import Run
 from runs.schemas import WaitingFor, error_info
 from tenants.models import Tenant
 
@@ -80,12 +82,23 @@ def _item(row: dict[str, Any]) -> str:
     return json.dumps(head, cls=Encoder)[:-1] + ", " + raw + "}"
 
 
+def _catch_up(rows: list[dict[str, Any]]) -> None:
+    """A running run's row may hold a state behind its last checkpoint (its steps write
+    checkpoints, not the state): such rows get their current state, read from there."""
+    behind = {row["pk"]: row for row in rows if row["state_behind"]}
+    if behind:
+        stubs = [Run(pk=pk, state_behind=True) for pk in behind]
+        for pk, state in current_states(stubs).items():
+            behind[pk]["state_json"] = json.dumps(state, cls=Encoder)
+
+
 def run_list_response(
     tenant: Tenant, filters: selectors.RunFilters, *, cursor: str | None, limit: int
 ) -> HttpResponse:
     page = selectors.run_values_page(
         tenant, filters, cursor=cursor, limit=limit, fields=FIELDS, expressions=RAW
     )
+    _catch_up(page.items)
     items = ", ".join(_item(row) for row in page.items)
     body = f'{{"items": [{items}], "next_cursor": {json.dumps(page.next_cursor)}}}'
     return HttpResponse(body, content_type="application/json; charset=utf-8")

@@ -13,7 +13,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from observability import hooks as observe
-from runs import hooks
+from runs import checkpoints, hooks
 from runs.events import append_events
 from runs.models import Run, Thread
 from runs.services.errors import InvalidTransition
@@ -132,7 +132,8 @@ def transition(
 
     Must run in a transaction. The guard is the status read (and any extra `fence`), so a
     concurrent change makes this raise Fenced instead of overwriting it. `held`: the
-    transaction holds the run's row already (see `append_events`).
+    transaction holds the run's row already (see `append_events`). The worker's own run,
+    whose steps left its row's state behind (`checkpoints.HELD`), has its state written back.
     """
     src = run.status
     if not can_transition(src, to):
@@ -140,6 +141,11 @@ def transition(
             f"Run {run.public_id} is {src}; it cannot become {to}.",
             details={"status": src, "wanted": to},
         )
+    if "state" in updates:
+        updates.setdefault("state_behind", False)
+    elif run.state_behind and run.__dict__.get(checkpoints.HELD):
+        # The worker's run: its steps' commits left the row's state behind; written back now.
+        updates |= {"state": run.state, "state_behind": False}
     guard = {"status": src, **(fence or {})}
     append_events(run, events, fence=guard, held=held, status=to, **updates)
     run.status = to
@@ -204,7 +210,7 @@ def sync_thread_state(run: Run) -> None:
     if run.cancel_action == "rollback" and run.thread_state_before is not None:
         state = run.thread_state_before
     else:
-        state = run.state
+        state = checkpoints.current_state(run)
     if run.thread_id is not None:
         Thread.objects.filter(id=run.thread_id).update(state=state, updated_at=timezone.now())
 

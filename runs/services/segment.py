@@ -22,6 +22,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from runs import checkpoints
 from runs.engine import (
     CancelToken,
     HttpPolicy,
@@ -55,6 +56,7 @@ class SegmentBase:
     tick and the engine's callbacks. The loop is `runs.services.execute.Segment`."""
 
     def __init__(self, run: Run, *, slice_started: float | None = None) -> None:
+        checkpoints.catch_up(run)  # a row whose state is behind its last checkpoint
         self.run = run
         self.epoch = run.epoch
         self.spec = spec_for(run.graph)

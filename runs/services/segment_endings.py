@@ -280,12 +280,13 @@ class SegmentEndings(SegmentBase):
                 [("guidance.received", capped({"messages": messages}))] if messages else [],
                 fence=self._fence(),
                 state=state,
+                state_behind=False,
                 guidance_pending=False,
             )
             Control.objects.filter(pk__in=[c.pk for c in controls]).update(
                 consumed_at=timezone.now()
             )
-            self.run.state = state
+            self.run.state, self.run.state_behind = state, False
             self.guidance_pending = False
 
     def _on_cancelled(self, reason: str) -> str:

@@ -197,7 +197,8 @@ class Planned:
     its fenced UPDATE, the events, step and checkpoint rows, and what `Written` reports."""
 
     written: Written
-    run_updates: dict[str, Any]
+    run_updates: dict[str, Any]  # not the state: see `remember`
+    state: dict[str, Any]
     events: list[tuple[str, dict[str, Any]]]
     step_rows: list[dict[str, Any]]
     checkpoint_rows: list[dict[str, Any]]
@@ -311,8 +312,11 @@ def plan_steps(
     # No `lease_expires_at` here: the watcher renews the lease on its beat (segment.py), and
     # an indexed column changed on every step made each step's UPDATE of the run rewrite all
     # of its ~20 index entries on PostgreSQL (no HOT update): ~40% of a step's time there.
+    # Not the state: the step's checkpoint holds it (mostly as a delta), and a whole state
+    # written again by every step made a step over 100 KB of state cost twice a small one's.
+    # The row says its state is behind; the run's next status change writes it back.
     run_updates = {
-        "state": last.state,
+        "state_behind": True,
         "position": last.position,
         "steps": steps,
         "tokens_in": tokens_in,
@@ -329,6 +333,7 @@ def plan_steps(
     return Planned(
         Written(written, check, usage, bound),
         run_updates,
+        last.state,
         events,
         step_rows,
         checkpoint_rows,
@@ -339,9 +344,11 @@ def plan_steps(
 
 def remember(run: Run, planned: Planned) -> None:
     """Set the run in memory as `planned` wrote it (the caller restores it if the
-    transaction fails)."""
+    transaction fails). Its state in memory is current, its row's behind (`HELD`)."""
     u = planned.run_updates
-    run.state, run.position, run.steps = u["state"], u["position"], u["steps"]
+    run.state, run.position, run.steps = planned.state, u["position"], u["steps"]
+    run.state_behind = True
+    run.__dict__[checkpoints.HELD] = True
     run.tokens_in, run.tokens_out, run.cost_usd = u["tokens_in"], u["tokens_out"], u["cost_usd"]
     run.warned_limits = u["warned_limits"]
     run.__dict__[checkpoints.CHAIN] = planned.chain  # restored with the run if the commit fails

@@ -34,6 +34,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from runs import checkpoints
 from runs.engine import CancelToken, NodeError, RunCancelled
 from runs.engine.nodes.subgraph import MAX_DEPTH_CEILING
 from runs.events import Fenced, append_events
@@ -285,7 +286,7 @@ def _drive(
             _stop_unstarted(child, token.reason or "cancelled")
             raise RunCancelled(token.reason or "cancelled")
         if child.status == RunStatus.SUCCEEDED:
-            return dict(child.state)
+            return dict(checkpoints.current_state(child))
         if child.status in TERMINAL and child.status != RunStatus.INTERRUPTED:
             raise _failure(parent_segment, child, graph_name)
         if child.status in (RunStatus.WAITING, RunStatus.PAUSED):

@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from runs import selectors, services
+from runs.checkpoints import current_state
 from runs.diagram import diagram_svg, node_states
 from runs.events import Fenced
 from runs.forms import ApprovalForm, CancelForm, ForkForm, GuidanceForm, InputForm
@@ -213,7 +214,7 @@ def _detail_context(request: HttpRequest, run: Run) -> dict[str, Any]:
         "states": states,
         "artifacts": artifacts,
         "controls": _controls(run, ctx),
-        "state_json": json.dumps(run.state, indent=2, ensure_ascii=False, default=str),
+        "state_json": json.dumps(current_state(run), indent=2, ensure_ascii=False, default=str),
         "input_json": json.dumps(run.input, indent=2, ensure_ascii=False, default=str),
         "metadata_json": json.dumps(run.metadata, indent=2, ensure_ascii=False, default=str),
         "children": list(run.children.select_related("graph").order_by("created_at")[:20]),
