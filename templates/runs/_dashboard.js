@@ -283,6 +283,10 @@
       var active = document.activeElement;
       return active && el.contains(active) && /TEXTAREA|INPUT|SELECT/.test(active.tagName);
     }
+    var parsed = document.createElement("template");
+    function unmasked(html) {
+      return html.replace(/(name="csrfmiddlewaretoken" value=")[^"]*/g, "$1");
+    }
     function applySnapshot(snap, forceControls) {
       (snap.events || []).forEach(function (ev) { applyEvent(ev, true); });
       if (typeof snap.terminal === "boolean") setEnded(snap.terminal);
@@ -296,6 +300,11 @@
           if (Runyard.holdControls && Runyard.holdControls(el, snap.panels[name])) return;
           controlsKey = snap.controls_key;
         }
+        // Unchanged (as this browser writes HTML; each render masks the CSRF token anew,
+        // and either mask is valid): keep the panel's nodes, so a click or a hover on them
+        // is not lost to a snapshot that would only draw them again.
+        parsed.innerHTML = snap.panels[name];
+        if (unmasked(parsed.innerHTML) === unmasked(el.innerHTML)) return;
         // A section the person opened stays open when the panel is rendered again, and a
         // step row that had the keyboard focus keeps it (the old row is gone with the HTML).
         var opened = Array.prototype.map.call(el.querySelectorAll("details[open][id]"), function (d) { return d.id; });
@@ -320,6 +329,7 @@
       if (liveOut) liveOut.reapply();
       var log2 = document.getElementById("event-log");
       if (log2 && follow && follow.checked) log2.scrollTop = log2.scrollHeight;
+      document.dispatchEvent(new CustomEvent("runyard:snapshot"));
     }
     var forceNext = false;
     function load() {

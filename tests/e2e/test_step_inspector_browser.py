@@ -190,3 +190,51 @@ def test_steps_and_nodes_open_the_inspector_by_mouse_and_keyboard(
 
         assert problems.real() == [], problems.real()
     assert Run.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED
+
+
+def test_a_live_snapshot_that_changes_nothing_keeps_the_rows_a_click_lands_on(
+    web: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page asks for a snapshot as its live stream connects; drawing the same timeline
+    again replaced the row under a click that came at that moment (the click was lost)."""
+    queue = InlineQueue()
+    monkeypatch.setattr(dispatch, "enqueue_run", queue.put)
+    tenant = make_tenant("keep-co")
+    user = make_user("keep@example.com", tenant=tenant)
+    create_graph_version(tenant, labelled_spec())
+    run = create_run(tenant, graph="label", input={"text": "I was charged twice"})
+    queue.drain()
+    client = Client()
+    client.force_login(user)
+    base = web.url
+
+    with chromium_context(monkeypatch, width=1280, height=900) as context:
+        context.add_cookies(
+            [{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": base}]
+        )
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        problems = Problems(page, base)
+        held: list[Any] = []
+        page.route(
+            f"**/runs/{run.public_id}/live/**",
+            lambda route: route.continue_() if held else held.append(route),
+        )
+        page.goto(f"{base}/runs/{run.public_id}/")
+        for _ in range(200):  # the snapshot's request, held until the rows are marked
+            if held:
+                break
+            page.wait_for_timeout(25)
+        assert held, "the page never asked for a snapshot"
+        page.evaluate(
+            """() => {
+              document.querySelector('#panel-timeline tr[data-step]').kept = true;
+              window.snapshotApplied = new Promise(
+                done => document.addEventListener('runyard:snapshot', done, {once: true}));
+            }"""
+        )
+        held[0].continue_()
+        page.evaluate("() => window.snapshotApplied")
+        kept = "() => document.querySelector('#panel-timeline tr[data-step]').kept === true"
+        assert page.evaluate(kept), "an unchanged timeline was drawn again"
+        assert problems.real() == [], problems.real()
