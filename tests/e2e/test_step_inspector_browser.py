@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -88,31 +89,45 @@ def wait_step(page: Any, index: int) -> None:
     page.wait_for_selector(f'#step-inspector:not([hidden]) .insp[data-inspect-step="{index}"]')
 
 
-def test_steps_and_nodes_open_the_inspector_by_mouse_and_keyboard(
-    web: Platform, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def labelled_run(monkeypatch: pytest.MonkeyPatch, slug: str) -> tuple[Run, Client]:
+    """A finished run of the labelled graph (executed in this process) and a client logged in
+    as a member of its tenant."""
     queue = InlineQueue()
     monkeypatch.setattr(dispatch, "enqueue_run", queue.put)
-    tenant = make_tenant("insp-co")
-    user = make_user("insp@example.com", tenant=tenant)
+    tenant = make_tenant(slug)
+    user = make_user(f"{slug}@example.com", tenant=tenant)
     create_graph_version(tenant, labelled_spec())
     run = create_run(tenant, graph="label", input={"text": "I was charged twice"})
     queue.drain()
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED, run.error
-    steps = {s.node: s.index for s in Step.objects.filter(run=run)}
     client = Client()
     client.force_login(user)
-    base = web.url
-    url = f"{base}/runs/{run.public_id}/"
+    return run, client
 
+
+@contextmanager
+def logged_in_page(
+    monkeypatch: pytest.MonkeyPatch, client: Client, base: str
+) -> Iterator[tuple[Any, Problems]]:
     with chromium_context(monkeypatch, width=1280, height=900) as context:
         context.add_cookies(
             [{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": base}]
         )
         page = context.new_page()
         page.set_default_timeout(15_000)
-        problems = Problems(page, base)
+        yield page, Problems(page, base)
+
+
+def test_steps_and_nodes_open_the_inspector_by_mouse_and_keyboard(
+    web: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run, client = labelled_run(monkeypatch, "insp-co")
+    steps = {s.node: s.index for s in Step.objects.filter(run=run)}
+    base = web.url
+    url = f"{base}/runs/{run.public_id}/"
+
+    with logged_in_page(monkeypatch, client, base) as (page, problems):
         page.goto(url)
         assert page.locator("#step-inspector").is_hidden()
 
@@ -197,24 +212,10 @@ def test_a_live_snapshot_that_changes_nothing_keeps_the_rows_a_click_lands_on(
 ) -> None:
     """The page asks for a snapshot as its live stream connects; drawing the same timeline
     again replaced the row under a click that came at that moment (the click was lost)."""
-    queue = InlineQueue()
-    monkeypatch.setattr(dispatch, "enqueue_run", queue.put)
-    tenant = make_tenant("keep-co")
-    user = make_user("keep@example.com", tenant=tenant)
-    create_graph_version(tenant, labelled_spec())
-    run = create_run(tenant, graph="label", input={"text": "I was charged twice"})
-    queue.drain()
-    client = Client()
-    client.force_login(user)
+    run, client = labelled_run(monkeypatch, "keep-co")
     base = web.url
 
-    with chromium_context(monkeypatch, width=1280, height=900) as context:
-        context.add_cookies(
-            [{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": base}]
-        )
-        page = context.new_page()
-        page.set_default_timeout(15_000)
-        problems = Problems(page, base)
+    with logged_in_page(monkeypatch, client, base) as (page, problems):
         held: list[Any] = []
         page.route(
             f"**/runs/{run.public_id}/live/**",
