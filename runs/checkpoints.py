@@ -68,13 +68,22 @@ def chain_for(run: Run, state: dict[str, Any]) -> Chain:
     chain = run.__dict__.get(CHAIN)
     if chain is not None:
         return chain
-    last = Checkpoint.stored.filter(run=run).order_by("-step_index").first()
+    last = _last(run)
     if last is None:
         return Chain(-1, -1, None)
     last.run = run  # its graph's reducers, without a query
-    stored = state_at(last)
+    return _chain_to(last, state if _same(state_at(last), state) else None)
+
+
+def _last(run: Run) -> Checkpoint | None:
+    """The run's last checkpoint, as stored (by the (run, step_index) index)."""
+    return Checkpoint.stored.filter(run_id=run.pk).order_by("-step_index").first()
+
+
+def _chain_to(last: Checkpoint, state: dict[str, Any] | None) -> Chain:
+    """The chain whose last checkpoint is `last`, holding `state` (None: unknown)."""
     base = last.step_index if last.base_step is None else last.base_step
-    return Chain(base, last.step_index, state if _same(stored, state) else None)
+    return Chain(base, last.step_index, state)
 
 
 def started(run: Run, step_index: int = 0) -> None:
@@ -191,10 +200,15 @@ def fill_states(checkpoints: Iterable[Checkpoint]) -> list[Checkpoint]:
 HELD = "_state_held"
 
 
+def _behind(run: Run) -> bool:
+    """Whether `run.state` here is older than its last checkpoint."""
+    return run.state_behind and not run.__dict__.get(HELD)
+
+
 def current_state(run: Run) -> dict[str, Any]:
     """The run's state now: `run.state`, or while its row says `state_behind` (its step
     commits wrote checkpoints, not the state), its last checkpoint's."""
-    if not run.state_behind or run.__dict__.get(HELD):
+    if not _behind(run):
         return run.state
     return current_states([run]).get(run.pk, run.state)
 
@@ -204,8 +218,8 @@ def current_states(runs: Iterable[Run]) -> dict[int, dict[str, Any]]:
     (its last checkpoint, by the (run, step_index) index) and one for the deltas to replay."""
     last = []
     for run in runs:
-        if run.state_behind and not run.__dict__.get(HELD):
-            cp = Checkpoint.stored.filter(run_id=run.pk).order_by("-step_index").first()
+        if _behind(run):
+            cp = _last(run)
             if cp is not None:
                 if "graph" in run._state.fields_cache:
                     cp.run = run  # its graph's reducers, without a query
@@ -216,15 +230,14 @@ def current_states(runs: Iterable[Run]) -> dict[int, dict[str, Any]]:
 def catch_up(run: Run) -> None:
     """Before a worker executes `run`: while its row's state is behind, take its last
     checkpoint's state, and the chain from it (the next checkpoint may be a delta)."""
-    if not run.state_behind or run.__dict__.get(HELD):
+    if not _behind(run):
         return
-    last = Checkpoint.stored.filter(run_id=run.pk).order_by("-step_index").first()
+    last = _last(run)
     if last is None:
         return
     last.run = run
     run.state = state_at(last)
-    base = last.step_index if last.base_step is None else last.base_step
-    run.__dict__[CHAIN] = Chain(base, last.step_index, run.state)
+    run.__dict__[CHAIN] = _chain_to(last, run.state)
     run.__dict__[HELD] = True
 
 
