@@ -13,6 +13,9 @@ interleaved rounds (so load on a shared machine hits every row alike), medians r
 - the raw 1-row commit on the same database and settings (BEGIN, one INSERT, COMMIT);
 - LangGraph per node on the same chain (StateGraph, `durability="sync"`) with SqliteSaver (on
   a connection given the same pragmas: WAL, synchronous=FULL) / PostgresSaver;
+- LangGraph with an llm node (`langgraph_llm`): each node formats its prompt from the state
+  and invokes LangChain's GenericFakeChatModel (a scripted reply with usage, no latency):
+  like with like for the `llm` row, reported beside the stricter comparison with a plain node;
 - `function` step with a big state (`big_state`): the same chain over a state holding 100 KB
   of text (a long message history, say), written by the first step, each later step changing
   one small key; beside it LangGraph on the same state (its checkpointer stores a channel's
@@ -277,11 +280,18 @@ class RawCommit:
 
 
 class LangGraph:
-    """The same chain in LangGraph, checkpointed after every node (durability="sync")."""
+    """The same chain in LangGraph, checkpointed after every node (durability="sync").
 
-    def __init__(self, db: str, state_bytes: int = 0) -> None:
+    With `llm`, each node is what an `llm` node is in LangGraph: the prompt formatted from
+    the state, LangChain's GenericFakeChatModel invoked (a scripted reply with its usage, no
+    latency), its text written to the state: like with like for the `llm` row."""
+
+    def __init__(self, db: str, state_bytes: int = 0, *, llm: bool = False) -> None:
+        import itertools
         from typing import TypedDict
 
+        from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+        from langchain_core.messages import AIMessage, HumanMessage
         from langgraph.graph import END, START, StateGraph
 
         from bench.functions import words
@@ -289,9 +299,18 @@ class LangGraph:
         class State(TypedDict, total=False):
             x: int
             text: str
+            answer: str
+
+        usage = {"input_tokens": 3, "output_tokens": 1, "total_tokens": 4}
+        model = GenericFakeChatModel(
+            messages=itertools.repeat(AIMessage(content="ok", usage_metadata=usage))
+        )
 
         def step(state: State) -> dict[str, Any]:
             update: dict[str, Any] = {"x": state["x"] + 1}
+            if llm:
+                reply = model.invoke([HumanMessage(f"Count: {state['x']}")])
+                update["answer"] = reply.content
             if len(state.get("text") or "") < state_bytes:
                 update["text"] = words(state_bytes)
             return update
@@ -308,7 +327,7 @@ class LangGraph:
             from django.conf import settings
             from langgraph.checkpoint.sqlite import SqliteSaver
 
-            path = WORK / db / f"langgraph-{state_bytes}.sqlite3"
+            path = WORK / db / f"langgraph-{state_bytes}{'-llm' if llm else ''}.sqlite3"
             path.unlink(missing_ok=True)
             conn = sqlite3.connect(path, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
@@ -353,7 +372,8 @@ def child(db: str, quick: bool) -> dict[str, Any]:
     samples: dict[str, list[float]] = {k: [] for k in [*KINDS, "raw_commit", "langgraph"]}
     big = Runyard("function", BIG_STATE)
     lg_big = LangGraph(db, BIG_STATE) if lg else None
-    samples |= {"big_state": [], "langgraph_big_state": []}
+    lg_llm = LangGraph(db, llm=True) if lg else None
+    samples |= {"big_state": [], "langgraph_big_state": [], "langgraph_llm": []}
     for kind in KINDS:  # warm caches, compiled specs and connections before measuring
         runyard[kind].per_step()
     big.per_step()
@@ -361,12 +381,16 @@ def child(db: str, quick: bool) -> dict[str, Any]:
     if lg and lg_big:
         lg.per_node()
         lg_big.per_node()
+    if lg_llm:
+        lg_llm.per_node()
     for _ in range(rounds):
         for kind in KINDS:
             samples[kind].append(runyard[kind].per_step())
         samples["raw_commit"].append(raw.per_commit(NODES))
         if lg:
             samples["langgraph"].append(lg.per_node())
+        if lg_llm:
+            samples["langgraph_llm"].append(lg_llm.per_node())
         samples["big_state"].append(big.per_step())
         if lg_big:
             samples["langgraph_big_state"].append(lg_big.per_node())
@@ -385,6 +409,11 @@ def child(db: str, quick: bool) -> dict[str, Any]:
         ratios[f"{kind}_vs_langgraph"] = (
             round(med[kind] / med["langgraph"], 2) if "langgraph" in med else None
         )
+    # Like with like: an llm node in LangGraph calls a chat model (the row above compares the
+    # `llm` step with LangGraph's plain function node, the stricter target kept).
+    ratios["llm_vs_langgraph_llm"] = (
+        round(med["llm"] / med["langgraph_llm"], 2) if "langgraph_llm" in med else None
+    )
     ratios["transform_batched_vs_raw_commit"] = round(med["transform"] / med["raw_commit"], 2)
     ratios["big_state_vs_function"] = round(med["big_state"] / med["function"], 2)
     ratios["big_state_vs_langgraph_big_state"] = (
