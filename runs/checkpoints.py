@@ -35,7 +35,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 
 from runs.engine import apply_update
 from runs.models import Checkpoint, Run
@@ -214,17 +214,28 @@ def current_state(run: Run) -> dict[str, Any]:
 
 
 def current_states(runs: Iterable[Run]) -> dict[int, dict[str, Any]]:
-    """`current_state` of each of `runs` whose row is behind, by pk: a query per such run
-    (its last checkpoint, by the (run, step_index) index) and one for the deltas to replay."""
-    last = []
-    for run in runs:
-        if _behind(run):
-            cp = _last(run)
-            if cp is not None:
-                if "graph" in run._state.fields_cache:
-                    cp.run = run  # its graph's reducers, without a query
-                last.append(cp)
+    """`current_state` of each of `runs` whose row is behind, by pk: one query for their last
+    checkpoints (each an index seek by (run, step_index)), one for the deltas to replay."""
+    behind = {run.pk: run for run in runs if _behind(run)}
+    if not behind:
+        return {}
+    last = list(Checkpoint.stored.filter(pk__in=_last_ids(behind)))
+    for cp in last:
+        run = behind[cp.run_id]
+        if "graph" in run._state.fields_cache:
+            cp.run = run  # its graph's reducers, without a query
     return {cp.run_id: cp.state for cp in fill_states(last)}
+
+
+def _last_ids(run_pks: Iterable[int]) -> QuerySet[Run]:
+    """The id of each run's last checkpoint, as a subquery: per run, the last entry of the
+    (run, step_index) index, not a scan of its checkpoints."""
+    newest = Checkpoint.stored.filter(run_id=OuterRef("pk")).order_by("-step_index")
+    return (
+        Run.objects.filter(pk__in=list(run_pks))
+        .annotate(last_checkpoint=Subquery(newest.values("pk")[:1]))
+        .values("last_checkpoint")
+    )
 
 
 def catch_up(run: Run) -> None:
