@@ -227,7 +227,7 @@ def current_states(runs: Iterable[Run]) -> dict[int, dict[str, Any]]:
     return {cp.run_id: cp.state for cp in fill_states(last)}
 
 
-def _last_ids(run_pks: Iterable[int]) -> QuerySet[Run]:
+def _last_ids(run_pks: Iterable[int]) -> QuerySet[Any, Any]:
     """The id of each run's last checkpoint, as a subquery: per run, the last entry of the
     (run, step_index) index, not a scan of its checkpoints."""
     newest = Checkpoint.stored.filter(run_id=OuterRef("pk")).order_by("-step_index")
