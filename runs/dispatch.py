@@ -32,7 +32,7 @@ from django_q.brokers import Broker, get_broker
 from django_q.tasks import async_task
 
 from runs.models import Run
-from runs.sql import execute, fetch_all, guarded_update, pipelined, send_all
+from runs.sql import fetch_all, guarded_update, pipelined, send, send_all
 from runs.status import ACTIVE, RunStatus
 from tenants import cluster, limits
 from tenants.models import GraphLimit, Tenant
@@ -139,7 +139,7 @@ def owed() -> bool:
     return bool(fetch_all(candidates))
 
 
-def send_dispatch_in_transaction() -> Callable[[], None]:
+def send_dispatch_in_transaction() -> Callable[[], Callable[[], None]]:
     """Dispatch the next run owed a slot in the caller's transaction (a run's creation), so
     one commit both queues a run and hands one out: `POST /runs` then costs one transaction,
     not two, and a run created on an idle system is on the broker when its creation commits.
@@ -148,16 +148,23 @@ def send_dispatch_in_transaction() -> Callable[[], None]:
     instead (`dispatch_on_commit`), never waiting for the gate while the caller's locks are
     held.
 
-    The dispatcher's reads are sent now and the slot is taken when the returned function is
-    called: inside `pipelined`, the reads share a round trip with what the caller sent before
-    that call (a creation's INSERT)."""
-    take = _send_dispatch(to_broker=True, wait=False)
+    In three calls, so that on PostgreSQL each step shares a round trip with the caller's
+    statements: this one sends the dispatcher's reads (with what the caller sent before, a
+    creation's INSERT); the function it returns reads them and sends the slot's UPDATE; the
+    function that one returns, called after the caller's `pipelined` block ends (whose end
+    brings the UPDATE's result with the caller's last statements), settles it."""
+    send_take = _send_dispatch(to_broker=True, wait=False)
 
-    def finish() -> None:
-        if take() == BUSY:
-            dispatch_on_commit()
+    def take() -> Callable[[], None]:
+        settle = send_take()
 
-    return finish
+        def finish() -> None:
+            if settle() == BUSY:
+                dispatch_on_commit()
+
+        return finish
+
+    return take
 
 
 def dispatch_here() -> int | None:
@@ -176,45 +183,64 @@ def _dispatch_next(*, to_broker: bool, wait: bool = True) -> int | None:
     for 8 and put 20 runs in flight together. No savepoint: an error here fails the caller's
     transaction, which its retry starts over."""
     with transaction.atomic(savepoint=False):
-        return _send_dispatch(to_broker=to_broker, wait=wait)()
+        return _send_dispatch(to_broker=to_broker, wait=wait)()()
 
 
-def _send_dispatch(*, to_broker: bool, wait: bool) -> Callable[[], int | None]:
-    """`_dispatch_next`'s reads sent (in the caller's transaction); the returned function reads
-    them and takes the slot. On PostgreSQL the gate, the room and the candidates are one
-    round trip (read after the gate is held: the server runs them in order); on a full
-    cluster the candidates read is wasted, which costs less than a round trip of its own."""
+def _send_dispatch(*, to_broker: bool, wait: bool) -> Callable[[], Callable[[], int | None]]:
+    """`_dispatch_next`'s reads sent (in the caller's transaction). The returned function reads
+    them and sends the first candidate's slot UPDATE; the function it returns reads that and
+    settles it (a lost race tries the next candidates), returning the run handed out. On
+    PostgreSQL the gate, the room and the candidates are one round trip (read after the gate
+    is held: the server runs them in order); on a full cluster the candidates read is
+    wasted, which costs less than a round trip of its own."""
     with pipelined():
         read_room = cluster.send_dispatch_gate(
             capacity=configured_capacity(), fallback=fallback_capacity(), wait=wait
         )
         read_candidates = send_all(candidates)
 
-    def take() -> int | None:
+    def send_take() -> Callable[[], int | None]:
         room = read_room()
         found = read_candidates()
         if room is None:
-            return BUSY
-        if room <= 0:
-            return None
-        for tenant_id, run_pk in found:
-            if _take_slot(tenant_id, run_pk):
-                if to_broker:
-                    transaction.on_commit(partial(enqueue_run, run_pk))
-                return run_pk
-        return None
+            return lambda: BUSY
+        if room <= 0 or not found:
+            return lambda: None
+        now = timezone.now()
+        (tenant_id, run_pk), others = found[0], found[1:]
+        took = _send_take(tenant_id, run_pk, now)
 
-    return take
+        def settle() -> int | None:
+            if _settle_slot(tenant_id, run_pk, now, took()):
+                return _handed_out(run_pk, to_broker)
+            for other_tenant, other_run in others:
+                if _take_slot(other_tenant, other_run):
+                    return _handed_out(other_run, to_broker)
+            return None
+
+        return settle
+
+    return send_take
+
+
+def _handed_out(run_pk: int, to_broker: bool) -> int:
+    if to_broker:
+        transaction.on_commit(partial(enqueue_run, run_pk))
+    return run_pk
 
 
 def _take_slot(tenant_id: int, run_pk: int) -> bool:
     """The tenant's slot, the run, then the run's graph's slot: each a guarded UPDATE, each
     undone when a later one finds it lost the race. The run's UPDATE says which graph limit
     it counts against (no read of its own). On PostgreSQL the three are one statement
-    (`_take_at_once`); only a lost race costs more."""
+    (`_send_take`); only a lost race costs more."""
     now = timezone.now()
-    take = _take_at_once if connection.vendor == "postgresql" else _take_in_turn
-    tenant_slot, marked, limit_id, graph_slot = take(tenant_id, run_pk, now)
+    return _settle_slot(tenant_id, run_pk, now, _send_take(tenant_id, run_pk, now)())
+
+
+def _settle_slot(tenant_id: int, run_pk: int, now: dt.datetime, took: Took) -> bool:
+    """Whether the run got its slots; undoes a slot taken for a run that did not."""
+    tenant_slot, marked, limit_id, graph_slot = took
     if not tenant_slot:
         return False
     if not marked:  # someone else dispatched or cancelled it meanwhile
@@ -230,6 +256,21 @@ def _take_slot(tenant_id: int, run_pk: int) -> bool:
         limits.release_run_slot(tenant_id)
         return False
     return True
+
+
+def _send_take(tenant_id: int, run_pk: int, now: dt.datetime) -> Callable[[], Took]:
+    """The slots' UPDATEs sent (PostgreSQL: `_take_sql`, one statement, its result read by the
+    returned function) or made (SQLite: `_take_in_turn`)."""
+    if connection.vendor != "postgresql":
+        took = _take_in_turn(tenant_id, run_pk, now)
+        return lambda: took
+    rows = send(_take_sql(), [now, tenant_id, now, run_pk], prepared=True)
+
+    def read() -> Took:
+        ((tenant_slot, marked, limit_id, graph_slot),) = rows()
+        return bool(tenant_slot), bool(marked), limit_id, bool(graph_slot)
+
+    return read
 
 
 # What taking a slot found: (tenant slot taken, run marked, its graph limit, graph slot taken).
@@ -254,19 +295,13 @@ def _take_in_turn(tenant_id: int, run_pk: int, now: dt.datetime) -> Took:
     return True, True, limit_id, limit_id is None or limits.acquire_graph_slot(limit_id)
 
 
-def _take_at_once(tenant_id: int, run_pk: int, now: dt.datetime) -> Took:
+@functools.cache
+def _take_sql() -> str:
     """`_take_in_turn`'s three guarded UPDATEs as one statement: data-modifying CTEs, each
     running only on the one before it (a run is marked only with its tenant's slot taken, a
     graph slot taken only for a run marked), which also fixes the order rows are locked in:
     tenant, run, graph, as `_take_in_turn` does. The guards are tenants/limits/'s own:
     `acquire_run_slot` and `acquire_graph_slot`."""
-    (row,) = execute(_take_sql(), [now, tenant_id, now, run_pk], fetch=True, prepared=True)
-    tenant_slot, marked, limit_id, graph_slot = row
-    return bool(tenant_slot), bool(marked), limit_id, bool(graph_slot)
-
-
-@functools.cache
-def _take_sql() -> str:
     q = connection.ops.quote_name
     tenant, run, graph = (q(m._meta.db_table) for m in (Tenant, Run, GraphLimit))
     count, cap = q("running_count"), q("max_concurrent_runs")

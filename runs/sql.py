@@ -271,6 +271,22 @@ def execute(sql: str, params: list[Any], *, fetch: bool | None, prepared: bool =
     return _execute(_db(), sql, params, fetch=fetch, prepared=prepared)
 
 
+def send(sql: str, params: list[Any], *, prepared: bool = False) -> Callable[[], list[Any]]:
+    """`execute`'s statement sent now, its rows read when the returned function is called:
+    inside `pipelined`, read after the block ends, it costs no round trip of its own (the
+    block's end brings every result; a result read inside the block waits for one more)."""
+    db = _db()
+    cursor = _send(db, sql, params, prepared=prepared)
+
+    def rows() -> list[Any]:
+        try:
+            return cast(list[Any], _read(db, cursor, True))
+        finally:
+            cursor.close()
+
+    return rows
+
+
 def _execute(
     db: BaseDatabaseWrapper,
     sql: str,

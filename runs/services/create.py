@@ -282,8 +282,9 @@ def _admit_and_write(
     thread_id = request["thread_id"]
     if not thread_id and checkpoint is not None and checkpoint.thread is not None:
         thread_id = checkpoint.thread.public_id  # a fork continues on its thread
-    # On PostgreSQL the BEGIN, the admission's UPDATE and the run's INSERT go in one round
-    # trip. The tenant's row is locked first, then the thread's: the order retry_run takes.
+    # On PostgreSQL the admission's UPDATE and the run's INSERT go in one round trip (after the
+    # BEGIN's own: psycopg waits for a BEGIN sent in a pipeline). The tenant's row is locked
+    # first, then the thread's: the order retry_run takes.
     with pipelined() as pipe:
         admitted = limits.send_admission(tenant)
         thread = None
@@ -314,10 +315,10 @@ def _admit_and_write(
             run.position = {**checkpoint.position, "step": 0}
             run.metadata = {**run.metadata, "forked_from": str(checkpoint.public_id)}
         run.last_seq = 1  # its run.queued event, written below
-        # On PostgreSQL the INSERT, the audit row and the dispatcher's reads go with the BEGIN
-        # and the admission, all read after (the candidates query runs after the INSERT, so
-        # it sees the new run): one round trip; the usage row, the event and the dispatcher's
-        # slot a second, the COMMIT a third.
+        # On PostgreSQL the INSERT, the audit row and the dispatcher's reads go with the
+        # admission, all read after (the candidates query runs after the INSERT, so it sees
+        # the new run): one round trip; the usage row, the event and the dispatcher's slot a
+        # second (the pipeline's end), the COMMIT a third.
         read_pk = send_instance(run)
         audit_run(run, "run.created", graph=graph_row)
         dispatch = send_dispatch_in_transaction() if parent is None else None
@@ -333,15 +334,16 @@ def _admit_and_write(
             )
         # These writes are sent without waiting (the event's id is read when it is published,
         # after the commit), and go in one round trip with the dispatcher's slot (a block of
-        # its own when the webhook ended the pipeline).
+        # its own when the webhook ended the pipeline): the block's end, before the COMMIT.
         with pipelined():
             limits.record_usage(tenant.pk, runs=1, shard=limits.usage_shard(run.pk))
             append_first_events(
                 run, [("run.queued", {"graph": graph_row.name, "version": graph_row.version})]
             )
-            if dispatch is not None:
-                dispatch()
-        return run
+            settle = dispatch() if dispatch is not None else None
+    if settle is not None:
+        settle()  # the slot's result, in by now
+    return run
 
 
 def _take_thread(tenant: Tenant, thread_id: Any, strategy: str, by: str) -> Thread:
