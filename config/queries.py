@@ -68,9 +68,14 @@ def fetch_models(build: Callable[[Any], models.QuerySet[M]], param: Any) -> list
     compiled once per process: a query with three joins cost ~1 ms of SQL building per call,
     more than the database took. `build` takes the one parameter and must pass it through to
     the query's SQL unchanged (a primary key, say)."""
+    return send_models(build, param)()
+
+
+def send_models(build: Callable[[Any], models.QuerySet[M]], param: Any) -> Callable[[], list[M]]:
+    """`fetch_models`' query sent now, its instances built when the returned function is
+    called: inside runs.sql's `pipelined`, it shares a round trip with what was sent before."""
     q = _model_query(build)
     params = [param if p in _PARAM_FORMS else p for p in q.params]
-    rows: Any
     db = connections[DEFAULT_DB_ALIAS]
     if db.vendor == "postgresql" and not (db.queries_logged or db.execute_wrappers):
         # Prepared: planning the claim's three joins cost ~0.5 ms a run, more than running
@@ -78,19 +83,35 @@ def fetch_models(build: Callable[[Any], models.QuerySet[M]], param: Any) -> list
         db.ensure_connection()
         db.validate_thread_sharing()
         db.validate_no_broken_transaction()
-        with db.wrap_database_errors, psycopg.Cursor(db.connection) as server:
-            server.execute(q.sql, params, prepare=True)
-            rows = server.fetchall()
-    else:
-        with db.cursor() as cursor:
-            cursor.execute(q.sql, params)
-            rows = cursor.fetchall()
+        server = psycopg.Cursor(db.connection)
+        try:
+            with db.wrap_database_errors:
+                server.execute(q.sql, params, prepare=True)
+        except BaseException:
+            server.close()
+            raise
+
+        def fetched() -> list[M]:
+            try:
+                with db.wrap_database_errors:
+                    return _instances(q, server.fetchall())
+            finally:
+                server.close()
+
+        return fetched
+    with db.cursor() as cursor:
+        cursor.execute(q.sql, params)
+        rows = cursor.fetchall()
+    return lambda: _instances(q, rows)
+
+
+def _instances(q: _ModelQuery, rows: Any) -> list[Any]:
     if q.converters:
         rows = q.apply_converters(rows, q.converters)
-    out: list[M] = []
+    out = []
     for row in rows:
         obj = q.model.from_db(DEFAULT_DB_ALIAS, q.init_list, row[q.start : q.end])
         for populator in q.populators:
             populator.populate(row, obj)
-        out.append(obj)  # type: ignore[arg-type]  # the model `build` queries
+        out.append(obj)
     return out

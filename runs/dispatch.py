@@ -156,7 +156,7 @@ def send_dispatch_in_transaction() -> Callable[[], Callable[[], None]]:
     send_take = _send_dispatch(to_broker=True, wait=False)
 
     def take() -> Callable[[], None]:
-        settle = send_take()
+        _, settle = send_take()
 
         def finish() -> None:
             if settle() == BUSY:
@@ -167,13 +167,23 @@ def send_dispatch_in_transaction() -> Callable[[], Callable[[], None]]:
     return take
 
 
-def dispatch_here() -> int | None:
-    """Dispatch the next run owed a slot to the calling worker, not to the broker: a worker
-    that has just finished a segment takes it on in the same queue task. Same fair order and
-    caps as `dispatch_once`. Returns the run's pk (the caller claims it in the same
-    transaction), or None."""
-    run_pk = _dispatch_next(to_broker=False)
-    return None if run_pk == BUSY else run_pk
+def send_dispatch_here() -> tuple[int | None, Callable[[], int | None]]:
+    """Dispatch the next run owed a slot to the calling worker, not to the broker (a worker
+    that has just finished a segment takes it on in the same queue task), in the caller's
+    transaction; same fair order and caps as `dispatch_once`. In two calls, so that on
+    PostgreSQL the slot's UPDATE shares a round trip with what the caller sends next (the
+    claim's read of that run): this one reads the dispatcher's reads and sends the first
+    candidate's slot UPDATE, returning that candidate (None: nothing to take) and the function
+    that settles it, returning the run handed to the caller (another candidate when the first
+    was lost to a race), or None."""
+    send_take = _send_dispatch(to_broker=False, wait=True)
+    first, settle = send_take()
+
+    def settled() -> int | None:
+        run_pk = settle()
+        return None if run_pk == BUSY else run_pk
+
+    return first, settled
 
 
 def _dispatch_next(*, to_broker: bool, wait: bool = True) -> int | None:
@@ -183,13 +193,16 @@ def _dispatch_next(*, to_broker: bool, wait: bool = True) -> int | None:
     for 8 and put 20 runs in flight together. No savepoint: an error here fails the caller's
     transaction, which its retry starts over."""
     with transaction.atomic(savepoint=False):
-        return _send_dispatch(to_broker=to_broker, wait=wait)()()
+        return _send_dispatch(to_broker=to_broker, wait=wait)()[1]()
 
 
-def _send_dispatch(*, to_broker: bool, wait: bool) -> Callable[[], Callable[[], int | None]]:
+def _send_dispatch(
+    *, to_broker: bool, wait: bool
+) -> Callable[[], tuple[int | None, Callable[[], int | None]]]:
     """`_dispatch_next`'s reads sent (in the caller's transaction). The returned function reads
-    them and sends the first candidate's slot UPDATE; the function it returns reads that and
-    settles it (a lost race tries the next candidates), returning the run handed out. On
+    them and sends the first candidate's slot UPDATE, returning that candidate (None when
+    none) and the function that reads the UPDATE and settles it (a lost race tries the next
+    candidates), returning the run handed out. On
     PostgreSQL the gate, the room and the candidates are one round trip (read after the gate
     is held: the server runs them in order); on a full cluster the candidates read is
     wasted, which costs less than a round trip of its own."""
@@ -199,13 +212,13 @@ def _send_dispatch(*, to_broker: bool, wait: bool) -> Callable[[], Callable[[], 
         )
         read_candidates = send_all(candidates)
 
-    def send_take() -> Callable[[], int | None]:
+    def send_take() -> tuple[int | None, Callable[[], int | None]]:
         room = read_room()
         found = read_candidates()
         if room is None:
-            return lambda: BUSY
+            return None, lambda: BUSY
         if room <= 0 or not found:
-            return lambda: None
+            return None, lambda: None
         now = timezone.now()
         (tenant_id, run_pk), others = found[0], found[1:]
         took = _send_take(tenant_id, run_pk, now)
@@ -218,7 +231,7 @@ def _send_dispatch(*, to_broker: bool, wait: bool) -> Callable[[], Callable[[], 
                     return _handed_out(other_run, to_broker)
             return None
 
-        return settle
+        return run_pk, settle
 
     return send_take
 

@@ -42,6 +42,8 @@ from runs.sql import (
     _execute,
     _prepare,
     _quoted,
+    _read,
+    _send,
     _update_sql,
     guarded_update,
     insert_rows,
@@ -202,14 +204,47 @@ def update_then_insert(
     Returns the numbered rows' (pk, number) in order, or None when the guard did not match
     (then nothing was written). `numbered` must hold at least one row.
     """
+    return send_update_then_insert(
+        model,
+        pk,
+        where=where,
+        sets=sets,
+        counter=counter,
+        numbered=numbered,
+        inserts=inserts,
+        upserts=upserts,
+        increments=increments,
+        decrements=decrements,
+    )()
+
+
+def send_update_then_insert(
+    model: type[models.Model],
+    pk: int,
+    *,
+    where: dict[str, Any],
+    sets: dict[str, Any],
+    counter: str,
+    numbered: tuple[type[models.Model], Rows, str],
+    inserts: Sequence[tuple[type[models.Model], Rows]] = (),
+    upserts: Sequence[Upsert] = (),
+    increments: dict[str, int] | None = None,
+    decrements: Sequence[Decrement] = (),
+) -> Callable[[], list[tuple[int, int]] | None]:
+    """`update_then_insert` sent now, its result read when the returned function is called:
+    inside runs.sql's `pipelined` on PostgreSQL, what is sent after it (a read of the row it
+    wrote) shares its round trip. On SQLite it is written at once."""
     assert numbered[1], "update_then_insert needs a numbered row to tell a match"
     w = GuardedWrite(
         model, pk, where, sets, counter, numbered, inserts, upserts, increments or {}, decrements
     )
-    return _one_statement(w) if _db().vendor == "postgresql" else _one_transaction(w)
+    if _db().vendor == "postgresql":
+        return _one_statement(w)
+    written = _one_transaction(w)
+    return lambda: written
 
 
-def _one_statement(w: GuardedWrite) -> list[tuple[int, int]] | None:
+def _one_statement(w: GuardedWrite) -> Callable[[], list[tuple[int, int]] | None]:
     numbered_model, rows, seq = w.numbered
     n = len(rows)
     db = _db()
@@ -249,8 +284,16 @@ def _one_statement(w: GuardedWrite) -> list[tuple[int, int]] | None:
         _quoted(w.model, w.counter),
         tuple((d.model, d.field) for d in w.decrements),
     )
-    result = _execute(db, sql, params, fetch=True, prepared=True)
-    return [(row[0], row[1]) for row in result] if result else None
+    cursor = _send(db, sql, params, prepared=True)
+
+    def numbers() -> list[tuple[int, int]] | None:
+        try:
+            result = _read(db, cursor, True)
+        finally:
+            cursor.close()
+        return [(row[0], row[1]) for row in result] if result else None
+
+    return numbers
 
 
 @functools.lru_cache(maxsize=64)

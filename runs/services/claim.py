@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -19,7 +20,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from config.queries import fetch_models
+from config.queries import fetch_models, send_models
 from observability import hooks as observe
 from runs import checkpoints
 from runs.draining import draining
@@ -28,7 +29,7 @@ from runs.engine import (
     initial_state,
 )
 from runs.events import publish_on_commit
-from runs.guarded_writes import Decrement, update_then_insert
+from runs.guarded_writes import Decrement, send_update_then_insert
 from runs.models import Checkpoint, Event, Run
 from runs.services.dbretry import retry_transient
 from runs.services.graphs import spec_for
@@ -63,7 +64,7 @@ def claim_run(run_pk: int, *, worker: str | None = None) -> Run | None:
 def claim_next(*, worker: str | None = None) -> Run | None:
     """Dispatch the next run owed a slot to this worker and claim it, in one transaction;
     None when nothing is owed (or the cluster is at capacity)."""
-    from runs.dispatch import dispatch_here, owed
+    from runs.dispatch import owed, send_dispatch_here
 
     if draining():  # this worker is stopping: the run is another worker's to take
         return None
@@ -71,10 +72,25 @@ def claim_next(*, worker: str | None = None) -> Run | None:
         return None
     worker = worker or worker_id()
 
+    # On PostgreSQL, after the BEGIN: the dispatcher's reads; the slot's UPDATE with the claim's
+    # read of that run; the claim's write with the pipeline's closing Sync; the COMMIT.
     def claim() -> Run | None:
-        with transaction.atomic(), pipelined():
-            run_pk = dispatch_here()
-            return None if run_pk is None else _claim(run_pk, worker)
+        with transaction.atomic():
+            with pipelined():
+                first, settle = send_dispatch_here()
+                if first is None:
+                    return None
+                read_first = send_models(_claimable, first)
+                run_pk = settle()
+                found = read_first()
+                if run_pk is None:
+                    return None
+                if run_pk != first:  # the first was lost to a race, another one taken
+                    found = fetch_models(_claimable, run_pk)
+                if not found:
+                    return None
+                written = _send_claim(found[0], worker)
+            return written()  # its result came with the pipeline's end
 
     run = retry_transient(claim)
     if run is not None:
@@ -117,7 +133,12 @@ def _claim(run_pk: int, worker: str) -> Run | None:
     found = fetch_models(_claimable, run_pk)
     if not found:
         return None
-    run = found[0]
+    return _send_claim(found[0], worker)()
+
+
+def _send_claim(run: Run, worker: str) -> Callable[[], Run | None]:
+    """`_claim`'s guarded write of the run it read, sent; the returned function reads its
+    result and returns the claimed run, or None when the fence did not match."""
     now = timezone.now()
     sets: dict[str, Any] = {
         "status": RunStatus.RUNNING,
@@ -137,9 +158,9 @@ def _claim(run_pk: int, worker: str) -> Run | None:
         "data": started,
         "created_at": now,
     }
-    numbered = update_then_insert(
+    written = send_update_then_insert(
         Run,
-        run_pk,
+        run.pk,
         where={
             "status": RunStatus.QUEUED,
             "dispatched_at": NOT_NULL,
@@ -156,16 +177,21 @@ def _claim(run_pk: int, worker: str) -> Run | None:
         if run.holds_queue_slot
         else [],
     )
-    if numbered is None:
-        return None
-    for key, value in sets.items():
-        setattr(run, key, value)
-    ((event_pk, last_seq),) = numbered
-    run.epoch, run.claims, run.last_seq = run.epoch + 1, run.claims + 1, last_seq
-    if first:
-        checkpoints.started(run)  # checkpoint 0, full: the run's deltas replay from it
-    publish_on_commit(run, [(event_pk, last_seq, "run.started", started)], now)
-    return run
+
+    def claimed() -> Run | None:
+        numbered = written()
+        if numbered is None:
+            return None
+        for key, value in sets.items():
+            setattr(run, key, value)
+        ((event_pk, last_seq),) = numbered
+        run.epoch, run.claims, run.last_seq = run.epoch + 1, run.claims + 1, last_seq
+        if first:
+            checkpoints.started(run)  # checkpoint 0, full: the run's deltas replay from it
+        publish_on_commit(run, [(event_pk, last_seq, "run.started", started)], now)
+        return run
+
+    return claimed
 
 
 def _claimable(run_pk: int) -> QuerySet[Run]:

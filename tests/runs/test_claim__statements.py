@@ -70,13 +70,13 @@ def test_a_claim_on_a_stale_read_takes_nothing(dispatched: Run, monkeypatch) -> 
     refuses, and nothing of this claim is written."""
     from runs.services import claim as claim_module
 
-    real_write = claim_module.update_then_insert
+    real_write = claim_module.send_update_then_insert
 
     def racing(*args, **kwargs):
         Run.objects.filter(pk=dispatched.pk).update(epoch=dispatched.epoch + 1)
         return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(claim_module, "update_then_insert", racing)
+    monkeypatch.setattr(claim_module, "send_update_then_insert", racing)
     assert claim_run(dispatched.pk, worker="late") is None
     stored = Run.objects.get(pk=dispatched.pk)
     assert stored.status == RunStatus.QUEUED and stored.lease_owner == "" and stored.last_seq == 1

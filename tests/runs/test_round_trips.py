@@ -116,3 +116,21 @@ def test_claiming_a_run_takes_two_round_trips(
     # The read; the write (one statement committing itself).
     assert round_trips(relayed, lambda: claimed.append(claim_run(run.pk))) == 2
     assert claimed[0] is not None and claimed[0].status == "running"
+
+
+def test_a_worker_taking_the_next_queued_run_takes_six_round_trips(
+    tenant: Tenant, relayed: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runs.services.claim import claim_next
+
+    monkeypatch.setattr(dispatch, "send_dispatch_in_transaction", lambda: lambda: None)
+    create_graph_version(tenant, chain_spec())
+    queued = [create_run(tenant, graph="chain").pk for _ in range(3)]
+    assert claim_next() is not None
+    claimed: list[Any] = []
+    # Whether a run is owed (outside a transaction); the BEGIN; the dispatcher's gate, room and
+    # candidates; the slot's UPDATE with the claim's read; the claim's write with the
+    # pipeline's Sync; the COMMIT.
+    assert round_trips(relayed, lambda: claimed.append(claim_next())) == 6
+    assert claimed[0] is not None and claimed[0].pk == queued[1]
+    assert claimed[0].status == "running" and claimed[0].state == {"count": 0}
