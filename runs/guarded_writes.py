@@ -181,41 +181,11 @@ class GuardedWrite:
 
 
 def update_then_insert(
-    model: type[models.Model],
-    pk: int,
-    *,
-    where: dict[str, Any],
-    sets: dict[str, Any],
-    counter: str,
-    numbered: tuple[type[models.Model], Rows, str],
-    inserts: Sequence[tuple[type[models.Model], Rows]] = (),
-    upserts: Sequence[Upsert] = (),
-    increments: dict[str, int] | None = None,
-    decrements: Sequence[Decrement] = (),
+    model: type[models.Model], pk: int, **write: Any
 ) -> list[tuple[int, int]] | None:
-    """UPDATE `model`'s row `pk` if it still matches `where` (as `guarded_update` reads it: None
-    means IS NULL, NOT_NULL means IS NOT NULL), setting `sets`, adding `increments` and adding
-    to its integer `counter` the number of `numbered` rows; if it matched, INSERT `inserts`
-    (each a model and rows with the same keys), apply `upserts` and `decrements`, and INSERT
-    the `numbered` rows (model, rows, field) with that field numbered up to the counter's new
-    value (`counter - n + 1` .. `counter`, in order: a run's events and their `seq`).
-    Committed before it returns, unless called inside a transaction.
-
-    Returns the numbered rows' (pk, number) in order, or None when the guard did not match
-    (then nothing was written). `numbered` must hold at least one row.
-    """
-    return send_update_then_insert(
-        model,
-        pk,
-        where=where,
-        sets=sets,
-        counter=counter,
-        numbered=numbered,
-        inserts=inserts,
-        upserts=upserts,
-        increments=increments,
-        decrements=decrements,
-    )()
+    """`send_update_then_insert`, its result read at once: committed before it returns,
+    unless called inside a transaction."""
+    return send_update_then_insert(model, pk, **write)()
 
 
 def send_update_then_insert(
@@ -231,9 +201,18 @@ def send_update_then_insert(
     increments: dict[str, int] | None = None,
     decrements: Sequence[Decrement] = (),
 ) -> Callable[[], list[tuple[int, int]] | None]:
-    """`update_then_insert` sent now, its result read when the returned function is called:
-    inside runs.sql's `pipelined` on PostgreSQL, what is sent after it (a read of the row it
-    wrote) shares its round trip. On SQLite it is written at once."""
+    """UPDATE `model`'s row `pk` if it still matches `where` (as `guarded_update` reads it: None
+    means IS NULL, NOT_NULL means IS NOT NULL), setting `sets`, adding `increments` and adding
+    to its integer `counter` the number of `numbered` rows; if it matched, INSERT `inserts`
+    (each a model and rows with the same keys), apply `upserts` and `decrements`, and INSERT
+    the `numbered` rows (model, rows, field) with that field numbered up to the counter's new
+    value (`counter - n + 1` .. `counter`, in order: a run's events and their `seq`).
+
+    Sent now; the returned function reads the result: the numbered rows' (pk, number) in
+    order, or None when the guard did not match (then nothing was written). On PostgreSQL
+    inside runs.sql's `pipelined`, read it after the block ends: the block's end brings it
+    with everything sent before (read inside, it costs a round trip of its own). On SQLite it
+    is written at once. `numbered` must hold at least one row."""
     assert numbered[1], "update_then_insert needs a numbered row to tell a match"
     w = GuardedWrite(
         model, pk, where, sets, counter, numbered, inserts, upserts, increments or {}, decrements
