@@ -176,8 +176,7 @@ def send_dispatch_here() -> tuple[int | None, Callable[[], int | None]]:
     candidate's slot UPDATE, returning that candidate (None: nothing to take) and the function
     that settles it, returning the run handed to the caller (another candidate when the first
     was lost to a race), or None."""
-    send_take = _send_dispatch(to_broker=False, wait=True)
-    first, settle = send_take()
+    first, settle = _send_dispatch(to_broker=False, wait=True)()
 
     def settled() -> int | None:
         run_pk = settle()
@@ -202,10 +201,10 @@ def _send_dispatch(
     """`_dispatch_next`'s reads sent (in the caller's transaction). The returned function reads
     them and sends the first candidate's slot UPDATE, returning that candidate (None when
     none) and the function that reads the UPDATE and settles it (a lost race tries the next
-    candidates), returning the run handed out. On
-    PostgreSQL the gate, the room and the candidates are one round trip (read after the gate
-    is held: the server runs them in order); on a full cluster the candidates read is
-    wasted, which costs less than a round trip of its own."""
+    candidates), returning the run handed out. On PostgreSQL the gate, the room and the
+    candidates are one round trip (read after the gate is held: the server runs them in
+    order); on a full cluster the candidates read is wasted, which costs less than a round
+    trip of its own."""
     with pipelined():
         read_room = cluster.send_dispatch_gate(
             capacity=configured_capacity(), fallback=fallback_capacity(), wait=wait

@@ -42,11 +42,10 @@ from runs.sql import (
     _execute,
     _prepare,
     _quoted,
-    _read,
-    _send,
     _update_sql,
     guarded_update,
     insert_rows,
+    send,
     split_where,
 )
 
@@ -263,13 +262,10 @@ def _one_statement(w: GuardedWrite) -> Callable[[], list[tuple[int, int]] | None
         _quoted(w.model, w.counter),
         tuple((d.model, d.field) for d in w.decrements),
     )
-    cursor = _send(db, sql, params, prepared=True)
+    read = send(sql, params, prepared=True)
 
     def numbers() -> list[tuple[int, int]] | None:
-        try:
-            result = _read(db, cursor, True)
-        finally:
-            cursor.close()
+        result = read()
         return [(row[0], row[1]) for row in result] if result else None
 
     return numbers

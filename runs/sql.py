@@ -495,20 +495,10 @@ def fetch_all(build: Callable[[], models.QuerySet]) -> list[tuple[Any, ...]]:
 def send_all(build: Callable[[], models.QuerySet]) -> Callable[[], list[tuple[Any, ...]]]:
     """`fetch_all`'s query sent now, its rows read when the returned function is called:
     inside `pipelined`, whatever else is sent before that call shares its round trip."""
-    db = _db()
-    if db.vendor == "postgresql":
-        cursor = _send(db, _literal(build), [], prepared=True)
-    else:
-        sql, params = _compiled(build)
-        cursor = _send(db, sql, list(params))
-
-    def rows() -> list[tuple[Any, ...]]:
-        try:
-            return cast(list[tuple[Any, ...]], _read(db, cursor, True))
-        finally:
-            cursor.close()
-
-    return rows
+    if _db().vendor == "postgresql":
+        return send(_literal(build), [], prepared=True)
+    sql, params = _compiled(build)
+    return send(sql, list(params))
 
 
 @functools.cache

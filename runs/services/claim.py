@@ -82,7 +82,7 @@ def claim_next(*, worker: str | None = None) -> Run | None:
                     return None
                 read_first = send_models(_claimable, first)
                 run_pk = settle()
-                found = read_first()
+                found = read_first()  # read (and its cursor closed) whatever settle found
                 if run_pk is None:
                     return None
                 if run_pk != first:  # the first was lost to a race, another one taken
